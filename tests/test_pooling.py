@@ -1,0 +1,110 @@
+"""Pooling reads the last real token: right/left padding, pad == eos, batch size, truncation."""
+
+import pytest
+import torch
+
+from rewardkit.batching import Encoder, pad_batch
+from rewardkit.data.record import PreferenceExample
+from rewardkit.evaluate import score_examples
+from rewardkit.model import load_reward_model
+from rewardkit.pooling import last_token_index, position_ids_from_mask
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    model, tok = load_reward_model(str(tiny_model_dir))
+    torch.nn.init.normal_(model.hf.score.weight, std=1.0)  # a random head makes rewards differ visibly
+    return model.eval(), tok
+
+
+def test_last_token_index_left_and_right():
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    assert last_token_index(right).tolist() == [2, 4, 0]
+    assert last_token_index(left).tolist() == [4, 4, 4]
+    assert position_ids_from_mask(left)[0].tolist() == [0, 0, 0, 1, 2]
+
+
+def test_all_padding_row_is_an_error():
+    with pytest.raises(ValueError, match="no real tokens"):
+        last_token_index(torch.tensor([[1, 1], [0, 0]]))
+
+
+def test_loader_gives_pad_distinct_from_eos(tiny):
+    _, tok = tiny
+    assert tok.pad_token_id != tok.eos_token_id
+
+
+def _rewards(model, seqs, pad_id, side):
+    ids, mask = pad_batch(seqs, pad_id, side)
+    with torch.no_grad():
+        return model(ids, mask)
+
+
+def test_same_reward_alone_left_padded_right_padded(tiny):
+    model, tok = tiny
+    seqs = [[5, 9, 20, 33, 2], [7, 8, 2], [40, 41, 42, 43, 44, 45, 46, 2], [11]]
+    alone = torch.stack([_rewards(model, [s], tok.pad_token_id, "right")[0] for s in seqs])
+    right = _rewards(model, seqs, tok.pad_token_id, "right")
+    left = _rewards(model, seqs, tok.pad_token_id, "left")
+    assert torch.allclose(alone, right, atol=1e-5)
+    assert torch.allclose(alone, left, atol=1e-5)
+
+
+def test_pad_equals_eos_sequences_ending_in_eos(tiny):
+    """With pad == eos (id 2 here, as in SmolLM2), searching for the pad id pools the wrong token."""
+    model, _ = tiny
+    eos = 2
+    seqs = [[5, 9, 20, eos], [7, eos, 8, 9, 10, eos]]
+    alone = torch.stack([_rewards(model, [s], eos, "right")[0] for s in seqs])
+    batched = _rewards(model, seqs, eos, "right")  # padded *with eos*, as a pad == eos tokenizer would
+    assert torch.allclose(alone, batched, atol=1e-5)
+    # The pad-id search used by *ForSequenceClassification lands elsewhere for these rows:
+    ids, _ = pad_batch(seqs, eos, "right")
+    non_pad = (ids != eos).int() * torch.arange(ids.shape[1])
+    assert non_pad.argmax(-1).tolist() == [2, 4]  # not 3 and 5, the real last tokens
+
+
+def test_rewards_do_not_depend_on_batch_size_or_padding_side(tiny):
+    model, tok = tiny
+    from rewardkit.data.synthetic import synthetic_pairs
+
+    examples = synthetic_pairs("eval", n=24)
+    encoder = Encoder(tok, max_length=128)
+    base = score_examples(model, encoder, examples, max_batch_size=1)
+    for size in (2, 5, 64):
+        for side in ("left", "right"):
+            other = score_examples(model, encoder, examples, max_batch_size=size, padding_side=side)
+            for a, b in zip(base, other):
+                assert abs(a - b).max() < 1e-4
+
+
+def test_truncation_keeps_completion_end_and_cuts_prompt_from_left(tiny):
+    _, tok = tiny
+    ex = PreferenceExample.pair("What is the capital of France? " * 20, "The capital of France is Paris.", "x")
+    full = Encoder(tok, max_length=10_000).encode(ex.prompt, ex.chosen)
+    enc = Encoder(tok, max_length=40)
+    ids = enc.encode(ex.prompt, ex.chosen)
+    assert len(ids) == 40
+    assert ids[-25:] == full[-25:]  # the completion's end is kept
+    assert ids[0] == tok.bos_token_id  # a leading BOS survives the cut
+    assert enc.stats.prompt_truncated == 1 and enc.stats.completion_truncated == 0
+
+    long_reply = PreferenceExample.pair("Hi", "paper " * 200, "x")
+    enc2 = Encoder(tok, max_length=30)
+    ids2 = enc2.encode(long_reply.prompt, long_reply.chosen)
+    full2 = Encoder(tok, max_length=10_000).encode(long_reply.prompt, long_reply.chosen)
+    assert len(ids2) == 30 and ids2[1:] == full2[-29:]
+    assert enc2.stats.completion_truncated == 1
+    assert "1 completion cut" in enc2.stats.summary()
+
+
+def test_chat_template_and_completion_boundary(tiny):
+    _, tok = tiny
+    enc = Encoder(tok, max_length=512)
+    assert enc.template == "chat"
+    prompt = [{"role": "user", "content": "What is 2 + 2?"}]
+    head, full = enc.render(prompt, [{"role": "assistant", "content": "4."}])
+    assert full == "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n4.<|im_end|>\n"
+    assert full.startswith(head) and head.endswith("<|im_start|>assistant\n")
+    assert enc.encode(prompt, [{"role": "assistant", "content": "4."}]) == tok(full, add_special_tokens=False)["input_ids"]
