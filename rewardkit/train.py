@@ -221,6 +221,10 @@ def summary_lines(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _fmt(value: Any) -> str:
+    return "–" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+
+
 def render_report(report: dict[str, Any]) -> str:
     out = ["# rewardkit training report", "", "```", summary_lines(report), "```", "",
            f"- train data: {report['train_data']['source']} ({report['train_data']['loaded']} pairs loaded, "
@@ -231,6 +235,5 @@ def render_report(report: dict[str, Any]) -> str:
     before, after = report.get("before") or {}, report.get("after") or {}
     for key in ("accuracy", "ties", "mean_margin", "ece", "brier", "length_baseline_accuracy", "reward_mean", "reward_std"):
         if key in after:
-            fmt = (lambda v: "–" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)))
-            out.append(f"| {key} | {fmt(before.get(key))} | {fmt(after.get(key))} |")
+            out.append(f"| {key} | {_fmt(before.get(key))} | {_fmt(after.get(key))} |")
     return "\n".join(out) + "\n"
