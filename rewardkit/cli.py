@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     command, config_path = args.pop("command"), args.pop("config")
     from rewardkit.data import DataError
     from rewardkit.model import ModelLoadError
+    from rewardkit.train import TrainingDiverged
 
     try:
         if command == "train":
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(load_config(EvalConfig, config_path, **args))
         else:
             run_score(load_config(ScoreConfig, config_path, **args))
-    except (DataError, ModelLoadError, ValueError, FileNotFoundError) as e:
+    except (DataError, ModelLoadError, TrainingDiverged, ValueError, FileNotFoundError) as e:
         # User mistakes get one clear line, not a stack trace.
         print(f"rewardkit {command}: error: {e}", file=sys.stderr)
         return 2

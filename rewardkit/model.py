@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -25,8 +26,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers import logging as hf_logging
 
 from rewardkit.pooling import pool_last, position_ids_from_mask
+
+logger = logging.getLogger("rewardkit")
 
 SMOLLM2_ALIASES = ("smollm2-135m", "smollm2-135m-instruct", "smollm2")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -99,6 +103,8 @@ def resolve_backbone(name_or_path: str) -> str:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {name_or_path}")
         return str(convert_gguf(path))
+    if not path.exists() and (name_or_path.startswith(("/", "./", "../", "~")) or name_or_path.count("/") > 1):
+        raise ModelLoadError(f"model path not found: {name_or_path} (hub ids look like 'org/name')")
     if path.exists():
         if path.is_dir() and not (path / "config.json").exists():
             raise ModelLoadError(f"{name_or_path} is a folder but has no config.json: not a Hugging Face model folder")
@@ -160,12 +166,21 @@ def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | No
     source = resolve_backbone(name_or_path)
     tok = tokenizer or load_tokenizer(source)
     try:
-        hf = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+        # transformers prints a load report for the (expected) missing score head; we say it in one line.
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            hf, info = AutoModelForSequenceClassification.from_pretrained(
+                source, num_labels=1, dtype=torch.float32, output_loading_info=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
     except OSError as e:
         raise ModelLoadError(
             f"could not load model '{name_or_path}': {e}. Pass a local folder, a .gguf file, "
             f"a reachable hub id, or one of the built-in names {SMOLLM2_ALIASES}."
         ) from e
+    if any(k.startswith("score.") for k in info.get("missing_keys", [])):
+        logger.info("%s: new score head (random init), to be trained", name_or_path)
     if len(tok) > hf.get_input_embeddings().num_embeddings:
         hf.resize_token_embeddings(len(tok))
     hf.config.pad_token_id = tok.pad_token_id

@@ -64,7 +64,8 @@ def sharded_rewards(accelerator: Accelerator, model: RewardModel, encoder: Encod
     """Score examples split across processes, gathered back in order."""
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(examples), world))
-    rewards = score_examples(model, encoder, [examples[i] for i in mine]) if mine else []
+    subset = [examples[i] for i in mine]
+    rewards = score_examples(model, encoder, subset, progress=accelerator.is_main_process) if mine else []
     gathered = gather_object([(i, r.tolist()) for i, r in zip(mine, rewards)])
     out: list[Any] = [None] * len(examples)
     for i, r in gathered:

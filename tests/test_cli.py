@@ -1,0 +1,106 @@
+"""The CLI over a trained tiny model: eval and score through real subprocesses, user mistakes as
+one-line errors (exit 2, no traceback), a YAML config equal to flags."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rewardkit.config import TrainConfig, load_config
+
+from conftest import learnable_rows, write_jsonl
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rewardkit.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    from rewardkit.train import train
+
+    tmp = tmp_path_factory.mktemp("cli")
+    train_file = write_jsonl(tmp / "train.jsonl", learnable_rows(64, seed=1))
+    eval_file = write_jsonl(tmp / "eval.jsonl", learnable_rows(16, seed=2))
+    report = train(TrainConfig(model=str(tiny_model_dir), train_data=str(train_file), eval_data=str(eval_file),
+                               output_dir=str(tmp), run_name="run", batch_size=8, learning_rate=2e-3, max_length=64))
+    return Path(report["run_dir"])
+
+
+def test_eval_cli_json_and_batch_invariance(run_dir, tmp_path):
+    rows = learnable_rows(20, seed=5)
+    for i, r in enumerate(rows):
+        r["subset"] = "even" if i % 2 == 0 else "odd"
+    data = write_jsonl(tmp_path / "heldout.jsonl", rows)
+    out1, out2 = tmp_path / "m1.json", tmp_path / "m2.json"
+    a = cli("eval", "--model", str(run_dir), "--data", str(data), "--output", str(out1))
+    assert a.returncode == 0, a.stderr
+    b = cli("eval", "--model", str(run_dir), "--data", str(data), "--output", str(out2), "--max-batch-tokens", "40",
+            "--padding-side", "left")
+    assert b.returncode == 0, b.stderr
+    m1, m2 = json.loads(out1.read_text()), json.loads(out2.read_text())
+    assert m1["pairs"] == 20 and set(m1["subsets"]) == {"even", "odd"}
+    assert m1["subsets"]["even"]["pairs"] == 10
+    for key in ("accuracy", "ece", "brier", "length_baseline_accuracy", "ties"):
+        assert key in m1
+    assert m1["accuracy"] == m2["accuracy"]
+    assert abs(m1["mean_margin"] - m2["mean_margin"]) < 1e-4
+
+
+def test_score_cli_completions_and_pairs(run_dir, tmp_path):
+    rows = [{"prompt": "How was the answer?", "completion": "the answer is great"},
+            {"prompt": "How was the answer?", "completion": "the answer is awful"},
+            {"prompt": "How was the answer?", "a": "the answer is great", "b": "the answer is awful"},
+            {"prompt": "How was the answer?", "a": "the answer is fine", "b": "the answer is fine"}]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    res = cli("score", "--model", str(run_dir), "--input", str(inp))
+    assert res.returncode == 0, res.stderr
+    out = [json.loads(x) for x in res.stdout.splitlines()]
+    assert len(out) == 4
+    assert out[0]["reward"] > out[1]["reward"]
+    assert out[2]["reward_a"] == pytest.approx(out[0]["reward"], abs=1e-4)
+    assert out[2]["p_a_beats_b"] > 0.5
+    assert out[3]["p_a_beats_b"] == pytest.approx(0.5)
+    meta = json.loads((run_dir / "rewardkit.json").read_text())
+    assert out[0]["reward_normalized"] == pytest.approx((out[0]["reward"] - meta["reward_mean"]) / meta["reward_std"])
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{"prompt": "q", "chosen": "a"\n', ":2: malformed JSON"),
+    ('{"prompt": "q", "chosen": "a", "rejected": "a"}\n', ":1: 'chosen' and 'rejected' are identical"),
+])
+def test_bad_eval_data_is_one_clear_line(run_dir, tmp_path, content, message):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(content)
+    res = cli("eval", "--model", str(run_dir), "--data", str(data))
+    assert res.returncode == 2
+    assert message in res.stderr and "Traceback" not in res.stderr
+    assert "--skip-bad-records" in res.stderr
+
+
+def test_user_mistakes_exit_2_without_traceback(run_dir, tmp_path):
+    for args, message in [
+        (("eval", "--model", str(run_dir), "--data", str(tmp_path / "missing.jsonl")), "data file not found"),
+        (("eval", "--model", str(tmp_path / "nope"), "--data", "x.jsonl"), "model path not found"),
+        (("score", "--model", str(run_dir), "--input", str(write_jsonl(tmp_path / "s.jsonl", [{"prompt": "q"}]))),
+         "s.jsonl:1"),
+        (("train", "--model", "missing.gguf"), "GGUF file not found"),
+    ]:
+        res = cli(*args)
+        assert res.returncode == 2, (args, res.stderr[-2000:])
+        assert message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def test_yaml_config_and_flags_are_the_same_dataclass(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({"learning_rate": 3e-5, "batch_size": 32, "group_by_length": False}))
+    cfg = load_config(TrainConfig, path, batch_size=8)
+    assert (cfg.learning_rate, cfg.batch_size, cfg.group_by_length) == (3e-5, 8, False)
+    path.write_text(yaml.safe_dump({"learning_rat": 1.0}))
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        load_config(TrainConfig, path)
