@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import learnable_rows, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardkit.checkpoint import load_checkpoint, read_metadata
 from rewardkit.config import TrainConfig
 from rewardkit.evaluate import score_token_ids
 from rewardkit.train import make_batches, train
+
+from conftest import learnable_rows, write_jsonl
 
 
 def tiny_config(tiny_model_dir: Path, tmp_path: Path, **kw) -> TrainConfig:
