@@ -48,6 +48,8 @@ class TrainConfig:
     eval_before: bool = _f(True, "Evaluate the untrained model first, so the report shows before and after.")
     log_every: int = _f(1, "Write training metrics every N optimizer steps.")
     padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
+    mixed_precision: str = _f("no", "'no', 'bf16' or 'fp16' (GPU). Keep 'no' on CPU: bf16 matmuls are far slower there.")
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
 
 
 @dataclass

@@ -74,7 +74,7 @@ def sharded_rewards(accelerator: Accelerator, model: RewardModel, encoder: Encod
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
-    accelerator = Accelerator()
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     main = accelerator.is_main_process
     say = accelerator.print
     set_seed(cfg.seed)
@@ -94,6 +94,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- model and data
     model, tokenizer = load_reward_model(cfg.model)
+    if cfg.gradient_checkpointing:
+        model.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     encoder = Encoder(tokenizer, max_length=cfg.max_length, template=cfg.template)
     train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
     eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
@@ -192,7 +194,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         r = np.concatenate(sharded_rewards(accelerator, accelerator.unwrap_model(model), eval_encoder, sample))
         stats_source, reward_mean, reward_std = "train", float(r.mean()), float(r.std())
     wall = time.time() - started
+    warning = learning_warning(history, before, after)
+    if warning:
+        say(f"WARNING: {warning}")
     report = {
+        "warning": warning,
         "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step, "wall_time_s": round(wall, 1),
         "processes": world, "train_data": train_report.to_dict(), "eval_data": eval_report.to_dict() if eval_report else None,
         "train_truncation": encoder.stats.to_dict(), "before": before, "after": after,
@@ -210,6 +216,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(summary_lines(report))
     accelerator.wait_for_everyone()
     return report
+
+
+def learning_warning(history: list[dict[str, Any]], before: dict | None, after: dict | None) -> str | None:
+    """A plain signal for the classic failure: a run that stayed at chance (pain point 10)."""
+    tail = history[-max(1, len(history) // 4):]
+    tail_loss = sum(r["loss"] for r in tail) / len(tail) if tail else None
+    if tail_loss is not None and tail_loss > 0.68:
+        return (f"the training loss stayed near log 2 = 0.693 (last quarter of steps: {tail_loss:.3f}); the model "
+                "is not separating chosen from rejected. Check the data, or raise --learning-rate / train on more pairs.")
+    if before and after and after["accuracy"] <= before["accuracy"]:
+        return (f"held-out accuracy did not improve ({before['accuracy']:.4f} → {after['accuracy']:.4f}); "
+                "the model may be overfitting the training pairs or learning something that does not transfer.")
+    return None
 
 
 def summary_lines(report: dict[str, Any]) -> str:

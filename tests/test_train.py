@@ -120,3 +120,24 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     assert len(l1) == len(l2) == 6
     assert max(abs(a - b) for a, b in zip(l1, l2)) < 1e-5, (l1, l2)
     assert l1[-1] < l1[0]
+
+
+def test_learning_warning_flags_a_run_stuck_at_chance():
+    from rewardkit.train import learning_warning
+
+    assert "log 2" in learning_warning([{"loss": 0.693}] * 8, None, None)
+    learned = [{"loss": 0.3}] * 8
+    assert learning_warning(learned, {"accuracy": 0.5}, {"accuracy": 0.8}) is None
+    assert "did not improve" in learning_warning(learned, {"accuracy": 0.6}, {"accuracy": 0.55})
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tmp_path):
+    runs = []
+    for flag in (False, True):
+        cfg = tiny_config(tiny_model_dir, tmp_path, run_name=f"gc-{flag}", gradient_checkpointing=flag,
+                          eval_before=False, eval_data=None)
+        write_jsonl(Path(cfg.train_data), learnable_rows(24, seed=1))
+        train(cfg)
+        runs.append(_losses(Path(cfg.output_dir) / cfg.run_name))
+    assert len(runs[0]) == 3
+    assert max(abs(a - b) for a, b in zip(*runs)) < 1e-5
