@@ -37,7 +37,7 @@ class TrainConfig:
     epochs: int = _f(1, "Passes over the data. One is the default; the literature finds more epochs overfit.")
     batch_size: int = _f(16, "Pairs per optimizer step (global, across processes and accumulation).")
     micro_batch_size: int = _f(4, "Pairs per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")
-    learning_rate: float = _f(1e-5, "Peak AdamW learning rate.")
+    learning_rate: float = _f(2e-5, "Peak AdamW learning rate.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     warmup_ratio: float = _f(0.05, "Fraction of steps spent warming up linearly from 0.")
     lr_schedule: str = _f("cosine", "Decay after warmup: 'cosine', 'linear' or 'constant'.")

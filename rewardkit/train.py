@@ -95,7 +95,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # ---- model and data
     model, tokenizer = load_reward_model(cfg.model)
     if cfg.gradient_checkpointing:
-        model.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.hf.activation_checkpointing_enable({"use_reentrant": False})
     encoder = Encoder(tokenizer, max_length=cfg.max_length, template=cfg.template)
     train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
     eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)

@@ -107,10 +107,10 @@ TASKS: list[tuple[str, Callable[[random.Random, list], Pair], list]] = [
 
 
 def synthetic_pairs(split: str = "train", n: int | None = None, seed: int = 0) -> list[PreferenceExample]:
-    """Deterministic objectively-labelled pairs; ``split`` is 'train' (default 384) or 'eval' (192)."""
+    """Deterministic objectively-labelled pairs; ``split`` is 'train' (default 768) or 'eval' (192)."""
     if split not in ("train", "eval"):
         raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-    n = n if n is not None else (384 if split == "train" else 192)
+    n = n if n is not None else (768 if split == "train" else 192)
     rng = random.Random(f"{seed}-{split}")
     half = 0 if split == "train" else 1
     out = []
