@@ -34,6 +34,7 @@ class TrainConfig:
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
     output_dir: str = _f("runs", "Runs are written to <output_dir>/<run_name>/.")
     run_name: str | None = _f(None, "Run folder name; default: a timestamp.")
+    overwrite: bool = _f(False, "Replace an existing run folder of the same name (otherwise that is an error).")
     epochs: int = _f(1, "Passes over the data. One is the default; the literature finds more epochs overfit.")
     batch_size: int = _f(16, "Pairs per optimizer step (global, across processes and accumulation).")
     micro_batch_size: int = _f(4, "Pairs per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")

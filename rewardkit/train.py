@@ -87,9 +87,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     name = [cfg.run_name or time.strftime("%Y%m%d-%H%M%S")]
     broadcast_object_list(name)  # every process must write to the same run folder
     run_dir = Path(cfg.output_dir) / name[0]
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    if (run_dir / "metrics.jsonl").exists() and not cfg.overwrite:
+        raise ValueError(f"run folder {run_dir} already holds a run; pick another --run-name or pass --overwrite")
     started = time.time()
 
     # ---- model and data
@@ -109,6 +108,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(eval_report.summary())
     say(f"train: {encoder.stats.summary()}")
     say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
+    accelerator.wait_for_everyone()  # the folder is made only once model and data have loaded
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
 
     # ---- optimisation
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
@@ -119,7 +122,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     device, pad_id = accelerator.device, tokenizer.pad_token_id
     rank, world = accelerator.process_index, accelerator.num_processes
-    metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None
+    metrics_file = open(run_dir / "metrics.jsonl", "w") if main else None
 
     def log(record: dict[str, Any]) -> None:
         if metrics_file:

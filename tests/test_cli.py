@@ -89,10 +89,11 @@ def test_user_mistakes_exit_2_without_traceback(run_dir, tmp_path):
         (("eval", "--model", str(tmp_path / "nope"), "--data", "x.jsonl"), "model path not found"),
         (("score", "--model", str(run_dir), "--input", str(write_jsonl(tmp_path / "s.jsonl", [{"prompt": "q"}]))),
          "s.jsonl:1"),
-        (("train", "--model", "missing.gguf"), "GGUF file not found"),
+        (("train", "--model", "missing.gguf", "--output-dir", str(tmp_path / "runs")), "GGUF file not found"),
     ]:
         res = cli(*args)
         assert res.returncode == 2, (args, res.stderr[-2000:])
+        assert not (tmp_path / "runs").exists()  # a run that never started leaves no folder behind
         assert message in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
 
 

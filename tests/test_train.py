@@ -141,3 +141,11 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tmp_path):
         runs.append(_losses(Path(cfg.output_dir) / cfg.run_name))
     assert len(runs[0]) == 3
     assert max(abs(a - b) for a, b in zip(*runs)) < 1e-5
+
+
+def test_existing_run_folder_is_not_silently_mixed(trained):
+    report, tmp = trained
+    cfg = TrainConfig(model="unused", train_data="unused.jsonl", output_dir=str(Path(report["run_dir"]).parent),
+                      run_name="tiny")
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(cfg)
