@@ -59,6 +59,9 @@ def run_eval(cfg: EvalConfig) -> dict:
 
     if not cfg.model or not cfg.data:
         raise ValueError("eval needs --model and --data")
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.seed)  # same head init as `rewardkit train --seed` for an untrained backbone
     model, encoder, _ = load_checkpoint(cfg.model, cfg.max_length, cfg.template)
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)

@@ -63,6 +63,7 @@ class EvalConfig:
     template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
     max_batch_tokens: int = _f(16384, "Padded tokens per scoring batch.")
+    seed: int = _f(42, "Seeds the new score head when --model is an untrained backbone, so its baseline is reproducible.")
     padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
 
 
