@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardkit.batching import Encoder
-from rewardkit.data.readers import DataError, RecordError, _messages, _strip_prompt, parse_record
+from rewardkit.data.readers import DataError, RecordError, parse_messages, parse_record, strip_prompt
 from rewardkit.data.record import Message
 from rewardkit.evaluate import score_token_ids
 from rewardkit.model import RewardModel
@@ -25,14 +25,14 @@ def parse_score_row(row: Any, location: str) -> tuple[list[Message], list[list[M
         raise DataError(f"{location}: expected a JSON object")
     try:
         if "completion" in row:
-            prompt = _messages(row.get("prompt", ""), "prompt", "user") if row.get("prompt") else []
-            completion = _strip_prompt(_messages(row["completion"], "completion", "assistant"), prompt)
+            prompt = parse_messages(row.get("prompt", ""), "prompt", "user") if row.get("prompt") else []
+            completion = strip_prompt(parse_messages(row["completion"], "completion", "assistant"), prompt)
             return prompt, [completion]
         if "a" in row and "b" in row:
             row = {**{k: v for k, v in row.items() if k not in ("a", "b")}, "chosen": row["a"], "rejected": row["b"]}
         if row.get("chosen") is not None and row.get("chosen") == row.get("rejected"):
-            completion = _messages(row["chosen"], "chosen", "assistant")
-            prompt = _messages(row["prompt"], "prompt", "user") if row.get("prompt") else []
+            completion = parse_messages(row["chosen"], "chosen", "assistant")
+            prompt = parse_messages(row["prompt"], "prompt", "user") if row.get("prompt") else []
             return prompt, [completion, completion]
         ex = parse_record(row, location)
         return ex.prompt, ex.completions

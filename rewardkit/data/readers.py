@@ -302,9 +302,9 @@ def parse_record(obj: Any, location: str = "") -> PreferenceExample:
     if prompt_value is None:
         prompt, chosen, rejected = _split_implicit(obj["chosen"], obj["rejected"])
     else:
-        prompt = _messages(prompt_value, "prompt", "user")
-        chosen = _strip_prompt(_messages(obj["chosen"], "chosen", "assistant"), prompt)
-        rejected = _strip_prompt(_messages(obj["rejected"], "rejected", "assistant"), prompt)
+        prompt = parse_messages(prompt_value, "prompt", "user")
+        chosen = strip_prompt(parse_messages(obj["chosen"], "chosen", "assistant"), prompt)
+        rejected = strip_prompt(parse_messages(obj["rejected"], "rejected", "assistant"), prompt)
         if not _nonempty(prompt):
             raise RecordError("empty 'prompt'", "field 'prompt' is empty.")
     for name, completion in (("chosen", chosen), ("rejected", rejected)):
@@ -328,7 +328,7 @@ def _nonempty(messages: list[Message]) -> bool:
     return any(m["content"].strip() for m in messages)
 
 
-def _messages(value: Any, name: str, role: str) -> list[Message]:
+def parse_messages(value: Any, name: str, role: str) -> list[Message]:
     if isinstance(value, str):
         if looks_like_hh(value):
             turns = parse_hh(value)
@@ -347,7 +347,7 @@ def _messages(value: Any, name: str, role: str) -> list[Message]:
     raise RecordError(f"bad '{name}'", f"field '{name}' must be text or a list of chat messages, got {type(value).__name__}.")
 
 
-def _strip_prompt(completion: list[Message], prompt: list[Message]) -> list[Message]:
+def strip_prompt(completion: list[Message], prompt: list[Message]) -> list[Message]:
     if len(completion) > len(prompt) and completion[: len(prompt)] == prompt:
         return completion[len(prompt) :]
     return completion
@@ -371,8 +371,8 @@ def _split_implicit(chosen: Any, rejected: Any) -> tuple[list[Message], list[Mes
         prompt_text = chosen[:n]
         prompt = [{"role": "user", "content": prompt_text.strip()}] if prompt_text.strip() else []
         return prompt, as_messages(chosen[n:].strip(), "assistant"), as_messages(rejected[n:].strip(), "assistant")
-    c = _messages(chosen, "chosen", "assistant")
-    r = _messages(rejected, "rejected", "assistant")
+    c = parse_messages(chosen, "chosen", "assistant")
+    r = parse_messages(rejected, "rejected", "assistant")
     n = 0
     while n < min(len(c), len(r)) and c[n] == r[n]:
         n += 1
