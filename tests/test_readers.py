@@ -652,3 +652,21 @@ def test_real_hh_helpful_base():
     assert all(ex.chosen[-1]["role"] == ex.rejected[-1]["role"] == "assistant" for ex in examples)
     with pytest.raises(DataError, match=starts(f"{HH_HELPFUL}:121: field 'rejected' is empty")):
         read(HH_HELPFUL)
+
+
+def test_saved_hugging_face_dataset_folder(tmp_path):
+    """The `datasets` code path for real: a DatasetDict saved to disk, read by split, bad rows located."""
+    import datasets
+
+    rows = [{"prompt": "Q?", "chosen": "good answer", "rejected": "bad answer"},
+            {"prompt": "Q2?", "chosen": "same", "rejected": "same"}]
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:1]),
+                          "test": datasets.Dataset.from_list(rows)}).save_to_disk(str(tmp_path / "ds"))
+    examples, report = read_preferences(str(tmp_path / "ds"), split="train")
+    assert len(examples) == 1 and examples[0].chosen == [{"role": "assistant", "content": "good answer"}]
+    with pytest.raises(DataError, match=r"ds\[test\] row 1: 'chosen' and 'rejected' are identical"):
+        read_preferences(str(tmp_path / "ds"), split="test")
+    examples, report = read_preferences(str(tmp_path / "ds"), split="test", skip_bad=True)
+    assert report.loaded == 1 and report.skipped == {"chosen == rejected": 1}
+    with pytest.raises(DataError, match="no split 'validation'"):
+        read_preferences(str(tmp_path / "ds"), split="validation")

@@ -11,8 +11,8 @@ Accepted records (one per line / row / array element):
   (at the top level or inside ``metadata``).
 
 Files: ``.jsonl``, ``.jsonl.gz``, ``.json`` (an array, or JSON lines), ``.parquet``, ``.csv``
-(message lists in CSV cells are JSON strings). Anything else that is not a local path is taken as
-a Hugging Face dataset id. A spec may end in a Python slice over records, e.g.
+(message lists in CSV cells are JSON strings), a folder written by ``datasets``' ``save_to_disk``.
+Anything else that is not a local path is taken as a Hugging Face dataset id. A spec may end in a Python slice over records, e.g.
 ``data.jsonl.gz[:1000]`` or ``data.jsonl.gz[-500:]``.
 
 A bad record raises ``DataError`` naming file and line and what to do; with ``skip_bad=True`` it
@@ -127,7 +127,11 @@ def _raw_records(path_str: str, split: str) -> Iterator[tuple[str, Any]]:
         yield from _hub_records(path_str, split)
         return
     if path.is_dir():
-        raise DataError(f"{path_str} is a folder; pass a .jsonl/.jsonl.gz/.json/.parquet/.csv file")
+        if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+            yield from _saved_dataset_records(path, path_str, split)
+            return
+        raise DataError(f"{path_str} is a folder but not a saved Hugging Face dataset; "
+                        "pass a .jsonl/.jsonl.gz/.json/.parquet/.csv file")
     if name.endswith((".jsonl.gz", ".json.gz")):
         with gzip.open(path, "rb") as f:
             try:
@@ -272,6 +276,19 @@ def _hub_records(dataset_id: str, split: str) -> Iterator[tuple[str, Any]]:
         ) from None
     for i, row in enumerate(ds):
         yield f"{dataset_id}[{split}] row {i}", row
+
+
+def _saved_dataset_records(path: Path, where: str, split: str) -> Iterator[tuple[str, Any]]:
+    """A folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    import datasets
+
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise DataError(f"{where}: no split '{split}' in this dataset (it has {sorted(ds)}); pass --split")
+        ds = ds[split]
+    for i, row in enumerate(ds):
+        yield f"{where}[{split}] row {i}", row
 
 
 # ---------------------------------------------------------------- one record → PreferenceExample
