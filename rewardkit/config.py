@@ -81,7 +81,10 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) 
     values: dict[str, Any] = {}
     if path:
         text = Path(path).read_text()
-        loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        try:
+            loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as e:
+            raise ValueError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {e}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"{path}: expected a mapping of config fields")
         values.update(loaded)
