@@ -93,16 +93,30 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) 
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        kind = _base_type(hints[key])
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, values[key] = True, float(value)
+        if value is None and hints[key] is not kind:  # Optional field
+            ok = True
+        if not ok:
+            raise ValueError(f"{cls.__name__}.{key} must be {kind.__name__}, got {value!r}")
     return cls(**values)
+
+
+def _base_type(annotation: Any) -> type:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """One ``--flag`` per dataclass field, typed from its annotation, with the field's help."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        kind = hints[f.name]
-        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
-            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        kind = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{f.metadata.get('help', '')} (default: {f.default})"
         if kind is bool:

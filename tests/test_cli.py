@@ -105,6 +105,9 @@ def test_yaml_config_and_flags_are_the_same_dataclass(tmp_path):
     path.write_text(yaml.safe_dump({"learning_rat": 1.0}))
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         load_config(TrainConfig, path)
+    with pytest.raises(ValueError, match="TrainConfig.batch_size must be int, got 'many'"):
+        load_config(TrainConfig, None, batch_size="many")
+    assert load_config(TrainConfig, None, learning_rate=1).learning_rate == 1.0
     path.write_text("learning_rate: [1e-5\n")
     res = cli("train", "--config", str(path))
     assert res.returncode == 2 and "not valid YAML" in res.stderr and "Traceback" not in res.stderr
