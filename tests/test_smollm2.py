@@ -34,6 +34,7 @@ def test_gguf_is_converted_once_into_a_plain_fp32_folder(smollm2_dir):
     assert config["dtype"] == "float32"
     t = time.time()
     assert convert_gguf(smollm2_gguf_path()) == smollm2_dir  # cached: no second conversion
+    assert resolve_backbone(str(smollm2_gguf_path())) == str(smollm2_dir)  # a .gguf path, as users pass it
     assert time.time() - t < 2.0
 
 

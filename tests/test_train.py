@@ -118,6 +118,7 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     report = json.loads((Path(cfg.output_dir) / "two" / "report.json").read_text())
     assert report["processes"] == 2
     assert len(l1) == len(l2) == 6
+    print("max |loss(1 process) - loss(2 processes)| =", max(abs(a - b) for a, b in zip(l1, l2)))
     assert max(abs(a - b) for a, b in zip(l1, l2)) < 1e-5, (l1, l2)
     assert l1[-1] < l1[0]
 
