@@ -17,6 +17,9 @@ class PreferenceExample:
             assistant turn).
         ranking: indices into ``completions``, best first. A pair is ``completions=[chosen, rejected]``
             with ``ranking=[0, 1]``.
+        ties: optional groups of tied completions, e.g. ``[[0, 1]]`` for a pair judged equally good.
+            ``ranking`` still lists every completion (tied ones in any order); losses that can use
+            ties read them from here, the others refuse tied records with a clear error.
         margin: optional strength of the preference of ranking[0] over ranking[1] (eq. 5).
         scores: optional per-completion scores (e.g. 1–10 ratings), aligned with ``completions``.
         subset: optional subset name, used for per-subset evaluation.
@@ -26,6 +29,7 @@ class PreferenceExample:
     prompt: list[Message]
     completions: list[list[Message]]
     ranking: list[int] = field(default_factory=lambda: [0, 1])
+    ties: list[list[int]] | None = None
     margin: float | None = None
     scores: list[float] | None = None
     subset: str | None = None
@@ -38,6 +42,29 @@ class PreferenceExample:
     @property
     def rejected(self) -> list[Message]:
         return self.completions[self.ranking[-1]]
+
+    @property
+    def ranks(self) -> list[int]:
+        """Per completion, its rank (0 = best); tied completions share the best rank of their group."""
+        ranks = [0] * len(self.completions)
+        for position, index in enumerate(self.ranking):
+            ranks[index] = position
+        for group in self.ties or []:
+            best = min(ranks[i] for i in group)
+            for i in group:
+                ranks[i] = best
+        return ranks
+
+    @property
+    def is_tie(self) -> bool:
+        """True when every completion is tied with every other (e.g. a pair judged equal)."""
+        return len(set(self.ranks)) == 1
+
+    def preference_pairs(self) -> list[tuple[int, int, bool]]:
+        """All C(K,2) pairs as (better, worse, tied), better first in ``ranking`` order (eq. 6)."""
+        ranks, order = self.ranks, self.ranking
+        return [(order[a], order[b], ranks[order[a]] == ranks[order[b]])
+                for a in range(len(order)) for b in range(a + 1, len(order))]
 
     @classmethod
     def pair(
