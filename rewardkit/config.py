@@ -35,9 +35,22 @@ class TrainConfig:
     output_dir: str = _f("runs", "Runs are written to <output_dir>/<run_name>/.")
     run_name: str | None = _f(None, "Run folder name; default: a timestamp.")
     overwrite: bool = _f(False, "Replace an existing run folder of the same name (otherwise that is an error).")
+    loss: str = _f("bt", "Training loss: 'bt' (eq. 3), 'bt_softplus' (eq. 4), 'margin' (eq. 5, needs margins), 'balanced' "
+                   "(eq. 6: all C(K,2) pairs of a ranking weighted 1/C(K,2)) or 'plackett_luce' (K-wise).")
+    label_smoothing: float = _f(0.0, "Label smoothing ε for noisy labels: pairwise target 1 − ε instead of 1 (bt, margin, balanced).")
+    reward_center_coef: float = _f(0.0, "Reward centering c (Eisenstein et al. 2023): adds c·(r_w + r_l)² per pair.")
+    reward_l2_coef: float = _f(0.0, "Per-score L2 β (Open-Assistant): adds β/2·(r_w² + r_l²) per pair.")
+    margin_source: str = _f("none", "Margins for eq. 5: 'none', 'field' (the record's numeric 'margin'), 'scores' "
+                            "(margin_scale × score difference, e.g. UltraFeedback 1–10) or 'likert' (the record's "
+                            "'margin' is a category such as 'significantly better', mapped by likert_margins).")
+    margin_scale: float = _f(1.0, "With margin_source=scores: margin = margin_scale × (score_w − score_l).")
+    likert_margins: str = _f("llama2-large", "With margin_source=likert: 'llama2-large' (3/2/1/0), 'llama2-small' "
+                             "(1, 2/3, 1/3, 0) or a mapping 'significantly better=3,better=2,...'.")
+    flatten_rankings: bool = _f(False, "Train on each ranking's C(K,2) pairs as independent records (the unbalanced baseline).")
+    drop_ties: bool = _f(False, "Skip records whose completions are all tied (counted and reported).")
     epochs: int = _f(1, "Passes over the data. One is the default; the literature finds more epochs overfit.")
-    batch_size: int = _f(16, "Pairs per optimizer step (global, across processes and accumulation).")
-    micro_batch_size: int = _f(4, "Pairs per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")
+    batch_size: int = _f(16, "Records (pairs or rankings) per optimizer step (global, across processes and accumulation).")
+    micro_batch_size: int = _f(4, "Records per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")
     learning_rate: float = _f(2e-5, "Peak AdamW learning rate.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     warmup_ratio: float = _f(0.05, "Fraction of steps spent warming up linearly from 0.")

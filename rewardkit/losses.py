@@ -1,13 +1,24 @@
 """Reward-model losses: pure functions of rewards, numbered as in the source document (MISSION.md).
 
-All take rewards of shape (N,) and return per-pair losses of shape (N,); reducing (mean, or the
-per-prompt weights of eq. 6) is the caller's choice.
+Pairwise losses take rewards of shape (N,) and return per-pair losses of shape (N,). Group losses
+(eq. 6, Plackett-Luce) take one prompt's K rewards and return that prompt's loss (a scalar).
+Reducing over a batch is the caller's choice; ``rewardkit.train`` averages over records.
+
+Ties are represented as a preference target of 1/2 (the Bradley-Terry probability of a coin
+flip). Losses built on a target probability (eq. 3/4 with label smoothing, eq. 6) use it; the
+margin loss (eq. 5) and Plackett-Luce have no notion of a tie and raise ``TieError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
+
+
+class TieError(ValueError):
+    """A loss that cannot represent equal preference was given a tie."""
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:
@@ -24,10 +35,139 @@ def bradley_terry_loss_softplus(r_chosen: torch.Tensor, r_rejected: torch.Tensor
 
     The source prints ``log(1 + e^{r_l} − e^{r_w})``, a typo that is not equivalent (it is
     undefined when e^{r_w} > 1 + e^{r_l}); this is the correct second form, equal to eq. 3.
+    ``softplus`` switches to the identity for large arguments, so it does not overflow either.
     """
     return F.softplus(r_rejected - r_chosen)
+
+
+def soft_bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, target: torch.Tensor | float) -> torch.Tensor:
+    """Eq. 3 with a soft label: L = −t·log σ(Δr) − (1 − t)·log σ(−Δr), t = P(y_w ≻ y_l).
+
+    t = 1 is eq. 3; t = 1 − ε is label smoothing for noisy labels (annotator disagreement is
+    25–35 % on HH-style data); t = 1/2 is a tie, whose loss is minimised at Δr = 0.
+    """
+    delta = r_chosen - r_rejected
+    return -(target * F.logsigmoid(delta) + (1 - target) * F.logsigmoid(-delta))
+
+
+def label_smoothed_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Eq. 3 with label smoothing ε: the label says y_w ≻ y_l with probability 1 − ε."""
+    if not 0.0 <= epsilon < 0.5:
+        raise ValueError(f"label smoothing must be in [0, 0.5), got {epsilon}")
+    return soft_bradley_terry_loss(r_chosen, r_rejected, 1.0 - epsilon)
 
 
 def margin_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
     """Eq. 5 (Llama 2): L = −log σ(r_w − r_l − m(r)); the pair must win by at least ``margin``."""
     return -F.logsigmoid(r_chosen - r_rejected - margin)
+
+
+def balanced_pairwise_loss(rewards: torch.Tensor, pairs: Sequence[tuple[int, int, bool]], epsilon: float = 0.0) -> torch.Tensor:
+    """Eq. 6 (InstructGPT): one prompt's loss over all its C(K,2) pairs, each weighted 1/C(K,2).
+
+    L = −1/C(K,2) · Σ_{(w,l)} log σ(r(x, y_w) − r(x, y_l)). ``pairs`` are (better, worse, tied)
+    indices into ``rewards`` (``PreferenceExample.preference_pairs()``); a tied pair uses target
+    1/2, an untied one 1 − ``epsilon``. Every prompt thus carries the same total weight (1) whatever
+    its K, so prompts with many completions do not dominate the gradient.
+    """
+    if len(pairs) == 0:
+        raise ValueError("a ranking needs at least two completions")
+    better = rewards[[p[0] for p in pairs]]
+    worse = rewards[[p[1] for p in pairs]]
+    target = torch.tensor([0.5 if tied else 1.0 - epsilon for _, _, tied in pairs], dtype=rewards.dtype,
+                          device=rewards.device)
+    return soft_bradley_terry_loss(better, worse, target).mean()
+
+
+def plackett_luce_loss(rewards_best_first: torch.Tensor) -> torch.Tensor:
+    """K-wise Plackett-Luce loss (Zhu, Jordan & Jiao 2023, arXiv 2301.11270; Starling-RM).
+
+    For a ranking y_(1) ≻ … ≻ y_(K): L = −Σ_{k=1}^{K} log( exp r(y_(k)) / Σ_{j=k}^{K} exp r(y_(j)) ).
+    The k = K term is log 1 = 0. With K = 2 this is exactly eq. 3. ``logcumsumexp`` over the
+    reversed rewards gives every denominator in one stable pass.
+    """
+    if rewards_best_first.numel() < 2:
+        raise ValueError("a ranking needs at least two completions")
+    tail_logsumexp = torch.logcumsumexp(rewards_best_first.flip(0), dim=0).flip(0)
+    return (tail_logsumexp - rewards_best_first).sum()
+
+
+def reward_centering(rewards: torch.Tensor, pairs: Sequence[tuple[int, int, bool]], coef: float) -> torch.Tensor:
+    """Reward centering (Eisenstein et al. 2023): + c · mean over pairs of (r_w + r_l)².
+
+    Pulls each pair's rewards to sum to zero, so rewards stay near 0 and comparable across prompts.
+    For a pair this is exactly c·(r_w + r_l)²; for K completions it averages over the C(K,2) pairs.
+    """
+    i = [p[0] for p in pairs]
+    j = [p[1] for p in pairs]
+    return coef * ((rewards[i] + rewards[j]) ** 2).mean()
+
+
+def reward_l2(rewards: torch.Tensor, pairs: Sequence[tuple[int, int, bool]], coef: float) -> torch.Tensor:
+    """Per-score L2 (Open-Assistant): + β/2 · (r_w² + r_l²), averaged over the prompt's pairs."""
+    i = [p[0] for p in pairs]
+    j = [p[1] for p in pairs]
+    return coef / 2 * (rewards[i] ** 2 + rewards[j] ** 2).mean()
+
+
+# ---------------------------------------------------------------- one record's loss, by name
+
+LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
+
+
+def record_loss(
+    name: str,
+    rewards: torch.Tensor,
+    ranking: Sequence[int],
+    pairs: Sequence[tuple[int, int, bool]],
+    *,
+    margin: float | None = None,
+    label_smoothing: float = 0.0,
+    center_coef: float = 0.0,
+    l2_coef: float = 0.0,
+    where: str = "",
+) -> torch.Tensor:
+    """The loss of one record (a pair or a K-wise ranking) given its completions' rewards.
+
+    ``ranking`` lists completion indices best first and ``pairs`` is
+    ``PreferenceExample.preference_pairs()``. The regularisers are added on top of any loss.
+    """
+    tied = any(t for _, _, t in pairs)
+    k = len(ranking)
+    if name in ("bt", "bt_softplus", "margin") and k != 2:
+        raise ValueError(f"{where}: loss '{name}' takes pairs, this record ranks {k} completions; use "
+                         "--loss balanced (eq. 6) or --loss plackett_luce, or --flatten-rankings to train on its pairs")
+    if tied and name in ("margin", "plackett_luce"):
+        raise TieError(f"{where}: this record is a tie, which loss '{name}' cannot represent; use --loss bt or "
+                       "--loss balanced (ties get target 1/2), or --drop-ties to skip tied records (counted)")
+    w, l_ = ranking[0], ranking[-1]
+    if name == "bt" or name == "bt_softplus":
+        target = 0.5 if tied else 1.0 - label_smoothing
+        if name == "bt_softplus" and target == 1.0:
+            loss = bradley_terry_loss_softplus(rewards[w], rewards[l_])
+        elif target == 1.0:
+            loss = bradley_terry_loss(rewards[w], rewards[l_])
+        else:
+            loss = soft_bradley_terry_loss(rewards[w], rewards[l_], target)
+    elif name == "margin":
+        if margin is None:
+            raise ValueError(f"{where}: loss 'margin' needs a margin for every record; set --margin-source "
+                             "(field, scores or likert) or add a 'margin' field")
+        m = torch.tensor(margin, dtype=rewards.dtype, device=rewards.device)
+        # Smoothing applies to the margin-shifted difference: target 1 − ε on σ(Δr − m).
+        loss = (soft_bradley_terry_loss(rewards[w] - m, rewards[l_], 1.0 - label_smoothing) if label_smoothing
+                else margin_loss(rewards[w], rewards[l_], m))
+    elif name == "balanced":
+        loss = balanced_pairwise_loss(rewards, pairs, label_smoothing)
+    elif name == "plackett_luce":
+        if label_smoothing:
+            raise ValueError("label smoothing is defined for pairwise losses (bt, bt_softplus, margin, balanced), "
+                             "not for plackett_luce")
+        loss = plackett_luce_loss(rewards[list(ranking)])
+    else:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+    if center_coef:
+        loss = loss + reward_centering(rewards, pairs, center_coef)
+    if l2_coef:
+        loss = loss + reward_l2(rewards, pairs, l2_coef)
+    return loss

@@ -1,10 +1,13 @@
-"""Bradley-Terry reward-model training (eq. 3) on ``accelerate``: one loop, top to bottom.
+"""Reward-model training on ``accelerate``: one loop, top to bottom.
 
-Each optimizer step takes a global batch of ``batch_size`` pairs. The batch is split across
-processes and into micro-batches; every micro-batch runs chosen and rejected through the model
-in one forward pass, and its summed loss is scaled by ``processes / batch_size`` so the averaged
-gradient equals that of the mean loss over the global batch, whatever the process count or
-accumulation. The last, smaller batch of an epoch is used, not dropped.
+A record is a pair or a K-wise ranking; its loss is one of ``rewardkit.losses`` (eq. 3–6,
+Plackett-Luce) chosen by ``TrainConfig.loss``. Each optimizer step takes a global batch of
+``batch_size`` records. The batch is split across processes and into micro-batches; every
+micro-batch runs all completions of its records through the model in one forward pass (so a
+prompt's completions always share a batch, as InstructGPT prescribes), and its summed loss is
+scaled by ``processes / batch_size`` so the averaged gradient equals that of the mean loss over
+the global batch, whatever the process count or accumulation. The last, smaller batch of an
+epoch is used, not dropped.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from rewardkit.batching import Encoder, TruncationStats, pad_batch
 from rewardkit.checkpoint import save_checkpoint
 from rewardkit.config import TrainConfig, to_dict
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
+from rewardkit.data.transforms import drop_ties, flatten_rankings
 from rewardkit.evaluate import metrics_from_rewards, score_examples
-from rewardkit.losses import bradley_terry_loss
+from rewardkit.losses import LOSS_NAMES, record_loss
 from rewardkit.model import RewardModel, load_reward_model
 
 
@@ -57,6 +61,29 @@ def make_batches(lengths: list[int], batch_size: int, rng: np.random.Generator, 
     if group_by_length:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def prepare_records(examples: list[PreferenceExample], cfg: TrainConfig) -> tuple[list[PreferenceExample], dict[str, int]]:
+    """Apply the record transforms the config asks for; returns the records and what changed."""
+    changes: dict[str, int] = {}
+    if cfg.flatten_rankings:
+        examples, changes["rankings_flattened"] = flatten_rankings(examples)
+    if cfg.drop_ties:
+        examples, changes["ties_dropped"] = drop_ties(examples)
+    if cfg.margin_source != "none":
+        from rewardkit.data.margins import apply_margins
+
+        examples = apply_margins(examples, cfg.margin_source, scale=cfg.margin_scale, likert=cfg.likert_margins)
+    return examples, changes
+
+
+def record_rewards(model: RewardModel, sequences: list[list[list[int]]], pad_id: int, padding_side: str,
+                   device: torch.device) -> list[torch.Tensor]:
+    """One forward pass over every completion of the given records; rewards split back per record."""
+    flat = [ids for record in sequences for ids in record]
+    ids, mask = pad_batch(flat, pad_id, padding_side)
+    rewards = model(ids.to(device), mask.to(device))
+    return list(torch.split(rewards, [len(record) for record in sequences]))
 
 
 def sharded_rewards(accelerator: Accelerator, model: RewardModel, encoder: Encoder,
@@ -100,10 +127,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
     eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
     eval_encoder = dataclasses.replace(encoder, stats=TruncationStats())
-    if any(len(ex.completions) != 2 for ex in train_ex):
-        raise ValueError("training expects pairs; ranked records with K > 2 completions are not supported yet")
+    if cfg.loss not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
+    train_ex, changes = prepare_records(train_ex, cfg)
+    check_records(train_ex, cfg)
     encoded = encoder.encode_examples(train_ex)
+    pairs = [ex.preference_pairs() for ex in train_ex]
     say(train_report.summary())
+    if changes:
+        say("records: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in changes.items()) + f" → {len(train_ex)} records")
     if eval_report:
         say(eval_report.summary())
     say(f"train: {encoder.stats.summary()}")
@@ -142,7 +174,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     before = run_eval(0) if cfg.eval_before else None
     history: list[dict[str, Any]] = []
     rng = np.random.default_rng(cfg.seed)
-    lengths = [max(len(c), len(r)) for c, r in encoded]
+    lengths = [sum(len(ids) for ids in record) for record in encoded]
     bar = tqdm(total=total_steps, disable=not main, desc="train", unit="step")
     step = 0
     model.train()
@@ -156,16 +188,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 # A process with no pairs left still runs a zero-weight pass so gradient sync lines up.
                 weight = 1.0 if micro else 0.0
                 micro = micro or batch[:1]
-                ids, mask = pad_batch([encoded[i][0] for i in micro] + [encoded[i][1] for i in micro], pad_id,
-                                      cfg.padding_side)
-                rewards = model(ids.to(device), mask.to(device))
-                r_chosen, r_rejected = rewards[:len(micro)], rewards[len(micro):]
-                losses = bradley_terry_loss(r_chosen, r_rejected) * weight
+                rewards = record_rewards(model, [encoded[i] for i in micro], pad_id, cfg.padding_side, device)
+                losses = torch.stack([
+                    record_loss(cfg.loss, r, train_ex[i].ranking, pairs[i], margin=train_ex[i].margin,
+                                label_smoothing=cfg.label_smoothing, center_coef=cfg.reward_center_coef,
+                                l2_coef=cfg.reward_l2_coef, where=train_ex[i].source)
+                    for i, r in zip(micro, rewards)]) * weight
                 sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
                 with sync:
                     accelerator.backward(losses.sum() * world / len(batch))
-                delta = (r_chosen - r_rejected).detach()
-                stats += torch.stack([losses.detach().sum(), (delta > 0).float().sum() * weight, delta.sum() * weight])
+                correct, margins = zip(*(order_stats(r.detach(), pairs[i], train_ex[i].ranking) for i, r in zip(micro, rewards)))
+                stats += torch.tensor([losses.detach().sum().item(), sum(correct) * weight, sum(margins) * weight],
+                                      device=device)
             grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                          if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
             optimizer.step()
@@ -203,7 +237,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     report = {
         "warning": warning,
         "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step, "wall_time_s": round(wall, 1),
-        "processes": world, "train_data": train_report.to_dict(), "eval_data": eval_report.to_dict() if eval_report else None,
+        "processes": world, "train_data": train_report.to_dict(), "record_changes": changes, "eval_data": eval_report.to_dict() if eval_report else None,
         "train_truncation": encoder.stats.to_dict(), "before": before, "after": after,
         "first_train_loss": history[0]["loss"] if history else None,
         "last_train_loss": history[-1]["loss"] if history else None,
@@ -219,6 +253,28 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(summary_lines(report))
     accelerator.wait_for_everyone()
     return report
+
+
+def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:
+    """Refuse, before any compute, records the chosen loss cannot train on (first offender named)."""
+    for ex in examples:
+        k, tied = len(ex.completions), any(t for _, _, t in ex.preference_pairs())
+        if cfg.loss in ("bt", "bt_softplus", "margin") and k != 2:
+            raise ValueError(f"{ex.source}: loss '{cfg.loss}' takes pairs, this record ranks {k} completions; use "
+                             "--loss balanced (eq. 6) or --loss plackett_luce, or --flatten-rankings")
+        if tied and cfg.loss in ("margin", "plackett_luce"):
+            raise ValueError(f"{ex.source}: this record holds a tie, which loss '{cfg.loss}' cannot represent; use "
+                             "--loss bt or --loss balanced (ties get target 1/2), or --drop-ties to skip tied records")
+        if cfg.loss == "margin" and ex.margin is None:
+            raise ValueError(f"{ex.source}: loss 'margin' needs a margin for every record; set --margin-source "
+                             "(field, scores or likert) or add a numeric 'margin' field")
+
+
+def order_stats(rewards: torch.Tensor, pairs: list[tuple[int, int, bool]], ranking: list[int]) -> tuple[float, float]:
+    """(fraction of the record's strict pairs ordered right, best-minus-worst reward) for the training log."""
+    strict = [(i, j) for i, j, tied in pairs if not tied]
+    correct = sum(float(rewards[i] > rewards[j]) for i, j in strict) / len(strict) if strict else 0.0
+    return correct, float(rewards[ranking[0]] - rewards[ranking[-1]])
 
 
 def learning_warning(history: list[dict[str, Any]], before: dict | None, after: dict | None) -> str | None:

@@ -3,7 +3,19 @@ import math
 import pytest
 import torch
 
-from rewardkit.losses import bradley_terry_loss, bradley_terry_loss_softplus, margin_loss
+from rewardkit.losses import (
+    TieError,
+    balanced_pairwise_loss,
+    bradley_terry_loss,
+    bradley_terry_loss_softplus,
+    label_smoothed_loss,
+    margin_loss,
+    plackett_luce_loss,
+    record_loss,
+    reward_centering,
+    reward_l2,
+    soft_bradley_terry_loss,
+)
 
 
 def test_eq3_against_hand_computed_values():
@@ -43,3 +55,120 @@ def test_margin_loss_eq5_shifts_the_margin():
     r_w, r_l = torch.tensor([2.0]), torch.tensor([1.0])
     assert margin_loss(r_w, r_l, torch.tensor([0.0])).item() == pytest.approx(bradley_terry_loss(r_w, r_l).item())
     assert margin_loss(r_w, r_l, torch.tensor([1.0])).item() == pytest.approx(math.log(2.0), rel=1e-6)
+
+
+# ---------------------------------------------------------------- issue 3: every loss
+
+
+def test_eq3_and_eq4_agree_in_value_and_gradient_including_large_margins():
+    deltas = torch.tensor([-200.0, -80.0, -30.0, -1.0, 0.0, 1e-3, 2.5, 30.0, 89.0, 200.0], dtype=torch.float32)
+    for fn in (bradley_terry_loss, bradley_terry_loss_softplus):
+        assert torch.isfinite(fn(deltas, torch.zeros_like(deltas))).all()
+    grads = []
+    values = []
+    for fn in (bradley_terry_loss, bradley_terry_loss_softplus):
+        r_w = deltas.clone().requires_grad_(True)
+        r_l = torch.zeros_like(deltas, requires_grad=True)
+        loss = fn(r_w, r_l)
+        loss.sum().backward()
+        values.append(loss.detach())
+        grads.append((r_w.grad.clone(), r_l.grad.clone()))
+    assert torch.allclose(values[0], values[1], rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads[0], grads[1]):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6)
+    # A naive log(1 + exp(−Δ)) overflows to inf where the stable forms stay exact (−Δ = 200 → loss 200).
+    naive = torch.log(1 + torch.exp(-deltas))
+    assert torch.isinf(naive[0])
+    assert values[0][0].item() == pytest.approx(200.0)
+    # Hand values: −log σ(2.5) and the gradient −σ(−2.5).
+    assert values[1][6].item() == pytest.approx(math.log(1 + math.exp(-2.5)), rel=1e-6)
+    assert grads[1][0][6].item() == pytest.approx(-1 / (1 + math.exp(2.5)), rel=1e-6)
+
+
+def test_soft_labels_ties_and_label_smoothing_by_hand():
+    r_w, r_l = torch.tensor([1.0]), torch.tensor([-1.0])
+    d = 2.0
+    ls = lambda t: -(t * math.log(1 / (1 + math.exp(-d))) + (1 - t) * math.log(1 / (1 + math.exp(d))))  # noqa: E731
+    assert label_smoothed_loss(r_w, r_l, 0.1).item() == pytest.approx(ls(0.9), rel=1e-6)
+    assert soft_bradley_terry_loss(r_w, r_l, 0.5).item() == pytest.approx(ls(0.5), rel=1e-6)
+    assert label_smoothed_loss(r_w, r_l, 0.0).item() == pytest.approx(bradley_terry_loss(r_w, r_l).item(), rel=1e-6)
+    # A tie is minimised at Δr = 0, where its loss is log 2 and its gradient is zero.
+    x = torch.tensor([0.0], requires_grad=True)
+    tie = soft_bradley_terry_loss(x, torch.tensor([0.0]), 0.5)
+    tie.backward()
+    assert tie.item() == pytest.approx(math.log(2), rel=1e-6) and x.grad.item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="label smoothing"):
+        label_smoothed_loss(r_w, r_l, 0.5)
+
+
+def test_plackett_luce_by_hand_and_k2_equals_eq3():
+    r = torch.tensor([2.0, 1.0, -0.5])
+    e = [math.exp(v) for v in r.tolist()]
+    expected = -math.log(e[0] / sum(e)) - math.log(e[1] / (e[1] + e[2]))
+    assert plackett_luce_loss(r).item() == pytest.approx(expected, rel=1e-6)
+    torch.manual_seed(1)
+    for _ in range(20):
+        pair = torch.randn(2) * 10
+        assert plackett_luce_loss(pair).item() == pytest.approx(bradley_terry_loss(pair[0], pair[1]).item(), rel=1e-5, abs=1e-6)
+    big = torch.tensor([300.0, -300.0, 0.0])
+    assert torch.isfinite(plackett_luce_loss(big))
+
+
+def _pairs(k: int) -> list[tuple[int, int, bool]]:
+    return [(i, j, False) for i in range(k) for j in range(i + 1, k)]
+
+
+def test_balanced_loss_gives_every_prompt_the_same_total_weight():
+    torch.manual_seed(0)
+    for k in (2, 3, 5, 9):
+        pairs = _pairs(k)
+        assert len(pairs) == math.comb(k, 2)
+        # With all rewards equal every pair costs log 2, so a prompt's total loss is log 2 whatever K.
+        assert balanced_pairwise_loss(torch.zeros(k), pairs).item() == pytest.approx(math.log(2), rel=1e-6)
+        # Each pair's gradient carries weight 1/C(K,2): compare with the gradient built by hand.
+        r = torch.zeros(k, requires_grad=True)
+        balanced_pairwise_loss(r, pairs).backward()
+        assert r.grad.tolist() == pytest.approx(_hand_gradient(k), abs=1e-7)
+    r = torch.tensor([1.0, 0.0, -2.0])
+    by_hand = (math.log(1 + math.exp(-1)) + math.log(1 + math.exp(-3)) + math.log(1 + math.exp(-2))) / 3
+    assert balanced_pairwise_loss(r, _pairs(3)).item() == pytest.approx(by_hand, rel=1e-6)
+    with_tie = balanced_pairwise_loss(r, [(0, 1, True), (0, 2, False), (1, 2, False)])
+    assert with_tie.item() == pytest.approx((0.5 * math.log(1 + math.exp(-1)) + 0.5 * math.log(1 + math.exp(1))
+                                             + math.log(1 + math.exp(-3)) + math.log(1 + math.exp(-2))) / 3, rel=1e-6)
+
+
+def _hand_gradient(k: int) -> list[float]:
+    # At r = 0 each pair pushes its better side by −1/2 and its worse side by +1/2, weighted 1/C(K,2).
+    grad = [0.0] * k
+    for i, j, _ in _pairs(k):
+        grad[i] -= 0.5 / math.comb(k, 2)
+        grad[j] += 0.5 / math.comb(k, 2)
+    return grad
+
+
+def test_regularisers_by_hand():
+    r = torch.tensor([1.5, -0.5])
+    pair = [(0, 1, False)]
+    assert reward_centering(r, pair, 0.01).item() == pytest.approx(0.01 * 1.0, rel=1e-6)
+    assert reward_l2(r, pair, 0.1).item() == pytest.approx(0.1 / 2 * (2.25 + 0.25), rel=1e-6)
+    total = record_loss("bt", r, [0, 1], pair, center_coef=0.01, l2_coef=0.1)
+    assert total.item() == pytest.approx(math.log(1 + math.exp(-2)) + 0.01 + 0.125, rel=1e-6)
+
+
+def test_record_loss_dispatch_and_refusals():
+    r = torch.tensor([0.2, 0.7])
+    assert record_loss("bt", r, [1, 0], [(1, 0, False)]).item() == pytest.approx(math.log(1 + math.exp(-0.5)), rel=1e-6)
+    assert record_loss("bt_softplus", r, [1, 0], [(1, 0, False)]).item() == pytest.approx(math.log(1 + math.exp(-0.5)), rel=1e-6)
+    assert record_loss("margin", r, [1, 0], [(1, 0, False)], margin=0.5).item() == pytest.approx(math.log(2), rel=1e-6)
+    tie = [(0, 1, True)]
+    assert record_loss("bt", r, [0, 1], tie).item() == pytest.approx(soft_bradley_terry_loss(r[0], r[1], 0.5).item())
+    with pytest.raises(TieError, match="f.jsonl:3.*tie.*--drop-ties"):
+        record_loss("margin", r, [0, 1], tie, margin=1.0, where="f.jsonl:3")
+    with pytest.raises(TieError, match="plackett_luce"):
+        record_loss("plackett_luce", r, [0, 1], tie)
+    with pytest.raises(ValueError, match="needs a margin"):
+        record_loss("margin", r, [0, 1], [(0, 1, False)])
+    with pytest.raises(ValueError, match="balanced"):
+        record_loss("bt", torch.zeros(3), [0, 1, 2], _pairs(3))
+    with pytest.raises(ValueError, match="unknown loss"):
+        record_loss("hinge", r, [0, 1], [(0, 1, False)])
