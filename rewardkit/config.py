@@ -63,6 +63,8 @@ class TrainConfig:
     log_every: int = _f(1, "Write training metrics every N optimizer steps.")
     padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
     mixed_precision: str = _f("no", "'no', 'bf16' or 'fp16' (GPU). Keep 'no' on CPU: bf16 matmuls are far slower there.")
+    trainable_layers: int = _f(0, "Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
+                               "Cuts the backward pass to those blocks: a cheaper partial fine-tune.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
 
 

@@ -161,6 +161,33 @@ class RewardModel(nn.Module):
         return self.hf.score(pooled).squeeze(-1).float()
 
 
+def freeze_lower_layers(model: RewardModel, trainable_layers: int) -> int:
+    """Train only the top ``trainable_layers`` transformer blocks, the final norm and the score head.
+
+    The embeddings and lower blocks get ``requires_grad=False``, so autograd records nothing below
+    the first trainable block: the backward pass (about 2/3 of a full fine-tune's compute) shrinks
+    to the top blocks. Returns the number of parameters left trainable. 0 leaves everything trainable.
+    """
+    if trainable_layers <= 0:
+        return sum(p.numel() for p in model.parameters())
+    backbone = getattr(model.hf, model.hf.base_model_prefix)
+    blocks = next((m for name in ("layers", "h", "blocks") if isinstance(m := getattr(backbone, name, None), nn.ModuleList)),
+                  None)
+    if blocks is None:
+        raise ModelLoadError(f"{type(model.hf).__name__}: cannot find its transformer blocks to freeze; "
+                             "use --trainable-layers 0 (train everything)")
+    if trainable_layers > len(blocks):
+        raise ValueError(f"trainable_layers={trainable_layers} but the model has only {len(blocks)} blocks")
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    trainable = [*blocks[len(blocks) - trainable_layers:], *[m for n, m in backbone.named_children()
+                                                            if n in ("norm", "ln_f", "final_layernorm")]]
+    for module in trainable:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[RewardModel, PreTrainedTokenizerBase]:
     """Load a backbone (or a trained rewardkit checkpoint) as a reward model in fp32."""
     source = resolve_backbone(name_or_path)

@@ -35,7 +35,7 @@ from rewardkit.data import PreferenceExample, ReadReport, read_preferences
 from rewardkit.data.transforms import drop_ties, flatten_rankings
 from rewardkit.evaluate import metrics_from_rewards, score_examples
 from rewardkit.losses import LOSS_NAMES, record_loss
-from rewardkit.model import RewardModel, load_reward_model
+from rewardkit.model import RewardModel, freeze_lower_layers, load_reward_model
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,6 +120,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- model and data
     model, tokenizer = load_reward_model(cfg.model)
+    n_trainable = freeze_lower_layers(model, cfg.trainable_layers)
     if cfg.gradient_checkpointing:
         model.hf.activation_checkpointing_enable({"use_reentrant": False})
     encoder = Encoder(tokenizer, max_length=cfg.max_length, template=cfg.template)
@@ -139,6 +140,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if eval_report:
         say(eval_report.summary())
     say(f"train: {encoder.stats.summary()}")
+    say(f"trainable parameters: {n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}")
     say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
     accelerator.wait_for_everyone()  # the folder is made only once model and data have loaded
     if main:
@@ -148,7 +150,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # ---- optimisation
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)

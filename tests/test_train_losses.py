@@ -114,3 +114,18 @@ def test_transforms_count_what_they_change():
     assert flat[0].scores == [3.0, 2.0]
     kept, dropped = drop_ties([ex, pair, tie])
     assert dropped == 1 and kept == [ex, pair]
+
+
+def test_trainable_layers_freezes_the_lower_blocks(tiny_model_dir, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    rep = train(config(tiny_model_dir, tmp_path, learnable_rows(32, seed=6), trainable_layers=1))
+    before = load_file(str(tiny_model_dir / "model.safetensors"))
+    after = load_file(str(Path(rep["run_dir"]) / "model.safetensors"))
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"][: len(before["model.embed_tokens.weight"])])
+    assert torch.equal(before["model.layers.0.mlp.up_proj.weight"], after["model.layers.0.mlp.up_proj.weight"])
+    assert not torch.equal(before["model.layers.1.mlp.up_proj.weight"], after["model.layers.1.mlp.up_proj.weight"])
+    assert rep["last_train_loss"] < rep["first_train_loss"]
+    with pytest.raises(ValueError, match="only 2 blocks"):
+        train(config(tiny_model_dir, tmp_path, learnable_rows(8), trainable_layers=3))
