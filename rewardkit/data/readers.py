@@ -1,22 +1,50 @@
 """Readers: preference data from files or hub ids → ``PreferenceExample`` records.
 
-Accepted records (one per line / row / array element):
+Accepted records (one per line / row / array element; the shape is detected per record):
 
 * ``{"chosen", "rejected"}`` with the prompt inside both. Anthropic HH transcripts are parsed
   into chat turns and split where the turns diverge; other text is split at the longest shared
   prefix, backed off to a whitespace boundary.
 * ``{"prompt", "chosen", "rejected"}``, each either text or chat messages ``[{"role", "content"}]``.
   A ``chosen`` that repeats the prompt (full conversation) has the prompt removed.
-* optional ``margin`` (number), ``subset`` (string), ``score_chosen`` / ``score_rejected``
-  (at the top level or inside ``metadata``).
+  Optional: ``margin`` (a number, or a Likert category such as "better", mapped to a number by the
+  ``likert`` table, default Llama 2 "large": see ``rewardkit.data.margins``), ``subset`` (string),
+  ``score_chosen`` / ``score_rejected`` (at the top level or inside ``metadata``, as in
+  UltraFeedback), ``tie: true`` (the two are equally good: ``ties=[[0, 1]]``).
+  Equal ``score_chosen`` and ``score_rejected`` also make a tie (the record is kept, counted in
+  the report's notes): equal ratings carry no preference, so reading them as "chosen wins" would
+  invent one. ``score_chosen < score_rejected`` keeps the explicit label (chosen stays chosen) and
+  is counted in the notes; margins from such scores are refused by ``apply_margins``.
+* Rankings: ``{"prompt", "completions": [text or messages, …], "ranks": [...]}`` (0 = best,
+  distinct integers; ties cannot be written as equal ranks: use ``scores``) or ``"scores": [...]``
+  (higher = better, stored in ``scores``; equal scores form a tie group in ``ties``). With both,
+  ranks give the order and scores must not contradict it. K ≥ 2 completions, all distinct.
+* Open Assistant message trees (``{"message_tree_id", "prompt": {message, "replies": [...]}}`` or a
+  bare root message): every prompter message with ≥ 2 ranked assistant replies is one K-wise
+  ranking (``rank`` 0 = best); the prompt is the conversation from the root down to that message
+  (prompter → user, assistant → assistant); source is ``file:line node <message_id>``. Replies
+  without a rank (and deleted ones) are not part of any ranking; they are counted in the notes.
+  ``subset = "oasst"``.
+  One line gives many records; ``ReadReport.records`` counts rankings (and bad trees).
+* PandaLM (``{"instruction", "input", "response1", "response2", "annotator1", …}``, votes 0 = tie,
+  1, 2): a pair with prompt = instruction and input joined by a blank line (blank ones left out),
+  one user turn; completions
+  ``[response1, response2]`` in that order, ranking by the majority vote. A majority for 0, or no
+  majority (1/2/0), is a tie (``ties=[[0, 1]]``). ``scores = [votes for response1, votes for
+  response2]``, so the tie votes are ``annotators − sum(scores)``; ``subset = "pandalm"``. Empty
+  responses are kept (annotators judged them; they usually lose) and responses stored as JSON
+  booleans (``true`` for the text "True") are read as text; both are counted in the notes.
 
 Files: ``.jsonl``, ``.jsonl.gz``, ``.json`` (an array, or JSON lines), ``.parquet``, ``.csv``
 (message lists in CSV cells are JSON strings), a folder written by ``datasets``' ``save_to_disk``.
-Anything else that is not a local path is taken as a Hugging Face dataset id. A spec may end in a Python slice over records, e.g.
+Anything else that is not a local path is taken as a Hugging Face dataset id. A spec may end in a
+Python slice over records (lines / rows / trees, before trees are expanded), e.g.
 ``data.jsonl.gz[:1000]`` or ``data.jsonl.gz[-500:]``.
 
 A bad record raises ``DataError`` naming file and line and what to do; with ``skip_bad=True`` it
-is skipped, counted by reason and listed in the ``ReadReport``. Nothing is dropped silently.
+is skipped, counted by reason and listed in the ``ReadReport``. Nothing is dropped silently:
+facts about kept records (ties, unranked replies left out, …) are counted in ``ReadReport.notes``
+and the number of completions per record in ``ReadReport.k_counts``.
 """
 
 from __future__ import annotations
@@ -26,15 +54,17 @@ import csv
 import gzip
 import io
 import json
+import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rewardkit.data.hh import looks_like_hh, parse_hh
+from rewardkit.data.margins import likert_margin, parse_likert
 from rewardkit.data.record import Message, PreferenceExample, as_messages
 
 _SLICE = re.compile(r"^(?P<path>.+?)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
@@ -61,9 +91,15 @@ class ReadReport:
     loaded: int = 0
     skipped: Counter = field(default_factory=Counter)
     skipped_at: list[str] = field(default_factory=list)  # first few locations, for the user to look at
+    notes: Counter = field(default_factory=Counter)  # facts about kept records, e.g. "pairs with equal scores read as ties"
+    k_counts: Counter = field(default_factory=Counter)  # completions per loaded record → number of records
 
     def summary(self) -> str:
         line = f"{self.source}: {self.loaded} of {self.records} records loaded"
+        if set(self.k_counts) - {2}:
+            line += "; K: " + ", ".join(f"{n}×{k}" for k, n in sorted(self.k_counts.items()))
+        if self.notes:
+            line += "; " + ", ".join(f"{n} {what}" for what, n in self.notes.most_common())
         if self.skipped:
             reasons = ", ".join(f"{n} {r}" for r, n in self.skipped.most_common())
             line += f"; SKIPPED {sum(self.skipped.values())} ({reasons}; e.g. {', '.join(self.skipped_at[:3])})"
@@ -76,13 +112,24 @@ class ReadReport:
             "loaded": self.loaded,
             "skipped": dict(self.skipped),
             "skipped_at": self.skipped_at,
+            "notes": dict(self.notes),
+            "k_counts": {str(k): n for k, n in sorted(self.k_counts.items())},
         }
 
 
 def read_preferences(
-    spec: str, *, skip_bad: bool = False, split: str = "train"
+    spec: str,
+    *,
+    skip_bad: bool = False,
+    split: str = "train",
+    likert: str | Mapping[str, float] | None = None,
 ) -> tuple[list[PreferenceExample], ReadReport]:
-    """Read preference examples from a file path or hub id (optionally sliced, e.g. ``f.jsonl[:100]``)."""
+    """Read preference examples from a file path or hub id (optionally sliced, e.g. ``f.jsonl[:100]``).
+
+    ``likert`` maps Likert ``margin`` categories to numbers (a preset name, ``"category=value,…"``
+    or a mapping; default Llama 2 "large", see ``rewardkit.data.margins.parse_likert``).
+    """
+    table = parse_likert(likert)
     path_str, window = _split_slice(spec)
     report = ReadReport(source=spec)
     examples: list[PreferenceExample] = []
@@ -90,17 +137,19 @@ def read_preferences(
     if window is not None:
         raw = raw[window]
     for location, obj in raw:
-        report.records += 1
-        try:
-            if isinstance(obj, RecordError):
-                raise obj
-            examples.append(parse_record(obj, location))
-        except RecordError as e:
+        units = [(location, obj)] if isinstance(obj, RecordError) else parse_records(
+            obj, location, likert=table, notes=report.notes)
+        for unit_location, unit in units:
+            report.records += 1
+            if isinstance(unit, PreferenceExample):
+                examples.append(unit)
+                report.k_counts[len(unit.completions)] += 1
+                continue
             if not skip_bad:
-                raise DataError(f"{location}: {e} {SKIP_HINT}") from None
-            report.skipped[e.reason] += 1
+                raise DataError(f"{unit_location}: {unit} {SKIP_HINT}")
+            report.skipped[unit.reason] += 1
             if len(report.skipped_at) < 20:
-                report.skipped_at.append(location)
+                report.skipped_at.append(unit_location)
     report.loaded = len(examples)
     if not examples:
         raise DataError(f"{spec}: no usable preference records ({report.summary()})")
@@ -294,26 +343,80 @@ def _saved_dataset_records(path: Path, where: str, split: str) -> Iterator[tuple
 # ---------------------------------------------------------------- one record → PreferenceExample
 
 
-def parse_record(obj: Any, location: str = "") -> PreferenceExample:
+def parse_records(
+    obj: Any,
+    location: str = "",
+    *,
+    likert: Mapping[str, float] | None = None,
+    notes: Counter | None = None,
+) -> list[tuple[str, PreferenceExample | RecordError]]:
+    """One raw record → its examples, each with its location; bad ones as ``RecordError``.
+
+    An Open Assistant tree gives one entry per ranking; every other shape gives exactly one.
+    """
+    notes = Counter() if notes is None else notes
+    if is_oa_tree(obj):
+        return _oa_rankings(obj, location, notes)
+    try:
+        return [(location, parse_record(obj, location, likert=likert, notes=notes))]
+    except RecordError as e:
+        return [(location, e)]
+
+
+def parse_record(
+    obj: Any,
+    location: str = "",
+    *,
+    likert: Mapping[str, float] | None = None,
+    notes: Counter | None = None,
+) -> PreferenceExample:
+    """One record that holds one preference (a pair, a ranking or a PandaLM row) → an example.
+
+    ``notes`` (if given) counts facts about the kept record (see ``ReadReport.notes``); they are
+    added only when the record is valid.
+    """
     if not isinstance(obj, dict):
         raise RecordError("not an object", f"expected a JSON object, got {type(obj).__name__}.")
+    if is_oa_tree(obj):
+        raise RecordError("OA tree", "an Open Assistant tree holds many rankings; read it with read_preferences.")
+    found: Counter = Counter()
+    if "response1" in obj and "response2" in obj:
+        example = _parse_pandalm(obj, location, found)
+    elif "completions" in obj:
+        example = _parse_ranking(obj, location)
+    else:
+        example = _parse_pair(obj, location, likert, found)
+    if notes is not None:
+        notes.update(found)
+    return example
+
+
+def _parse_pair(obj: dict, location: str, likert: Mapping[str, float] | None, notes: Counter) -> PreferenceExample:
     for key in ("chosen", "rejected"):
         if key not in obj or obj[key] is None:
             raise RecordError(
                 f"missing '{key}'",
-                f"missing field '{key}'; expected {{chosen, rejected}} or {{prompt, chosen, rejected}}"
-                f" (found keys: {sorted(obj)}).",
+                f"missing field '{key}'; expected {{chosen, rejected}} or {{prompt, chosen, rejected}}, "
+                f"or a ranking {{prompt, completions, ranks or scores}} (found keys: {sorted(obj)}).",
             )
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-    extras = {
-        "margin": _number(obj.get("margin"), "margin"),
+    extras: dict[str, Any] = {
+        "margin": _margin(obj.get("margin"), likert, notes),
         "subset": obj.get("subset") if isinstance(obj.get("subset"), str) else None,
         "source": location,
     }
     sc, sr = (obj.get(k, meta.get(k)) for k in ("score_chosen", "score_rejected"))
     scores = [_number(sc, "score_chosen"), _number(sr, "score_rejected")]
+    tie = _flag(obj.get("tie"), "tie")
     if None not in scores:
         extras["scores"] = scores
+        if scores[0] == scores[1] and not tie:
+            tie = True
+            notes["pairs with equal scores read as ties"] += 1
+        elif scores[0] < scores[1]:
+            notes["pairs with score_chosen < score_rejected (label kept)"] += 1
+    if tie:
+        extras["ties"] = [[0, 1]]
 
     prompt_value = obj.get("prompt")
     if prompt_value is None:
@@ -332,13 +435,276 @@ def parse_record(obj: Any, location: str = "") -> PreferenceExample:
     return PreferenceExample(prompt=prompt, completions=[chosen, rejected], ranking=[0, 1], **extras)
 
 
+def _margin(value: Any, likert: Mapping[str, float] | None, notes: Counter) -> float | None:
+    """A number, a numeric string, or a Likert category (eq. 5, Llama 2) mapped by ``likert``."""
+    if isinstance(value, str) and value.strip():
+        try:
+            float(value)
+        except ValueError:
+            table = parse_likert(None) if likert is None else likert
+            try:
+                margin = likert_margin(value, table)
+            except ValueError as e:
+                raise RecordError("bad 'margin'", f"field 'margin': {e}") from None
+            notes["Likert margins mapped"] += 1
+            return margin
+    return _number(value, "margin")
+
+
+def _flag(value: Any, name: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", ""):
+        return value.strip().lower() == "true"
+    raise RecordError(f"bad '{name}'", f"field '{name}' must be true or false, got {value!r}.")
+
+
 def _number(value: Any, name: str) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise RecordError(f"bad '{name}'", f"field '{name}' must be a number, got {value!r}.") from None
+    if not math.isfinite(number):
+        raise RecordError(f"bad '{name}'", f"field '{name}' must be a finite number, got {value!r}.")
+    return number
+
+
+# ---------------------------------------------------------------- rankings: {"prompt", "completions", ranks|scores}
+
+
+def _parse_ranking(obj: dict, location: str) -> PreferenceExample:
+    if obj.get("prompt") is None:
+        raise RecordError("missing 'prompt'", "a ranking needs a 'prompt' beside 'completions'.")
+    prompt = parse_messages(obj["prompt"], "prompt", "user")
+    if not _nonempty(prompt):
+        raise RecordError("empty 'prompt'", "field 'prompt' is empty.")
+    values = obj["completions"]
+    if not isinstance(values, list):
+        raise RecordError("bad 'completions'", f"field 'completions' must be a list, got {type(values).__name__}.")
+    k = len(values)
+    if k < 2:
+        raise RecordError("K < 2", f"a ranking needs at least 2 completions, got {k}.")
+    completions = [strip_prompt(parse_messages(v, f"completions[{i}]", "assistant"), prompt) for i, v in enumerate(values)]
+    for i, completion in enumerate(completions):
+        if not _nonempty(completion):
+            raise RecordError("empty completion", f"completions[{i}] is empty.")
+    _check_distinct(completions, "completions")
+    if "margin" in obj and obj["margin"] is not None:
+        raise RecordError("bad 'margin'", "a ranking cannot carry one 'margin'; margins for rankings come from 'scores'.")
+    ranks_value, scores_value = obj.get("ranks"), obj.get("scores")
+    if ranks_value is None and scores_value is None:
+        raise RecordError(
+            "missing ranks/scores",
+            f"a ranking needs 'ranks' (0 = best, one per completion) or 'scores' (higher = better) "
+            f"beside its {k} completions (found keys: {sorted(obj)}).",
+        )
+    scores = None if scores_value is None else _score_list(scores_value, k)
+    ties = None
+    if ranks_value is not None:
+        ranks = _rank_list(ranks_value, k)
+        ranking = sorted(range(k), key=ranks.__getitem__)
+        if scores is not None:
+            for better, worse in zip(ranking, ranking[1:]):
+                if scores[better] < scores[worse]:
+                    raise RecordError(
+                        "ranks and scores disagree",
+                        f"'ranks' put completion {better} above {worse}, but 'scores' rate it lower "
+                        f"({scores[better]:g} < {scores[worse]:g}); fix one of them or give only one.",
+                    )
+    else:
+        assert scores is not None
+        ranking = sorted(range(k), key=lambda i: -scores[i])  # stable: equal scores keep file order
+        groups = [[i for i in ranking if scores[i] == s] for s in sorted(set(scores), reverse=True)]
+        ties = [g for g in groups if len(g) > 1] or None
+    subset = obj.get("subset") if isinstance(obj.get("subset"), str) else None
+    return PreferenceExample(prompt=prompt, completions=completions, ranking=ranking, ties=ties,
+                             scores=scores, subset=subset, source=location)
+
+
+def _check_distinct(completions: list[list[Message]], what: str) -> None:
+    seen: dict[str, int] = {}
+    for i, completion in enumerate(completions):
+        key = json.dumps(completion, sort_keys=True)
+        if key in seen:
+            raise RecordError("identical completions",
+                              f"{what} {seen[key]} and {i} are identical; a ranking between them carries no preference.")
+        seen[key] = i
+
+
+def _score_list(value: Any, k: int) -> list[float]:
+    if not isinstance(value, list):
+        raise RecordError("bad 'scores'", f"field 'scores' must be a list of numbers, got {type(value).__name__}.")
+    if len(value) != k:
+        raise RecordError("length mismatch", f"'scores' has {len(value)} values for {k} completions; give one per completion.")
+    out = []
+    for i, v in enumerate(value):
+        if v is None or v == "":
+            raise RecordError("missing score", f"completion {i} has no score; give every completion a score.")
+        if isinstance(v, bool):
+            raise RecordError("bad 'scores'", f"scores[{i}] must be a number, got {v!r}.")
+        out.append(_number(v, f"scores[{i}]"))
+    return out  # type: ignore[return-value]  # _number only returns None for None/"" (handled above)
+
+
+def _rank_list(value: Any, k: int) -> list[int]:
+    if not isinstance(value, list):
+        raise RecordError("bad 'ranks'", f"field 'ranks' must be a list of integers, got {type(value).__name__}.")
+    if len(value) != k:
+        raise RecordError("length mismatch", f"'ranks' has {len(value)} values for {k} completions; give one per completion.")
+    ranks = []
+    for i, v in enumerate(value):
+        if v is None:
+            raise RecordError("missing rank", f"completion {i} has no rank; give every completion a rank (0 = best).")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or v < 0:
+            raise RecordError("bad 'ranks'", f"ranks[{i}] must be an integer ≥ 0 (0 = best), got {v!r}.")
+        ranks.append(int(v))
+    duplicates = sorted(r for r, n in Counter(ranks).items() if n > 1)
+    if duplicates:
+        raise RecordError(
+            "duplicate ranks",
+            f"'ranks' repeats {', '.join(map(str, duplicates))}; ranks must be distinct. To express a tie "
+            "(equally good completions), give 'scores' instead, with equal values for the tied ones.",
+        )
+    return ranks
+
+
+# ---------------------------------------------------------------- PandaLM: two responses, three annotators
+
+
+_VOTE_KEY = re.compile(r"^annotator\d+$")
+
+
+def _parse_pandalm(obj: dict, location: str, notes: Counter) -> PreferenceExample:
+    parts = []
+    for key in ("instruction", "input"):
+        value = obj.get(key)
+        if value is not None and not isinstance(value, str):
+            raise RecordError("bad PandaLM record", f"field '{key}' must be text, got {type(value).__name__}.")
+        if value and value.strip():
+            parts.append(value)
+    if not parts:
+        raise RecordError("empty 'prompt'", "a PandaLM record needs a non-empty 'instruction' or 'input'.")
+    prompt_text = "\n\n".join(parts)  # upstream idx 466 has a blank instruction: its input is the whole task
+    responses = []
+    for key in ("response1", "response2"):
+        value = obj[key]
+        if isinstance(value, (bool, int, float)):
+            # The upstream file stores some one-word answers ("True") as JSON booleans.
+            notes["PandaLM responses stored as JSON booleans/numbers, read as text"] += 1
+            value = str(value)
+        if not isinstance(value, str):
+            raise RecordError("bad PandaLM record", f"field '{key}' must be text, got {type(value).__name__}.")
+        if not value.strip():
+            notes["PandaLM empty responses kept"] += 1
+        responses.append(value)
+    if responses[0] == responses[1]:
+        raise RecordError("chosen == rejected", "'response1' and 'response2' are identical; the pair carries no preference.")
+    vote_keys = sorted((k for k in obj if _VOTE_KEY.match(k)), key=lambda k: int(k[len("annotator"):]))
+    if not vote_keys:
+        raise RecordError("bad PandaLM record", "a PandaLM record needs votes 'annotator1', 'annotator2', … (0 = tie, 1, 2).")
+    votes = []
+    for key in vote_keys:
+        v = obj[key]
+        if isinstance(v, bool) or v not in (0, 1, 2):
+            raise RecordError("bad PandaLM record", f"field '{key}' must be 0 (tie), 1 or 2, got {v!r}.")
+        votes.append(int(v))
+    count = Counter(votes)
+    majority = next((label for label, n in count.items() if n * 2 > len(votes)), 0)  # no majority → tie
+    ranking, ties = ([1, 0], None) if majority == 2 else ([0, 1], [[0, 1]] if majority == 0 else None)
+    if ties:
+        notes["PandaLM ties (majority 0 or no majority)"] += 1
+    return PreferenceExample(
+        prompt=as_messages(prompt_text, "user"),
+        completions=[as_messages(r, "assistant") for r in responses],
+        ranking=ranking, ties=ties, scores=[float(count[1]), float(count[2])], subset="pandalm", source=location,
+    )
+
+
+# ---------------------------------------------------------------- Open Assistant message trees
+
+
+_OA_ROLES = {"prompter": "user", "assistant": "assistant"}
+
+
+def is_oa_tree(obj: Any) -> bool:
+    """An Open Assistant export tree, or a bare message node with ``replies``."""
+    if not isinstance(obj, dict):
+        return False
+    if "message_tree_id" in obj or (isinstance(obj.get("prompt"), dict) and "replies" in obj["prompt"]):
+        return True
+    return "replies" in obj and "role" in obj and "text" in obj
+
+
+def _oa_message(node: Any, where: str) -> Message:
+    if not isinstance(node, dict) or node.get("role") not in _OA_ROLES or not isinstance(node.get("text"), str):
+        got = sorted(node) if isinstance(node, dict) else type(node).__name__
+        raise RecordError("bad OA tree", f"{where}: each message needs 'role' (prompter or assistant) and "
+                                         f"'text'; got {got}. Its subtree is left out.")
+    if not isinstance(node.get("replies", []), list):
+        raise RecordError("bad OA tree", f"{where}: 'replies' must be a list. Its subtree is left out.")
+    return {"role": _OA_ROLES[node["role"]], "content": node["text"]}
+
+
+def _oa_rankings(tree: dict, location: str, notes: Counter) -> list[tuple[str, PreferenceExample | RecordError]]:
+    """Every prompter message with ≥ 2 ranked replies → one ranking; the prompt is the path to it."""
+    root = tree.get("prompt") if "message_tree_id" in tree or "prompt" in tree else tree
+    if not isinstance(root, dict):
+        return [(location, RecordError("bad OA tree", "an Open Assistant tree needs its root message in 'prompt'."))]
+    out: list[tuple[str, PreferenceExample | RecordError]] = []
+    stack: list[tuple[Any, list[Message]]] = [(root, [])]
+    while stack:
+        node, before = stack.pop()
+        node_id = node.get("message_id", "?") if isinstance(node, dict) else "?"
+        where = f"{location} node {node_id}"
+        try:
+            path = before + [_oa_message(node, "message")]
+        except RecordError as e:
+            out.append((where, e))
+            continue
+        replies = node.get("replies", [])
+        # Depth-first in file order: push children reversed so the first reply is visited first.
+        stack.extend((reply, path) for reply in reversed(replies))
+        ranked = [r for r in replies if isinstance(r, dict) and r.get("rank") is not None]
+        if node["role"] == "assistant":
+            if ranked:
+                notes["OA ranked prompter replies (not a reward ranking; not used)"] += len(ranked)
+            continue
+        deleted = [r for r in ranked if r.get("deleted")]
+        if deleted:
+            notes["OA deleted replies (in no ranking)"] += len(deleted)
+            ranked = [r for r in ranked if not r.get("deleted")]
+        unranked = sum(1 for r in replies if isinstance(r, dict) and r.get("rank") is None)
+        if unranked:
+            notes["OA assistant replies without rank (in no ranking)"] += unranked
+        if len(ranked) == 1:
+            notes["OA messages with a single ranked reply (no ranking)"] += 1
+        if len(ranked) >= 2:
+            try:
+                out.append((where, _oa_ranking(ranked, path, where)))
+            except RecordError as e:
+                out.append((where, e))
+    return out
+
+
+def _oa_ranking(replies: list[dict], prompt: list[Message], where: str) -> PreferenceExample:
+    ranks = [r["rank"] for r in replies]
+    for r in replies:
+        if r.get("role") != "assistant":
+            raise RecordError("bad OA tree", f"ranked reply {r.get('message_id', '?')} has role {r.get('role')!r}, not 'assistant'.")
+        if isinstance(r["rank"], bool) or not isinstance(r["rank"], int):
+            raise RecordError("bad 'ranks'", f"reply {r.get('message_id', '?')} has rank {r['rank']!r}; ranks are integers (0 = best).")
+    duplicates = sorted(rank for rank, n in Counter(ranks).items() if n > 1)
+    if duplicates:
+        raise RecordError("duplicate ranks", f"replies share rank {', '.join(map(str, duplicates))}; ranks must be distinct.")
+    completions = [[_oa_message(r, f"reply {r.get('message_id', '?')}")] for r in replies]
+    for r, completion in zip(replies, completions):
+        if not _nonempty(completion):
+            raise RecordError("empty completion", f"reply {r.get('message_id', '?')} is empty.")
+    _check_distinct(completions, "replies")
+    return PreferenceExample(prompt=prompt, completions=completions, ranking=sorted(range(len(ranks)), key=ranks.__getitem__),
+                             subset="oasst", source=where)
 
 
 def _nonempty(messages: list[Message]) -> bool:
