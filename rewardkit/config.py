@@ -40,12 +40,12 @@ class TrainConfig:
     label_smoothing: float = _f(0.0, "Label smoothing ε for noisy labels: pairwise target 1 − ε instead of 1 (bt, margin, balanced).")
     reward_center_coef: float = _f(0.0, "Reward centering c (Eisenstein et al. 2023): adds c·(r_w + r_l)² per pair.")
     reward_l2_coef: float = _f(0.0, "Per-score L2 β (Open-Assistant): adds β/2·(r_w² + r_l²) per pair.")
-    margin_source: str = _f("none", "Margins for eq. 5: 'none', 'field' (the record's numeric 'margin'), 'scores' "
-                            "(margin_scale × score difference, e.g. UltraFeedback 1–10) or 'likert' (the record's "
-                            "'margin' is a category such as 'significantly better', mapped by likert_margins).")
+    margin_source: str = _f("none", "Margins for eq. 5: 'none', 'field' (the record's 'margin': a number, or a Likert "
+                            "category such as 'significantly better' mapped by likert_margins when read) or 'scores' "
+                            "(margin_scale × score difference, e.g. UltraFeedback 1–10 ratings).")
     margin_scale: float = _f(1.0, "With margin_source=scores: margin = margin_scale × (score_w − score_l).")
-    likert_margins: str = _f("llama2-large", "With margin_source=likert: 'llama2-large' (3/2/1/0), 'llama2-small' "
-                             "(1, 2/3, 1/3, 0) or a mapping 'significantly better=3,better=2,...'.")
+    likert_margins: str = _f("llama2-large", "How Likert 'margin' categories become numbers: 'llama2-large' (3/2/1/0), "
+                             "'llama2-small' (1, 2/3, 1/3, 0) or a mapping 'significantly better=3,better=2,...'.")
     flatten_rankings: bool = _f(False, "Train on each ranking's C(K,2) pairs as independent records (the unbalanced baseline).")
     drop_ties: bool = _f(False, "Skip records whose completions are all tied (counted and reported).")
     epochs: int = _f(1, "Passes over the data. One is the default; the literature finds more epochs overfit.")

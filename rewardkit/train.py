@@ -47,7 +47,7 @@ def load_examples(spec: str, cfg: TrainConfig, split: str) -> tuple[list[Prefere
         from rewardkit.data.synthetic import builtin_dataset
 
         return builtin_dataset(spec, split)
-    return read_preferences(spec, skip_bad=cfg.skip_bad_records, split=cfg.split)
+    return read_preferences(spec, skip_bad=cfg.skip_bad_records, split=cfg.split, likert=cfg.likert_margins)
 
 
 def make_batches(lengths: list[int], batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[list[int]]:
@@ -73,7 +73,7 @@ def prepare_records(examples: list[PreferenceExample], cfg: TrainConfig) -> tupl
     if cfg.margin_source != "none":
         from rewardkit.data.margins import apply_margins
 
-        examples = apply_margins(examples, cfg.margin_source, scale=cfg.margin_scale, likert=cfg.likert_margins)
+        examples = apply_margins(examples, cfg.margin_source, scale=cfg.margin_scale)
     return examples, changes
 
 
