@@ -163,11 +163,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
 
+    last_eval_rewards: list[np.ndarray] = []
+
     def run_eval(step: int) -> dict[str, Any] | None:
         if not eval_ex:
             return None
-        result = metrics_from_rewards(eval_ex, sharded_rewards(accelerator, accelerator.unwrap_model(model),
-                                                                eval_encoder, eval_ex))
+        rewards = sharded_rewards(accelerator, accelerator.unwrap_model(model), eval_encoder, eval_ex)
+        last_eval_rewards[:] = rewards
+        result = metrics_from_rewards(eval_ex, rewards)
         log({"step": step, "split": "eval", **result})
         say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
             f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
@@ -250,6 +253,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                         reward_mean=reward_mean, reward_std=reward_std, reward_stats_source=stats_source,
                         padding_side=cfg.padding_side)
         (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        if last_eval_rewards:  # per-completion held-out rewards, so metrics can be recomputed without the model
+            with open(run_dir / "eval_rewards.jsonl", "w") as f:
+                for ex, r in zip(eval_ex, last_eval_rewards):
+                    f.write(json.dumps({"source": ex.source, "ranking": ex.ranking, "ties": ex.ties,
+                                        "rewards": [float(x) for x in r]}) + "\n")
         (run_dir / "report.md").write_text(render_report(report))
         metrics_file.close()
         say(summary_lines(report))

@@ -53,6 +53,10 @@ def test_run_folder_contents(trained):
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines if x["split"] == "train"] == list(range(1, 13))
     assert [x["step"] for x in lines if x["split"] == "eval"] == [0, 12]
+    saved = [json.loads(x) for x in (run / "eval_rewards.jsonl").read_text().splitlines()]
+    assert len(saved) == report["after"]["pairs"] == 32 and all(len(x["rewards"]) == 2 for x in saved)
+    recomputed = sum(x["rewards"][x["ranking"][0]] > x["rewards"][x["ranking"][1]] for x in saved) / len(saved)
+    assert recomputed == pytest.approx(report["after"]["accuracy"])
     meta = read_metadata(run)
     assert meta["pooling"] == "last_real_token" and meta["template"] == "chat" and meta["max_length"] == 64
     assert meta["reward_std"] > 0 and meta["reward_stats_source"] == "eval"
