@@ -74,6 +74,31 @@ class Encoder:
         return self.encode_many([(prompt, completion)])[0]
 
     def encode_many(self, items: list[tuple[list[Message], list[Message]]]) -> list[list[int]]:
+        """Token ids per (prompt, completion), each truncated on its own (for scoring single completions)."""
+        return [self._truncate(ids, prompt_len, self._prompt_room(ids, prompt_len)) for ids, prompt_len in self._tokenize(items)]
+
+    def encode_examples(self, examples: list[PreferenceExample]) -> list[list[list[int]]]:
+        """Token ids per example per completion.
+
+        The completions of one example keep the *same* prompt tokens: when the longest one does not
+        fit, every sibling loses the same tokens from the prompt's left. So chosen and rejected are
+        always judged in the same context, and their shared prefix can be computed once
+        (``rewardkit.sharing``). A completion longer than ``max_length`` on its own keeps its end
+        and loses the prompt, alone.
+        """
+        flat = [(ex.prompt, c) for ex in examples for c in ex.completions]
+        tokenized = self._tokenize(flat)
+        out, i = [], 0
+        for ex in examples:
+            group = tokenized[i:i + len(ex.completions)]
+            i += len(ex.completions)
+            rooms = [self._prompt_room(ids, prompt_len) for ids, prompt_len in group]
+            fitting = [r for r in rooms if r >= 0]
+            room = min(fitting) if fitting else -1
+            out.append([self._truncate(ids, prompt_len, room if r >= 0 else r) for (ids, prompt_len), r in zip(group, rooms)])
+        return out
+
+    def _tokenize(self, items: list[tuple[list[Message], list[Message]]]) -> list[tuple[list[int], int]]:
         rendered = [self.render(p, c) for p, c in items]
         # Chat templates already contain their special tokens; raw text gets the tokenizer's own (BOS).
         enc = self.tokenizer(
@@ -84,32 +109,29 @@ class Encoder:
         out = []
         for (head, _), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
             # A token that starts inside the prompt text is a prompt token (an added BOS has offset (0, 0)).
-            prompt_len = sum(1 for start, _ in offsets if start < len(head))
-            out.append(self._truncate(list(ids), prompt_len))
+            out.append((list(ids), sum(1 for start, _ in offsets if start < len(head))))
         return out
 
-    def _truncate(self, ids: list[int], prompt_len: int) -> list[int]:
+    def _bos(self, ids: list[int]) -> list[int]:
+        return [ids[0]] if ids and ids[0] == self.tokenizer.bos_token_id else []
+
+    def _prompt_room(self, ids: list[int], prompt_len: int) -> int:
+        """How many prompt tokens (after a kept BOS) fit beside the completion; < 0 if the completion alone is too long."""
+        bos = self._bos(ids)
+        return min(prompt_len - len(bos), self.max_length - len(bos) - (len(ids) - prompt_len))
+
+    def _truncate(self, ids: list[int], prompt_len: int, room: int) -> list[int]:
+        """Keep BOS, the last ``room`` prompt tokens and the whole completion (or, if room < 0, the completion's end)."""
         self.stats.sequences += 1
-        if len(ids) <= self.max_length:
+        bos = self._bos(ids)
+        prompt, completion = ids[len(bos):prompt_len], ids[prompt_len:]
+        if room >= len(prompt):
             return ids
-        keep_bos = [ids[0]] if ids[0] == self.tokenizer.bos_token_id else []
-        prompt, completion = ids[len(keep_bos):prompt_len], ids[prompt_len:]
-        room = self.max_length - len(keep_bos) - len(completion)
         if room >= 0:
             self.stats.prompt_truncated += 1
-            return keep_bos + (prompt[len(prompt) - room:] if room else []) + completion
+            return bos + (prompt[len(prompt) - room:] if room else []) + completion
         self.stats.completion_truncated += 1
-        return keep_bos + completion[-(self.max_length - len(keep_bos)):]
-
-    def encode_examples(self, examples: list[PreferenceExample]) -> list[list[list[int]]]:
-        """Token ids per example per completion."""
-        flat = [(ex.prompt, c) for ex in examples for c in ex.completions]
-        ids = self.encode_many(flat)
-        out, i = [], 0
-        for ex in examples:
-            out.append(ids[i:i + len(ex.completions)])
-            i += len(ex.completions)
-        return out
+        return bos + completion[-(self.max_length - len(bos)):]
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:

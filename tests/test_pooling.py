@@ -99,6 +99,28 @@ def test_truncation_keeps_completion_end_and_cuts_prompt_from_left(tiny):
     assert "1 completion cut" in enc2.stats.summary()
 
 
+def test_siblings_keep_the_same_prompt_tokens_when_truncated(tiny):
+    _, tok = tiny
+    ex = PreferenceExample.pair("What is the capital of France? " * 20, "Paris.", "The capital of France is Paris, a city.")
+    full = Encoder(tok, max_length=10_000).encode_examples([ex])[0]
+    enc = Encoder(tok, max_length=40)
+    short, long = enc.encode_examples([ex])[0]
+    assert len(long) == 40 and len(short) < 40  # the longest sibling fills the budget
+    # Both keep the same prompt tokens: they agree up to where the completions start.
+    n = 0
+    while short[n] == long[n]:
+        n += 1
+    assert short[:n] == long[:n] and short[n:] == full[0][-(len(short) - n):] and long[n:] == full[1][-(len(long) - n):]
+    assert short[0] == tok.bos_token_id and enc.stats.prompt_truncated == 2
+    # encode_many (scoring one completion) still truncates each sequence on its own.
+    alone = Encoder(tok, max_length=40).encode(ex.prompt, ex.chosen)
+    assert len(alone) == 40 and alone[-3:] == full[0][-3:]
+    # A completion too long on its own keeps its end; its sibling keeps the prompt it fits with.
+    ex2 = PreferenceExample.pair("Hi there", "paper " * 200, "ok")
+    a, b = Encoder(tok, max_length=30).encode_examples([ex2])[0]
+    assert len(a) == 30 and b == Encoder(tok, max_length=10_000).encode(ex2.prompt, ex2.rejected)
+
+
 def test_chat_template_and_completion_boundary(tiny):
     _, tok = tiny
     enc = Encoder(tok, max_length=512)
