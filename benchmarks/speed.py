@@ -14,7 +14,8 @@ parameters × unique tokens (each prompt once) plus 6 × n_layers × d_attn × 2
 causal reward model must attend to. MFU = useful FLOP/s ÷ the fp32 matmul rate measured in the
 same run (a 2048³ matmul on the same threads).
 
-    python benchmarks/speed.py --write          # full run, ~11 min on 2 cores
+    python benchmarks/speed.py --write          # full run: ~20-25 min on 2 free cores (estimate)
+    python benchmarks/speed.py --configs trl,rk_plain,rk_packed,rk_shared --write   # pairs only
     python benchmarks/speed.py --model <tiny> --pairs-per-step 2 --steps 1 --repeats 1   # smoke test
 """
 
@@ -342,12 +343,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--pairs-per-step", type=int, default=8)
-    p.add_argument("--rankings-per-step", type=int, default=4)
+    p.add_argument("--rankings-per-step", type=int, default=2)
     p.add_argument("--max-k", type=int, default=4, help="use at most the K best-ranked replies of a ranking")
     p.add_argument("--max-tokens-per-row", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--steps", type=int, default=1, help="optimizer steps per timed chunk")
-    p.add_argument("--repeats", type=int, default=3, help="timed chunks (median)")
+    p.add_argument("--repeats", type=int, default=2, help="timed chunks (median)")
     p.add_argument("--configs", default=",".join(PAIR_CONFIGS + KWISE_CONFIGS))
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
