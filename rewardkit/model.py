@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ from transformers import (
 from transformers import logging as hf_logging
 
 from rewardkit.pooling import pool_last, position_ids_from_mask
+
+if TYPE_CHECKING:
+    from rewardkit.sharing import PackedLayout
 
 logger = logging.getLogger("rewardkit")
 
@@ -149,7 +153,12 @@ class RewardModel(nn.Module):
     def config(self):
         return self.hf.config
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, *,
+                packed: PackedLayout | None = None) -> torch.Tensor:
+        if packed is not None:  # prefix-shared, packed groups; through forward so DDP wrappers see the call
+            from rewardkit.sharing import packed_forward
+
+            return packed_forward(self, packed)
         backbone = getattr(self.hf, self.hf.base_model_prefix)
         out = backbone(
             input_ids=input_ids,

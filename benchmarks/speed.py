@@ -1,0 +1,377 @@
+"""Training speed: rewardkit (prefix sharing + packing) vs. TRL's RewardTrainer, same machine, same threads.
+
+Every configuration trains the same SmolLM2-135M reward model (same weights and score-head init) in
+fp32 on the same HH helpful-base pairs in the same order (our Encoder's token ids, so tokenization
+and max length are identical), with the same pairs per step, AdamW, lr and clipping; gradient
+checkpointing off unless said. Each configuration runs in its own subprocess (peak RSS is per
+configuration): one warm-up step, then ``--repeats`` timed chunks of ``--steps`` optimizer steps;
+throughputs are medians over chunks. The K-wise part trains on Open Assistant rankings: K-wise
+(Plackett-Luce, one group per ranking, prompt computed once) vs. the same rankings flattened into
+their C(K,2) pairs (eq. 6 weights), both measured in rankings/s.
+
+Useful FLOPs (a property of the data, identical for every configuration): 6 × non-embedding
+parameters × unique tokens (each prompt once) plus 6 × n_layers × d_attn × 2 × (query, key) pairs a
+causal reward model must attend to. MFU = useful FLOP/s ÷ the fp32 matmul rate measured in the
+same run (a 2048³ matmul on the same threads).
+
+    python benchmarks/speed.py --write          # full run: ~20-25 min on 2 free cores (estimate)
+    python benchmarks/speed.py --configs trl,rk_plain,rk_packed,rk_shared --write   # pairs only
+    python benchmarks/speed.py --model <tiny> --pairs-per-step 2 --steps 1 --repeats 1   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+HH = ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz"
+OA = ROOT.parent / "shared/data/oasst-rankings/en_100_tree.jsonl"
+
+PAIR_CONFIGS = ("trl", "trl_defaults", "rk_plain", "rk_packed", "rk_shared")
+KWISE_CONFIGS = ("kwise_flat_plain", "kwise_flat_shared", "kwise_shared")
+LABELS = {
+    "trl": "TRL RewardTrainer (matched: fp32, same lr, no grad checkpointing)",
+    "trl_defaults": "TRL RewardTrainer, its defaults (grad checkpointing, lr 1e-4, linear decay; fp32)",
+    "rk_plain": "rewardkit, sharing and packing off (padded batch)",
+    "rk_packed": "rewardkit, packing only (each sequence its own group)",
+    "rk_shared": "rewardkit default: prefix sharing + packing",
+    "kwise_flat_plain": "rankings flattened into C(K,2) pairs, padded",
+    "kwise_flat_shared": "rankings flattened into C(K,2) pairs, each pair shared + packed",
+    "kwise_shared": "rewardkit K-wise: one shared group per ranking",
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Data (identical in every subprocess)
+
+
+def hh_pairs(encoder, n: int) -> list[list[list[int]]]:
+    from rewardkit.data.readers import parse_record
+
+    out = []
+    with gzip.open(HH, "rt") as f:
+        for line in f:
+            try:
+                ex = parse_record(json.loads(line))
+            except ValueError:  # HH has a few malformed records (empty reply); the same skip for all configs
+                continue
+            out.append(ex)
+            if len(out) == n:
+                break
+    return encoder.encode_examples(out)
+
+
+def oa_rankings(encoder, n: int, max_k: int) -> list[list[list[int]]]:
+    """Every Open Assistant node with 2+ ranked replies is a ranking; completions best first."""
+    role = {"prompter": "user", "assistant": "assistant"}
+    items: list[tuple[list, list]] = []
+
+    def walk(node: dict, history: list) -> None:
+        history = history + [{"role": role[node["role"]], "content": node["text"]}]
+        ranked = sorted((r for r in node.get("replies", []) if r.get("rank") is not None), key=lambda r: r["rank"])
+        if len(ranked) >= 2:
+            items.append((history, [[{"role": role[r["role"]], "content": r["text"]}] for r in ranked[:max_k]]))
+        for r in node.get("replies", []):
+            walk(r, history)
+
+    with open(OA) as f:
+        for line in f:
+            walk(json.loads(line)["prompt"], [])
+    items = [it for it in items if it[0][-1]["role"] == "user"][:n]
+    flat = encoder.encode_many([(p, c) for p, cs in items for c in cs])
+    out, i = [], 0
+    for _, cs in items:
+        out.append(flat[i:i + len(cs)])
+        i += len(cs)
+    return out
+
+
+def useful_flops(config, groups: list[list[list[int]]]) -> tuple[float, int]:
+    """(useful training FLOPs, unique tokens) of computing every group's rewards once, forward + backward."""
+    from rewardkit.sharing import layout_group
+
+    d_attn = config.num_attention_heads * getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+    unique = attended = 0
+    for g in groups:
+        tokens, positions, owner, _ = layout_group(g)
+        unique += len(tokens)
+        attended += sum(p + 1 for p in positions)  # a causal query at position p attends to p + 1 keys
+    return 6.0 * non_embedding_params(config) * unique + 6.0 * config.num_hidden_layers * d_attn * 2 * attended, unique
+
+
+def non_embedding_params(config) -> int:
+    h, i = config.hidden_size, config.intermediate_size
+    hd = getattr(config, "head_dim", h // config.num_attention_heads)
+    attn = h * hd * (2 * config.num_attention_heads + 2 * config.num_key_value_heads)
+    return config.num_hidden_layers * (attn + 3 * h * i + 2 * h) + h
+
+
+# ---------------------------------------------------------------------------------------------------
+# One configuration (subprocess)
+
+
+def plackett_luce(r):
+    """K-wise loss (Zhu, Jordan & Jiao 2023): −Σ_k log(exp r_(k) / Σ_{j≥k} exp r_(j)), completions best first."""
+    import torch
+
+    tail = torch.logcumsumexp(r.flip(0), 0).flip(0)
+    return (tail - r).sum()
+
+
+def worker(a: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from rewardkit.batching import Encoder
+    from rewardkit.losses import bradley_terry_loss
+    from rewardkit.model import load_reward_model
+    from rewardkit.sharing import group_rewards
+
+    torch.manual_seed(0)
+    model, tok = load_reward_model(a.model)
+    encoder = Encoder(tok, max_length=a.max_length)
+    n_steps = 1 + a.steps * a.repeats
+    kwise = a.worker.startswith("kwise")
+    per_step = a.rankings_per_step if kwise else a.pairs_per_step
+    data = (oa_rankings(encoder, per_step * n_steps, a.max_k) if kwise else hh_pairs(encoder, per_step * n_steps))
+    if len(data) < per_step * n_steps:
+        raise SystemExit(f"only {len(data)} examples for {n_steps} steps of {per_step}")
+    batches = [data[i * per_step:(i + 1) * per_step] for i in range(n_steps)]
+    pad = tok.pad_token_id
+    times: list[float] = []
+    first_loss: list[float] = []
+
+    if a.worker.startswith("trl"):
+        from datasets import Dataset
+        from transformers import TrainerCallback
+        from trl import RewardConfig, RewardTrainer
+
+        class Clock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                self.t = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kw):
+                times.append(time.perf_counter() - self.t)
+
+        class Trainer(RewardTrainer):
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+                if not first_loss:
+                    first_loss.append(float((loss[0] if return_outputs else loss).detach()))
+                return loss
+
+        rows = [{"chosen_ids": c, "rejected_ids": r} for b in batches for c, r in b]
+        common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=per_step, max_steps=n_steps,
+                      report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, use_cpu=True,
+                      bf16=False, train_sampling_strategy="sequential", max_length=a.max_length, seed=0)
+        if a.worker == "trl":
+            args = RewardConfig(**common, learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0,
+                                weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=False, optim="adamw_torch")
+        else:  # TRL's defaults, except bf16 (CPU bf16 is ~60× slower; every run here is fp32)
+            args = RewardConfig(**common)
+        trainer = Trainer(model=model.hf, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                          callbacks=[Clock()])
+        trainer.train()
+    else:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+        for batch in batches:
+            t = time.perf_counter()
+            if a.worker == "rk_plain":
+                rewards = group_rewards(model, batch, pad, shared=False)
+            elif a.worker == "rk_packed":
+                rewards = group_rewards(model, [[s] for pair in batch for s in pair], pad, shared=True)
+                rewards = [torch.cat(rewards[i:i + 2]) for i in range(0, len(rewards), 2)]
+            elif a.worker == "rk_shared":
+                rewards = group_rewards(model, batch, pad, shared=True, max_tokens_per_row=a.max_tokens_per_row)
+            elif a.worker == "kwise_shared":
+                rewards = group_rewards(model, batch, pad, shared=True, max_tokens_per_row=a.max_tokens_per_row)
+            else:  # flattened: every ranking's C(K,2) pairs, each weighted 1/C(K,2) (eq. 6)
+                pairs = [[g[i], g[j]] for g in batch for i in range(len(g)) for j in range(i + 1, len(g))]
+                weights = torch.tensor([1.0 / (len(g) * (len(g) - 1) / 2) for g in batch
+                                        for i in range(len(g)) for j in range(i + 1, len(g))])
+                rewards = group_rewards(model, pairs, pad, shared=a.worker == "kwise_flat_shared")
+            if a.worker == "kwise_shared":
+                loss = torch.stack([plackett_luce(r) for r in rewards]).mean()
+            elif kwise:
+                r = torch.stack(rewards)
+                loss = (bradley_terry_loss(r[:, 0], r[:, 1]) * weights).sum() / len(batch)
+            else:
+                r = torch.stack(rewards)
+                loss = bradley_terry_loss(r[:, 0], r[:, 1]).mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t)
+            first_loss.append(float(loss.detach()))
+    if len(times) != n_steps:
+        raise SystemExit(f"{a.worker}: timed {len(times)} steps, expected {n_steps}")
+    flops, real, unique = [], [], []
+    for b in batches:
+        f, u = useful_flops(model.config, b)
+        flops.append(f)
+        unique.append(u)
+        real.append(sum(len(s) for g in b for s in g))
+    chunks = [range(1 + k * a.steps, 1 + (k + 1) * a.steps) for k in range(a.repeats)]
+
+    def med(values: list[float]) -> float:
+        return statistics.median(sum(values[i] for i in c) / sum(times[i] for i in c) for c in chunks)
+
+    return {
+        "config": a.worker, "examples_per_s": med([per_step] * n_steps), "real_tokens_per_s": med(real),
+        "useful_flops_per_s": med(flops), "step_s": statistics.median(times[1:]), "first_loss": first_loss[0],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "real_tokens_per_step": statistics.mean(real[1:]), "unique_tokens_per_step": statistics.mean(unique[1:]),
+        "per_step": per_step,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# Driver
+
+
+def matmul_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    x, y = torch.randn(n, n), torch.randn(n, n)
+    x @ y
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        x @ y
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
+
+
+def run_config(name: str, a: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--worker", name] + [
+        f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items()
+        if k not in ("worker", "write", "configs") and v is not None]
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    t = time.time()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"  {name}: {result['examples_per_s']:.3f}/s, first loss {result['first_loss']:.6f} "
+          f"({time.time() - t:.0f} s)", file=sys.stderr)
+    return result
+
+
+def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: float) -> str:
+    import torch
+    import transformers
+    import trl
+
+    cmd = "python benchmarks/speed.py" + "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in vars(a).items()
+        if k not in ("worker", "write", "configs") and v != DEFAULTS.get(k)) + (" --write" if a.write else "")
+    lines = [
+        f"## Training speed vs. TRL — {time.strftime('%Y-%m-%d')}",
+        "",
+        f"Command: `{cmd}` (wall time {wall / 60:.1f} min). Machine: {platform.machine()}, "
+        f"{os.cpu_count()} visible cores, {a.threads} threads for every configuration; torch {torch.__version__}, "
+        f"transformers {transformers.__version__}, TRL {trl.__version__} (installed for this benchmark only). "
+        f"Model `{a.model}`, fp32, max length {a.max_length}, lr {a.lr}, AdamW, clip 1.0. Each configuration in its "
+        f"own process; 1 warm-up step, then median over {a.repeats} chunks of {a.steps} step(s). "
+        f"Measured fp32 matmul rate (2048³, same threads): **{peak:.1f} GFLOP/s**. Useful FLOPs = 6 × non-embedding "
+        "parameters × unique tokens (each prompt once) + causal attention; MFU = useful FLOP/s ÷ that rate.",
+        "",
+    ]
+    pair = [c for c in PAIR_CONFIGS if c in results]
+    if pair:
+        base = results.get("trl", {}).get("examples_per_s")
+        r0 = results[pair[0]]
+        lines += [f"HH helpful-base, {a.pairs_per_step} pairs per step ({r0['real_tokens_per_step']:.0f} real tokens "
+                  f"per step on average, {r0['unique_tokens_per_step']:.0f} unique):", "",
+                  "| configuration | pairs/s | vs. TRL | real tokens/s | useful GFLOP/s | MFU | peak RSS (MB) "
+                  "| first-step loss |", "|---|---|---|---|---|---|---|---|"]
+        for c in pair:
+            r = results[c]
+            vs = f"{r['examples_per_s'] / base:.2f}×" if base else "–"
+            lines.append(f"| {LABELS[c]} | {r['examples_per_s']:.3f} | {vs} | {r['real_tokens_per_s']:.0f} | "
+                         f"{r['useful_flops_per_s'] / 1e9:.1f} | {r['useful_flops_per_s'] / 1e9 / peak:.1%} | "
+                         f"{r['peak_rss_mb']:.0f} | {r['first_loss']:.6f} |")
+        lines.append("")
+    kw = [c for c in KWISE_CONFIGS if c in results]
+    if kw:
+        base = results.get("kwise_flat_plain", {}).get("examples_per_s")
+        r0 = results[kw[0]]
+        lines += [f"Open Assistant rankings (K ≤ {a.max_k}), {a.rankings_per_step} rankings per step "
+                  f"({r0['real_tokens_per_step']:.0f} tokens of K sequences per step, "
+                  f"{r0['unique_tokens_per_step']:.0f} unique):", "",
+                  "| configuration | rankings/s | vs. flattened, padded | useful GFLOP/s | MFU | peak RSS (MB) |",
+                  "|---|---|---|---|---|---|"]
+        for c in kw:
+            r = results[c]
+            vs = f"{r['examples_per_s'] / base:.2f}×" if base else "–"
+            lines.append(f"| {LABELS[c]} | {r['examples_per_s']:.3f} | {vs} | {r['useful_flops_per_s'] / 1e9:.1f} | "
+                         f"{r['useful_flops_per_s'] / 1e9 / peak:.1%} | {r['peak_rss_mb']:.0f} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(text: str) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    old = path.read_text() if path.exists() else "# Benchmarks\n\nEach section: the exact command, the machine and the date.\n\n"
+    marker = "## Training speed vs. TRL"
+    if marker in old:  # replace the previous run's section, keep the others
+        head, rest = old.split(marker, 1)
+        tail = rest.split("\n## ", 1)
+        old = head + ("## " + tail[1] if len(tail) > 1 else "")
+    path.write_text(old.rstrip("\n") + "\n\n" + text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument("--pairs-per-step", type=int, default=8)
+    p.add_argument("--rankings-per-step", type=int, default=2)
+    p.add_argument("--max-k", type=int, default=4, help="use at most the K best-ranked replies of a ranking")
+    p.add_argument("--max-tokens-per-row", type=int, default=None)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--steps", type=int, default=1, help="optimizer steps per timed chunk")
+    p.add_argument("--repeats", type=int, default=2, help="timed chunks (median)")
+    p.add_argument("--configs", default=",".join(PAIR_CONFIGS + KWISE_CONFIGS))
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
+    return p
+
+
+DEFAULTS = {k: v for k, v in vars(parser().parse_args([])).items()}
+
+
+def main() -> None:
+    a = parser().parse_args()
+    if a.worker:
+        print(json.dumps(worker(a)))
+        return
+    started = time.time()
+    peak = matmul_gflops(a.threads)
+    print(f"fp32 matmul: {peak:.1f} GFLOP/s on {a.threads} threads", file=sys.stderr)
+    results = {c: run_config(c, a) for c in a.configs.split(",") if c}
+    text = render(results, peak, a, time.time() - started)
+    print(text)
+    if a.write:
+        write_section(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Prefix sharing and packing compute exactly what the plain padded path computes.
+
+Tolerance: rewards within 1e-4 · max(1, |r|); gradients, per parameter tensor, within
+1e-4 · max|plain grad| (max-norm relative error). The plain path (shared=False) is the reference.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification
+
+from rewardkit.batching import Encoder
+from rewardkit.data.readers import parse_record
+from rewardkit.model import RewardModel, load_reward_model
+from rewardkit.sharing import (
+    build_layout,
+    group_rewards,
+    pack_rows,
+    shared_prefix_length,
+    supports_sharing,
+)
+
+from conftest import SHARED
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    torch.manual_seed(0)
+    model, tok = load_reward_model(str(tiny_model_dir))
+    # A random head reads near-zero rewards; scale it so the tolerance is tested on O(1) values.
+    with torch.no_grad():
+        model.hf.score.weight.mul_(30)
+    return model, tok
+
+
+def random_groups(sizes: list[tuple[int, list[int]]], seed: int = 0, vocab: int = 500) -> list[list[list[int]]]:
+    """Groups as (prompt length, [completion lengths]) with random token ids."""
+    rng = random.Random(seed)
+    tok = lambda n: [rng.randrange(5, vocab) for _ in range(n)]  # noqa: E731
+    groups = []
+    for p, lens in sizes:
+        prompt = tok(p)
+        groups.append([prompt + tok(n) for n in lens])
+    return groups
+
+
+def objective(rewards: list[torch.Tensor]) -> torch.Tensor:
+    """A fixed, non-symmetric function of all rewards, so every reward gets a distinct gradient weight."""
+    total = torch.zeros(())
+    for g, r in enumerate(rewards):
+        w = torch.linspace(1.0, -0.5, len(r)) * (1 + 0.1 * g)
+        total = total + (w * r).sum() + 0.05 * (r ** 2).sum() - torch.nn.functional.logsigmoid(r[0] - r[-1])
+    return total
+
+
+def rewards_and_grads(model, groups, pad_id, **kw):
+    model.zero_grad(set_to_none=True)
+    rewards = group_rewards(model, groups, pad_id, **kw)
+    objective(rewards).backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return [r.detach() for r in rewards], grads
+
+
+def assert_same(model, groups, pad_id, **shared_kw):
+    ref_r, ref_g = rewards_and_grads(model, groups, pad_id, shared=False)
+    r, g = rewards_and_grads(model, groups, pad_id, shared=True, **shared_kw)
+    assert [len(x) for x in r] == [len(grp) for grp in groups]
+    for a, b in zip(ref_r, r):
+        assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)
+    assert ref_g.keys() == g.keys() and len(g) > 0
+    for name in ref_g:
+        scale = ref_g[name].abs().max().clamp(min=1e-12)
+        err = (ref_g[name] - g[name]).abs().max() / scale
+        assert err <= TOL, f"{name}: relative grad error {err:.2e}"
+    return ref_r
+
+
+def test_shared_prefix_length_keeps_a_token_per_completion():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4, 5]]) == 2  # one sequence is a prefix of the other
+    assert shared_prefix_length([[1, 2], [1, 2]]) == 1  # identical sequences
+    assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+    assert shared_prefix_length([[1, 2, 3]]) == 2
+    with pytest.raises(ValueError, match="at least one token"):
+        shared_prefix_length([[1, 2], []])
+
+
+def test_layout_positions_and_reward_positions():
+    groups = [[[1, 2, 3, 10, 11], [1, 2, 3, 20]], [[5, 6], [5, 7, 8]]]
+    lay = build_layout(groups, pad_id=0)
+    assert lay.input_ids.tolist() == [[1, 2, 3, 10, 11, 20, 5, 6, 7, 8]]
+    assert lay.position_ids.tolist() == [[0, 1, 2, 3, 4, 3, 0, 1, 1, 2]]
+    assert list(zip(lay.end_row.tolist(), lay.end_col.tolist())) == [(0, 4), (0, 5), (0, 7), (0, 9)]
+    assert lay.real_tokens == 14 and lay.unique_tokens == 10
+    first = lay.segments[0].mask
+    assert first[5].tolist() == [True, True, True, False, False, True]  # completion 2 never sees completion 1
+    assert first[4].tolist() == [True, True, True, True, True, False]
+
+
+def test_pack_rows_respects_budget_and_isolates_long_groups():
+    rows = pack_rows([5, 9, 3, 30, 4], max_tokens_per_row=12)
+    assert sorted(i for r in rows for i in r) == [0, 1, 2, 3, 4]
+    assert [3] in rows  # longer than the budget: a row of its own
+    assert all(sum([5, 9, 3, 30, 4][i] for i in r) <= 12 for r in rows if r != [3])
+    with pytest.raises(ValueError, match="at least 1"):
+        pack_rows([3], 0)
+
+
+@pytest.mark.parametrize("route", ["segments", "dense"])
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_pairs_of_different_lengths_packed_together(tiny, route, padding_side):
+    model, tok = tiny
+    groups = random_groups([(40, [7, 15]), (5, [30, 2]), (0, [9, 4]), (18, [1, 1]), (60, [12, 25])], seed=1)
+    assert_same(model, groups, tok.pad_token_id, route=route, padding_side=padding_side, max_tokens_per_row=80)
+
+
+@pytest.mark.parametrize("route", ["segments", "dense"])
+def test_k4_rankings_and_mixed_k(tiny, route):
+    model, tok = tiny
+    groups = random_groups([(30, [5, 12, 1, 20]), (12, [8, 8, 3, 16]), (25, [6, 9])], seed=2)
+    assert_same(model, groups, tok.pad_token_id, route=route)
+
+
+def test_group_longer_than_budget_gets_its_own_row(tiny):
+    model, tok = tiny
+    groups = random_groups([(90, [20, 30]), (10, [5, 6]), (8, [4, 9])], seed=3)
+    lay = build_layout(groups, tok.pad_token_id, max_tokens_per_row=50)
+    assert lay.input_ids.shape == (2, 140)  # the 140-token group alone; the two short ones share a row
+    assert_same(model, groups, tok.pad_token_id, max_tokens_per_row=50)
+
+
+def test_single_token_completion_and_sequence_that_is_a_prefix_of_its_sibling(tiny):
+    model, tok = tiny
+    base = random_groups([(20, [1])], seed=4)[0][0]
+    groups = [[base, base + [77]], [base + [5], base + [6]], [base[:1], base[:1] + [9, 9]]]
+    assert_same(model, groups, tok.pad_token_id)
+
+
+def test_differently_truncated_siblings(tiny):
+    model, tok = tiny
+    enc = Encoder(tok, max_length=24)
+    prompt = [{"role": "user", "content": "What is the answer to the question about the great fine answer?"}]
+    short = [{"role": "assistant", "content": "good"}]
+    long = [{"role": "assistant", "content": "the answer is fine and the answer is great and good"}]
+    ids = enc.encode_many([(prompt, short), (prompt, long)])
+    assert enc.stats.prompt_truncated >= 1 and all(len(x) <= 24 for x in ids)
+    assert shared_prefix_length(ids) < len(ids[0]) - 3  # the longer one lost prompt tokens from the left
+    assert_same(model, [ids], tok.pad_token_id)
+
+
+def test_flex_route_rewards_match_on_cpu(tiny):
+    """FlexAttention has no backward on CPU (torch 2.13): rewards only here; gradients need a GPU."""
+    model, tok = tiny
+    groups = random_groups([(30, [5, 12, 1, 20]), (12, [8, 3])], seed=5)
+    with torch.no_grad():
+        ref = group_rewards(model, groups, tok.pad_token_id, shared=False)
+        out = group_rewards(model, groups, tok.pad_token_id, route="flex", max_tokens_per_row=64)
+    for a, b in zip(ref, out):
+        assert torch.allclose(a, b, atol=TOL, rtol=TOL)
+
+
+def test_gradient_checkpointing_recomputes_with_the_shared_layout(tiny_model_dir):
+    model, tok = load_reward_model(str(tiny_model_dir))
+    with torch.no_grad():
+        model.hf.score.weight.mul_(30)
+    model.hf.gradient_checkpointing_enable({"use_reentrant": False})
+    model.train()
+    assert_same(model, random_groups([(25, [6, 14]), (10, [3, 8, 2, 5])], seed=6), tok.pad_token_id)
+
+
+def test_plain_calls_and_saving_are_unchanged_after_sharing(tiny, tmp_path):
+    model, tok = tiny
+    groups = random_groups([(10, [3, 4])], seed=7)
+    with torch.no_grad():
+        before = group_rewards(model, groups, tok.pad_token_id, shared=False)[0]
+        group_rewards(model, groups, tok.pad_token_id)
+        after = group_rewards(model, groups, tok.pad_token_id, shared=False)[0]
+    assert torch.equal(before, after)
+    model.hf.save_pretrained(tmp_path)
+    assert "rewardkit" not in (tmp_path / "config.json").read_text()
+
+
+def test_unsupported_model_falls_back_to_the_plain_path_with_a_notice(caplog):
+    torch.manual_seed(0)
+    gpt2 = GPT2ForSequenceClassification(GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                                    num_labels=1, pad_token_id=0))
+    model = RewardModel(gpt2).eval()
+    assert not supports_sharing(model)
+    groups = random_groups([(10, [3, 4])], seed=8, vocab=100)
+    with caplog.at_level(logging.WARNING, logger="rewardkit"):
+        out = group_rewards(model, groups, 0)
+    assert "prefix sharing off" in caplog.text and "gpt2" in caplog.text
+    with torch.no_grad():
+        assert torch.allclose(out[0], group_rewards(model, groups, 0, shared=False)[0])
+
+
+def test_bad_input_is_a_clear_error(tiny):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="at least one"):
+        group_rewards(model, [[[1, 2], []]], tok.pad_token_id)
+    with pytest.raises(ValueError, match="at least one"):
+        group_rewards(model, [], tok.pad_token_id)
+    with pytest.raises(ValueError, match="route"):
+        group_rewards(model, [[[1, 2]]], tok.pad_token_id, route="fast")
+
+
+@pytest.mark.slow
+def test_smollm2_hh_pairs_and_k4(tmp_path):
+    model, tok = load_reward_model("smollm2-135m")
+    enc = Encoder(tok, max_length=160)
+    with gzip.open(SHARED / "data" / "hh-rlhf" / "helpful-base.jsonl.gz", "rt") as f:
+        records = [parse_record(json.loads(next(f))) for _ in range(3)]
+    pairs = enc.encode_examples(records)
+    assert enc.stats.prompt_truncated > 0  # max_length 160 cuts some prompts: truncation interplay on real data
+    # K = 4: one prompt, the two HH replies plus two more built from them.
+    ex = records[0]
+    extra = [[{"role": "assistant", "content": ex.chosen[-1]["content"][:40]}],
+             [{"role": "assistant", "content": "I don't know."}]]
+    k4 = enc.encode_many([(ex.prompt, c) for c in ex.completions + extra])
+    assert_same(model, pairs + [k4], tok.pad_token_id, max_tokens_per_row=400)
