@@ -62,6 +62,8 @@ class TrainConfig:
     eval_before: bool = _f(True, "Evaluate the untrained model first, so the report shows before and after.")
     log_every: int = _f(1, "Write training metrics every N optimizer steps.")
     padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
+    prefix_sharing: bool = _f(True, "Compute each prompt once for all its completions and pack records without padding "
+                              "(exact; used when the model supports it). --no-prefix-sharing runs the plain padded batches.")
     mixed_precision: str = _f("no", "'no', 'bf16' or 'fp16' (GPU). Keep 'no' on CPU: bf16 matmuls are far slower there.")
     trainable_layers: int = _f(0, "Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
                                "Cuts the backward pass to those blocks: a cheaper partial fine-tune.")

@@ -28,7 +28,7 @@ from accelerate.utils import broadcast_object_list, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from rewardkit.batching import Encoder, TruncationStats, pad_batch
+from rewardkit.batching import Encoder, TruncationStats
 from rewardkit.checkpoint import save_checkpoint
 from rewardkit.config import TrainConfig, to_dict
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
@@ -36,6 +36,7 @@ from rewardkit.data.transforms import drop_ties, flatten_rankings
 from rewardkit.evaluate import metrics_from_rewards, score_examples
 from rewardkit.losses import LOSS_NAMES, record_loss
 from rewardkit.model import RewardModel, freeze_lower_layers, load_reward_model
+from rewardkit.sharing import group_rewards, sharing_unsupported_reason
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,15 +76,6 @@ def prepare_records(examples: list[PreferenceExample], cfg: TrainConfig) -> tupl
 
         examples = apply_margins(examples, cfg.margin_source, scale=cfg.margin_scale)
     return examples, changes
-
-
-def record_rewards(model: RewardModel, sequences: list[list[list[int]]], pad_id: int, padding_side: str,
-                   device: torch.device) -> list[torch.Tensor]:
-    """One forward pass over every completion of the given records; rewards split back per record."""
-    flat = [ids for record in sequences for ids in record]
-    ids, mask = pad_batch(flat, pad_id, padding_side)
-    rewards = model(ids.to(device), mask.to(device))
-    return list(torch.split(rewards, [len(record) for record in sequences]))
 
 
 def sharded_rewards(accelerator: Accelerator, model: RewardModel, encoder: Encoder,
@@ -140,6 +132,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if eval_report:
         say(eval_report.summary())
     say(f"train: {encoder.stats.summary()}")
+    if cfg.prefix_sharing:
+        why_not = sharing_unsupported_reason(model)
+        say(f"prefix sharing: {'off (' + why_not + ')' if why_not else 'on (each prompt computed once, groups packed)'}")
     say(f"trainable parameters: {n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}")
     say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
     accelerator.wait_for_everyone()  # the folder is made only once model and data have loaded
@@ -193,7 +188,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 # A process with no pairs left still runs a zero-weight pass so gradient sync lines up.
                 weight = 1.0 if micro else 0.0
                 micro = micro or batch[:1]
-                rewards = record_rewards(model, [encoded[i] for i in micro], pad_id, cfg.padding_side, device)
+                rewards = group_rewards(model, [encoded[i] for i in micro], pad_id, shared=cfg.prefix_sharing,
+                                        padding_side=cfg.padding_side)
                 losses = torch.stack([
                     record_loss(cfg.loss, r, train_ex[i].ranking, pairs[i], margin=train_ex[i].margin,
                                 label_smoothing=cfg.label_smoothing, center_coef=cfg.reward_center_coef,

@@ -129,3 +129,14 @@ def test_trainable_layers_freezes_the_lower_blocks(tiny_model_dir, tmp_path):
     assert rep["last_train_loss"] < rep["first_train_loss"]
     with pytest.raises(ValueError, match="only 2 blocks"):
         train(config(tiny_model_dir, tmp_path, learnable_rows(8), trainable_layers=3))
+
+
+@pytest.mark.parametrize("loss", ["bt", "plackett_luce"])
+def test_prefix_sharing_trains_exactly_like_padded_batches(tiny_model_dir, tmp_path, loss):
+    rows = ranking_rows(48, seed=8) if loss == "plackett_luce" else learnable_rows(48, seed=8)
+    shared = train(config(tiny_model_dir, tmp_path, rows, loss=loss, max_length=24, run_name="s"))
+    plain = train(config(tiny_model_dir, tmp_path, rows, loss=loss, max_length=24, run_name="p", prefix_sharing=False))
+    assert shared["first_train_loss"] == pytest.approx(plain["first_train_loss"], rel=1e-5)
+    assert shared["last_train_loss"] == pytest.approx(plain["last_train_loss"], rel=1e-4)
+    assert shared["after"]["mean_margin"] == pytest.approx(plain["after"]["mean_margin"], rel=1e-3)
+    assert shared["train_truncation"]["prompt_truncated"] > 0  # siblings truncated together still share
