@@ -403,3 +403,25 @@ def test_real_folder_paths_are_accepted(tiny_model_dir, tmp_path):
     with pytest.raises(Exception, match="not found"):
         load_judge(str(tmp_path / "no-such-model"))
     assert Path(load_judge(str(tiny_model_dir), kind="verifier").name) == tiny_model_dir
+
+
+def test_multi_token_verdict_gradients_match_the_plain_forward_pass(tiny_model_dir):
+    """GenRM training backpropagates through the cached continuation; its gradient equals that of scoring the
+    full verdict sequence in one ordinary forward pass."""
+    from rewardkit.judges.judge import verdict_logprobs
+
+    judge = load_judge(str(tiny_model_dir), kind="pointwise", template=SHORT["pointwise"], system_prompt="")
+    v, model = judge.verdicts, judge.model
+    seq = judge.encode_queries([{"prompt": "How?", "response": "fine"}])[0]
+    ten = v.labels.index("10")
+    weight = model.model.layers[0].self_attn.q_proj.weight
+    logp, _ = verdict_logprobs(model, torch.tensor([seq]), torch.ones(1, len(seq), dtype=torch.long), v)
+    (grad_cached,) = torch.autograd.grad(logp[0, ten], weight)
+    masses = []
+    for cand in v.candidates:
+        lp = model(torch.tensor([seq + list(cand)])).logits[0].log_softmax(-1)
+        masses.append(sum(lp[len(seq) - 1 + k, t] for k, t in enumerate(cand)))
+    masses = torch.stack(masses)
+    (grad_plain,) = torch.autograd.grad(masses[ten] - masses.logsumexp(0), weight)
+    assert grad_cached.abs().max() > 0
+    torch.testing.assert_close(grad_cached, grad_plain, atol=1e-5, rtol=1e-4)
