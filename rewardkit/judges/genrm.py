@@ -1,0 +1,263 @@
+"""A trained generative verifier (GenRM-style): the LM's own P(Yes) is the reward, trained with Bradley-Terry.
+
+The model stays a plain causal LM. For (x, y) it reads the verifier template (``rewardkit.judges.templates``)
+and the reward is r(x, y) = log P(Yes) − log P(No), the logit of P(Yes) renormalised over {Yes, No}, read
+from the next-token distribution after the generation prompt (``verdict_logprobs``). Training minimises the
+Bradley-Terry loss (eq. 3) on r(x, y_w) − r(x, y_l): the same data, loss, batching and schedule as the
+classifier RM (``rewardkit.train``), with every weight fine-tuned and no new head.
+
+Why this and not a critique-then-score model: HH-style data has preferences, not critiques, so a critique
+model would need critiques we do not have (or ones we generate ourselves, untested), and generating a
+critique per response makes every score cost a decode on CPU. Why Bradley-Terry on logit P(Yes) and not
+the next-token loss of Zhang et al. 2024 ("Generative Verifiers", chosen → "Yes", rejected → "No"): the
+rejected reply of a pair is often fine in absolute terms, so labelling it "No" teaches the wrong thing;
+the pairwise loss only asks that the chosen reply get the higher P(Yes), exactly what the classifier RM
+is asked, so the two are comparable. The price: BT is invariant to shifting both rewards, so absolute
+P(Yes) is not anchored (it is whatever the pretrained judge said, moved by training); report it, do not
+threshold it.
+
+The run folder is ``<output_dir>/<run_name>/`` with ``train_config.json``, ``metrics.jsonl``,
+``report.json``/``report.md``, and the checkpoint: a standard Hugging Face causal-LM folder
+(``AutoModelForCausalLM.from_pretrained(run)`` loads it) plus ``rewardkit_judge.json`` recording the
+template, the verdict tokens and max_length, so ``load_judge(run)`` scores exactly as in training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from rewardkit.batching import pad_batch
+from rewardkit.config import TrainConfig, to_dict
+from rewardkit.data.record import PreferenceExample
+from rewardkit.evaluate import metrics_from_rewards
+from rewardkit.judges.judge import (
+    JUDGE_METADATA_FILE,
+    Judge,
+    JudgeScorer,
+    JudgeTruncation,
+    VerdictTokens,
+    load_judge,
+    verdict_logprobs,
+)
+from rewardkit.judges.templates import _UNSET, conversation_text, response_text
+from rewardkit.losses import bradley_terry_loss
+from rewardkit.train import (
+    TrainingDiverged,
+    learning_warning,
+    load_examples,
+    make_batches,
+    render_report,
+    summary_lines,
+)
+
+
+@dataclass
+class GenRMConfig(TrainConfig):
+    """``TrainConfig`` (same data, schedule and run folder) plus the verifier template.
+
+    ``template`` must stay ``auto`` (the judge template is used instead) and batches are always padded on
+    the left (the verdict is read at the last column); ``padding_side`` does not apply.
+    """
+
+    judge_template: str | None = field(default=None, metadata={"help": "Verifier template: a file (.txt = the user "
+                                       "message; .yaml/.json = all fields) or the text itself, with {prompt} and "
+                                       "{response}. Default: the built-in verifier template (docs/judges.md)."})
+    judge_system_prompt: str | None = field(default=None, metadata={"help": "System prompt for the judge (file or "
+                                            "text; '' for none). Default: the template's."})
+
+
+def _queries(examples: list[PreferenceExample]) -> list[dict[str, str]]:
+    return [{"prompt": conversation_text(ex.prompt), "response": response_text(c)}
+            for ex in examples for c in ex.completions]
+
+
+def genrm_rewards(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, verdicts: VerdictTokens) -> torch.Tensor:
+    """r = log P(Yes) − log P(No) for left-padded verifier prompts (differentiable)."""
+    logp, _ = verdict_logprobs(model, ids, mask, verdicts)
+    return logp[:, verdicts.labels.index("Yes")] - logp[:, verdicts.labels.index("No")]
+
+
+def _sharded_eval(accelerator: Accelerator, scorer: JudgeScorer, examples: list[PreferenceExample]) -> dict[str, Any]:
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(examples), world))
+    rewards = scorer.score_examples([examples[i] for i in mine]) if mine else []
+    gathered = gather_object([(i, r.tolist()) for i, r in zip(mine, rewards)])
+    out: list[Any] = [None] * len(examples)
+    for i, r in gathered:
+        out[i] = np.asarray(r)
+    return metrics_from_rewards(examples, out)
+
+
+def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
+    """Fine-tune a causal LM so that its verifier P(Yes) ranks chosen above rejected (eq. 3 on logit P(Yes))."""
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    main, say = accelerator.is_main_process, accelerator.print
+    set_seed(cfg.seed)
+    if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
+        raise ValueError("batch_size and micro_batch_size must be at least 1")
+    if cfg.template != "auto":
+        raise ValueError("a GenRM is rendered with its judge template; set --judge-template, not --template")
+    if cfg.epochs > 1:
+        warnings.warn(f"epochs={cfg.epochs}: reward models tend to overfit after one epoch", stacklevel=2)
+    name = [cfg.run_name or time.strftime("genrm-%Y%m%d-%H%M%S")]
+    broadcast_object_list(name)
+    run_dir = Path(cfg.output_dir) / name[0]
+    if (run_dir / "metrics.jsonl").exists() and not cfg.overwrite:
+        raise ValueError(f"run folder {run_dir} already holds a run; pick another --run-name or pass --overwrite")
+    started = time.time()
+
+    # ---- model and data
+    system = _UNSET if cfg.judge_system_prompt is None else cfg.judge_system_prompt
+    judge = load_judge(cfg.model, kind="verifier", template=cfg.judge_template, system_prompt=system,
+                       max_length=cfg.max_length)
+    model, tokenizer = judge.model, judge.tokenizer
+    if cfg.gradient_checkpointing:
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
+    eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
+    eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
+    if any(len(ex.completions) != 2 for ex in train_ex):
+        raise ValueError("GenRM training expects pairs; ranked records with K > 2 completions are not supported yet")
+    flat = judge.encode_queries(_queries(train_ex))
+    train_truncation, judge.truncation = judge.truncation, JudgeTruncation()
+    encoded = [(flat[2 * k + ex.ranking[0]], flat[2 * k + ex.ranking[1]]) for k, ex in enumerate(train_ex)]
+    say(train_report.summary())
+    if eval_report:
+        say(eval_report.summary())
+    say(f"train: {train_truncation.summary()}")
+    say(f"verdict tokens: {judge.verdicts.to_dict()}")
+    say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
+    accelerator.wait_for_everyone()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+
+    # ---- optimisation (the loop of rewardkit.train, with r = logit P(Yes) instead of a scalar head)
+    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    wrapped, optimizer = accelerator.prepare(model, optimizer)
+    device, pad_id = accelerator.device, tokenizer.pad_token_id
+    rank, world = accelerator.process_index, accelerator.num_processes
+    eval_judge = Judge(accelerator.unwrap_model(wrapped), tokenizer, judge.template, judge.max_length, cfg.model)
+    scorer = JudgeScorer(eval_judge, seed=cfg.seed)
+    metrics_file = open(run_dir / "metrics.jsonl", "w") if main else None
+
+    def log(record: dict[str, Any]) -> None:
+        if metrics_file:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+
+    def run_eval(step: int) -> dict[str, Any] | None:
+        if not eval_ex:
+            return None
+        result = _sharded_eval(accelerator, scorer, eval_ex)
+        log({"step": step, "split": "eval", **result})
+        say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
+            f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
+        return result
+
+    before = run_eval(0) if cfg.eval_before else None
+    history: list[dict[str, Any]] = []
+    rng = np.random.default_rng(cfg.seed)
+    lengths = [max(len(c), len(r)) for c, r in encoded]
+    bar = tqdm(total=total_steps, disable=not main, desc="train genrm", unit="step")
+    step = 0
+    wrapped.train()
+    for epoch in range(cfg.epochs):
+        for batch in make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
+            shard = np.array_split(np.asarray(batch), world)[rank].tolist()
+            n_micro = math.ceil(math.ceil(len(batch) / world) / cfg.micro_batch_size)
+            stats = torch.zeros(3, device=device)
+            for j in range(n_micro):
+                micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
+                weight = 1.0 if micro else 0.0  # an idle process still runs a zero-weight pass so DDP syncs
+                micro = micro or batch[:1]
+                ids, mask = pad_batch([encoded[i][0] for i in micro] + [encoded[i][1] for i in micro], pad_id, "left")
+                rewards = genrm_rewards(wrapped, ids.to(device), mask.to(device), judge.verdicts)
+                r_chosen, r_rejected = rewards[:len(micro)], rewards[len(micro):]
+                losses = bradley_terry_loss(r_chosen, r_rejected) * weight
+                sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(wrapped)
+                with sync:
+                    accelerator.backward(losses.sum() * world / len(batch))
+                delta = (r_chosen - r_rejected).detach()
+                stats += torch.stack([losses.detach().sum(), (delta > 0).float().sum() * weight, delta.sum() * weight])
+            grad_norm = (accelerator.clip_grad_norm_(wrapped.parameters(), cfg.max_grad_norm)
+                         if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss} at step {step} (epoch {epoch}); lower --learning-rate "
+                                       f"(now {cfg.learning_rate}) or check the data for extreme inputs")
+            record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
+                      "margin": margin, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                      "pairs": len(batch), "elapsed_s": round(time.time() - started, 2)}
+            history.append(record)
+            if step % cfg.log_every == 0 or step == total_steps:
+                log(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
+            if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
+                run_eval(step)
+            wrapped.train()
+    bar.close()
+    after = run_eval(step)
+
+    wall = time.time() - started
+    warning = learning_warning(history, before, after)
+    if warning:
+        say(f"WARNING: {warning}")
+    report = {
+        "warning": warning, "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step,
+        "wall_time_s": round(wall, 1), "processes": world, "train_data": train_report.to_dict(),
+        "eval_data": eval_report.to_dict() if eval_report else None, "train_truncation": asdict(train_truncation),
+        "eval_truncation": asdict(judge.truncation), "before": before, "after": after,
+        "first_train_loss": history[0]["loss"] if history else None,
+        "last_train_loss": history[-1]["loss"] if history else None,
+    }
+    accelerator.wait_for_everyone()
+    if main:
+        save_genrm(run_dir, eval_judge, base_model=cfg.model,
+                   reward_mean=after["reward_mean"] if after else None, reward_std=after["reward_std"] if after else None)
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        (run_dir / "report.md").write_text(render_report(report).replace("# rewardkit training report",
+                                                                         "# rewardkit GenRM training report"))
+        metrics_file.close()
+        say(summary_lines(report))
+    accelerator.wait_for_everyone()
+    return report
+
+
+def save_genrm(folder: str | Path, judge: Judge, **metadata: Any) -> Path:
+    """A standard causal-LM folder + ``rewardkit_judge.json`` (kind, template, verdict tokens, max_length)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    judge.model.config.pad_token_id = judge.tokenizer.pad_token_id
+    judge.model.save_pretrained(folder)
+    judge.tokenizer.save_pretrained(folder)
+    template = judge.template.to_dict()
+    template.pop("source")
+    meta = {"kind": judge.template.kind, "reward": "log P(Yes) - log P(No) over {Yes, No} after the template",
+            "template": template, "verdict_tokens": judge.verdicts.to_dict(), "max_length": judge.max_length,
+            **metadata}
+    (folder / JUDGE_METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    return folder

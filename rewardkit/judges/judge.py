@@ -1,0 +1,602 @@
+"""LLM-as-a-judge on any causal LM, scored from verdict-token probabilities (default) or sampled verdicts.
+
+**Probability mode** (deterministic, graded, no sampling). The judge input is the chat-rendered
+template with a generation prompt plus the template's ``answer_prefix``; the judge's verdict is the
+next token(s). Each verdict string (plus ``verdict_suffix``) is tokenized *in that context*, exactly
+as the model would emit it after the prompt, and cut to its shortest token prefix that no other
+verdict shares: ``A``/``B`` and ``Yes``/``No`` are one token each on SmolLM2, while ``1`` vs ``10``
+are told apart by the token after ``1`` (``]]`` vs ``0``). P(verdict) is the product of that
+prefix's next-token probabilities (one extra cached forward step for multi-token prefixes), summed
+over a verdict's spellings and renormalised over the verdict set. ``verdict_mass`` — the raw
+probability on all verdicts together — is reported: a low mass means the model wanted to say
+something else.
+
+Rewards (so that σ(r1 − r2) is a probability, eq. 2):
+
+* verifier: r = log P(Yes) − log P(No) = logit of the renormalised P(Yes) (GenRM-style);
+* pointwise: r = expected rating Σ k·P(k);
+* pairwise: per pair (i, j) the log-odds L_ij = log P(i better) − log P(j better). With both orders,
+  L_ij = ½ [(log P(A) − log P(B) | i shown as A) + (log P(B) − log P(A) | i shown as B)]: the mean of
+  the two log-odds, which cancels exactly a position bias that adds a constant to the log-odds of
+  "A". Per completion, r_i = (1/K) Σ_j L_ij (the least-squares Bradley-Terry fit to the pairwise
+  log-odds), so for a pair r = [L/2, −L/2] and r1 − r2 = L.
+
+**Sampling mode**: n seeded samples per query, verdicts read by ``rewardkit.judges.parse`` (never
+guessed; unparseable / ambiguous / invalid outputs are counted). Rewards are vote log-odds
+log((v_yes + ½) / (v_no + ½)), (pairwise: votes for i across both orders), or the mean valid
+rating; a query with no valid vote gives NaN ("undecided"), which evaluation counts as a tie.
+
+Prompts longer than ``max_length`` tokens are cut field by field — the conversation from the left
+(marked ``[…]``), then the responses from the end, shared equally — and every cut is counted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from rewardkit.batching import length_sorted_batches, pad_batch
+from rewardkit.data.record import PreferenceExample
+from rewardkit.evaluate import metrics_from_rewards
+from rewardkit.judges.parse import majority, parse_verdict, vote
+from rewardkit.judges.templates import (
+    _UNSET,
+    JudgeTemplate,
+    conversation_text,
+    load_template,
+    render_chat,
+    response_text,
+)
+from rewardkit.model import ModelLoadError, load_tokenizer, resolve_backbone
+from rewardkit.pooling import position_ids_from_mask
+
+JUDGE_METADATA_FILE = "rewardkit_judge.json"
+MODES = ("probability", "sample")
+ORDERS = ("both", "random", "as_given")
+_CUT = "[…]"
+
+
+# ------------------------------------------------------------------------------------- verdict tokens
+
+
+@dataclass(frozen=True)
+class VerdictTokens:
+    """Verdict labels and the token sequences whose probabilities make up each one."""
+
+    labels: tuple[str, ...]
+    candidates: tuple[tuple[int, ...], ...]  # shortest distinguishing token prefix of each spelling
+    owners: tuple[int, ...]  # label index of each candidate
+    spellings: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"labels": list(self.labels), "candidates": [list(c) for c in self.candidates],
+                "owners": list(self.owners), "spellings": list(self.spellings)}
+
+
+def resolve_verdict_tokens(tokenizer: PreTrainedTokenizerBase, template: JudgeTemplate) -> VerdictTokens:
+    """Tokenize each verdict (+ suffix) right after a rendered judge prompt, then cut each to the shortest
+    prefix no other label's verdict shares (what a reader of next-token probabilities needs)."""
+    dummy = template.fill(prompt="Question?", response="Answer.", response_a="Answer one.", response_b="Answer two.")
+    context = render_chat(tokenizer, template, dummy)
+    ctx_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    full: list[tuple[int, str, tuple[int, ...]]] = []
+    for owner, spellings in enumerate(template.verdicts.values()):
+        for s in spellings:
+            ids = tokenizer(context + s + template.verdict_suffix, add_special_tokens=False)["input_ids"]
+            if ids[:len(ctx_ids)] != ctx_ids or len(ids) == len(ctx_ids):
+                raise ValueError(f"{template.source}: verdict {s!r} merges with the end of the judge prompt "
+                                 f"(answer_prefix {template.answer_prefix!r}) into one token, so the model would not "
+                                 "emit it as a separate token. End answer_prefix with a bracket or a newline, or move "
+                                 "a trailing space into the verdict spellings (verdicts: {'Yes': [' Yes'], ...})")
+            full.append((owner, s, tuple(ids[len(ctx_ids):])))
+    chosen: list[tuple[int, str, tuple[int, ...]]] = []
+    for owner, s, ids in full:
+        others = [o_ids for o, _, o_ids in full if o != owner]
+        n = next((k for k in range(1, len(ids) + 1) if all(o[:k] != ids[:k] for o in others)), None)
+        if n is None:
+            clash = next(t for o, t, o_ids in full if o != owner and o_ids[:len(ids)] == ids)
+            raise ValueError(f"{template.source}: verdicts {s!r} and {clash!r} are not distinguishable by their "
+                             "tokens; set verdict_suffix (e.g. ']]') so that no verdict is a prefix of another")
+        chosen.append((owner, s, ids[:n]))
+    # Within one label, a spelling whose prefix extends another's is already counted by the shorter one.
+    kept = [(o, s, ids) for o, s, ids in chosen
+            if not any(o2 == o and ids2 != ids and ids[:len(ids2)] == ids2 for o2, _, ids2 in chosen)]
+    seen, unique = set(), []
+    for o, s, ids in kept:
+        if (o, ids) not in seen:  # two spellings with the same prefix would count its mass twice
+            seen.add((o, ids))
+            unique.append((o, s, ids))
+    return VerdictTokens(labels=tuple(template.verdicts), candidates=tuple(ids for _, _, ids in unique),
+                         owners=tuple(o for o, _, _ in unique), spellings=tuple(s for _, s, _ in unique))
+
+
+def _forward(model: PreTrainedModel, keep: int = 1, **kw: Any) -> Any:
+    """Forward pass computing logits for the last ``keep`` positions only (0: all), where supported."""
+    params = inspect.signature(getattr(model, "module", model).forward).parameters  # DDP wraps the model
+    if "logits_to_keep" in params:
+        kw["logits_to_keep"] = keep
+    if "cache" in kw and "cache" not in params:  # transformers < 5.24 spells it past_key_values
+        kw["past_key_values"] = kw.pop("cache")
+    return model(**kw)
+
+
+def verdict_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     verdicts: VerdictTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """log P(label) per row, renormalised over the labels, and the raw log-mass of all verdicts.
+
+    ``input_ids`` must be left-padded so the last column is every row's last real token. Positions
+    count real tokens only, so padding changes nothing. Differentiable (used for GenRM training).
+    Multi-token candidates continue from the prompt's KV cache: one short extra step, no re-encoding.
+    """
+    if bool((attention_mask[:, -1] == 0).any()):
+        raise ValueError("verdict_logprobs needs left padding (the last column must be a real token)")
+    cands = verdicts.candidates
+    multi = [k for k, c in enumerate(cands) if len(c) > 1]
+    out = _forward(model, input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask), use_cache=bool(multi))
+    first = out.logits[:, -1].float().log_softmax(-1)
+    cand_lp = first[:, [c[0] for c in cands]]
+    if multi:
+        b, m = input_ids.shape[0], len(multi)
+        width = max(len(cands[k]) for k in multi) - 1
+        pad = int(input_ids[0, 0]) if attention_mask[0, 0] == 0 else 0
+        feed = torch.full((m, width), pad, dtype=torch.long, device=input_ids.device)
+        target = torch.zeros((m, width), dtype=torch.long, device=input_ids.device)
+        valid = torch.zeros((m, width), dtype=torch.bool, device=input_ids.device)
+        for row, k in enumerate(multi):
+            c = cands[k]
+            feed[row, :len(c) - 1] = torch.tensor(c[:-1])
+            target[row, :len(c) - 1] = torch.tensor(c[1:])
+            valid[row, :len(c) - 1] = True
+        cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        cache.batch_repeat_interleave(m)
+        n_real = attention_mask.sum(-1).repeat_interleave(m)
+        cont = _forward(
+            model, keep=0, input_ids=feed.repeat(b, 1), cache=cache, use_cache=True,
+            attention_mask=torch.cat([attention_mask.repeat_interleave(m, 0),
+                                      torch.ones((b * m, width), dtype=attention_mask.dtype, device=input_ids.device)], 1),
+            position_ids=n_real[:, None] + torch.arange(width, device=input_ids.device)[None])
+        lp = cont.logits.float().log_softmax(-1).gather(-1, target.repeat(b, 1)[..., None]).squeeze(-1)
+        extra = (lp * valid.repeat(b, 1)).sum(-1).view(b, m)
+        cand_lp = cand_lp.index_add(1, torch.tensor(multi, device=cand_lp.device), extra)
+    owners = torch.tensor(verdicts.owners, device=cand_lp.device)
+    label_lp = torch.stack([cand_lp[:, owners == i].logsumexp(-1) for i in range(len(verdicts.labels))], -1)
+    mass = label_lp.logsumexp(-1)
+    return label_lp - mass[:, None], mass
+
+
+# ------------------------------------------------------------------------------------- the judge
+
+
+@dataclass
+class JudgeTruncation:
+    queries: int = 0
+    truncated: int = 0  # queries cut to max_length
+    prompt_cut: int = 0  # of those, the conversation was cut (from the left)
+    response_cut: int = 0  # of those, at least one response was cut (from the end)
+
+    def summary(self) -> str:
+        return (f"{self.truncated} of {self.queries} judge prompts truncated to max_length "
+                f"({self.prompt_cut} conversation cut from the left, {self.response_cut} responses cut at the end)")
+
+
+class Judge:
+    """A causal LM with a judge template: builds judge prompts and reads verdicts.
+
+    Use ``load_judge`` to build one from a model name; ``JudgeScorer`` turns it into a reward scorer.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: JudgeTemplate,
+                 max_length: int = 1024, name: str = "judge"):
+        if max_length < 32:
+            raise ValueError(f"judge max_length must be at least 32, got {max_length}")
+        self.model, self.tokenizer, self.template = model, tokenizer, template
+        self.max_length, self.name = max_length, name
+        self.verdicts = resolve_verdict_tokens(tokenizer, template)
+        self.truncation = JudgeTruncation()
+
+    # ---- prompts
+
+    def encode_queries(self, queries: list[dict[str, str]], with_answer_prefix: bool = True) -> list[list[int]]:
+        """Token ids of judge prompts from field values (``prompt``, ``response``/``response_a``/``response_b``)."""
+        texts = [render_chat(self.tokenizer, self.template, self.template.fill(**q), with_answer_prefix) for q in queries]
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        for i, seq in enumerate(ids):
+            self.truncation.queries += 1
+            if len(seq) > self.max_length:
+                ids[i] = self._truncate(queries[i], len(seq), with_answer_prefix)
+        return [list(s) for s in ids]
+
+    def _truncate(self, query: dict[str, str], length: int, with_answer_prefix: bool) -> list[int]:
+        tok = self.tokenizer
+        used = [f for f in ("prompt", "response", "response_a", "response_b") if "{" + f + "}" in self.template.user]
+        pieces = {f: tok(query[f], add_special_tokens=False)["input_ids"] for f in used}
+        fixed = length - sum(len(p) for p in pieces.values())
+        budget = self.max_length - fixed - 4 * len(used)  # room for the […] markers
+        for _ in range(4):
+            if budget < 8:
+                raise ValueError(f"the judge template alone takes {fixed} tokens; raise max_length "
+                                 f"(now {self.max_length}) or shorten the template")
+            keep = _allocate({f: len(p) for f, p in pieces.items()}, budget)
+            values = dict(query)
+            for f, n in keep.items():
+                if n < len(pieces[f]):
+                    text = tok.decode(pieces[f][len(pieces[f]) - n:] if f == "prompt" else pieces[f][:n])
+                    values[f] = f"{_CUT} {text}" if f == "prompt" else f"{text} {_CUT}"
+            text = render_chat(tok, self.template, self.template.fill(**values), with_answer_prefix)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= self.max_length:
+                self.truncation.truncated += 1
+                self.truncation.prompt_cut += int("prompt" in keep and keep["prompt"] < len(pieces["prompt"]))
+                self.truncation.response_cut += int(any(keep[f] < len(pieces[f]) for f in keep if f != "prompt"))
+                return list(ids)
+            budget -= len(ids) - self.max_length
+        raise ValueError(f"could not fit a judge prompt into max_length={self.max_length}; raise it")
+
+    # ---- probability mode
+
+    @torch.inference_mode()
+    def label_logprobs(self, sequences: list[list[int]], max_batch_tokens: int = 16384,
+                       max_batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(N, labels) renormalised log P(label) and (N,) raw verdict mass, in input order."""
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        logp = np.zeros((len(sequences), len(self.verdicts.labels)))
+        mass = np.zeros(len(sequences))
+        batches = length_sorted_batches([len(s) for s in sequences], max_batch_tokens, max_batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"{self.template.kind} judge", unit="batch")
+        for idx in batches:
+            ids, mask = pad_batch([sequences[i] for i in idx], self.tokenizer.pad_token_id, "left")
+            lp, m = verdict_logprobs(self.model, ids.to(device), mask.to(device), self.verdicts)
+            logp[idx] = lp.double().cpu().numpy()
+            mass[idx] = m.exp().double().cpu().numpy()
+        self.model.train(was_training)
+        return logp, mass
+
+    # ---- sampling mode
+
+    @torch.inference_mode()
+    def sample(self, sequences: list[list[int]], n: int, *, temperature: float = 1.0, max_new_tokens: int = 64,
+               seed: int = 0, max_batch_tokens: int = 16384, progress: bool = False) -> list[list[str]]:
+        """n sampled replies per judge prompt (seeded: the same inputs and settings give the same texts)."""
+        if n < 1 or temperature <= 0:
+            raise ValueError(f"sampling needs samples >= 1 and temperature > 0 (got {n}, {temperature})")
+        torch.manual_seed(seed)
+        device = next(self.model.parameters()).device
+        out: list[list[str]] = [[] for _ in sequences]
+        per_row = n * max_new_tokens
+        batches = length_sorted_batches([(len(s) + max_new_tokens) * n for s in sequences], max_batch_tokens,
+                                        max(1, max_batch_tokens // max(per_row, 1)))
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"{self.template.kind} judge (sampling)", unit="batch")
+        for idx in batches:
+            ids, mask = pad_batch([sequences[i] for i in idx], self.tokenizer.pad_token_id, "left")
+            gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
+                                      temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                                      num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id)
+            texts = self.tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
+            for row, i in enumerate(idx):
+                out[i] = texts[row * n:(row + 1) * n]
+        return out
+
+
+def _allocate(lengths: dict[str, int], budget: int) -> dict[str, int]:
+    """Tokens to keep per field: the conversation gives way first (down to a quarter of the budget), then
+    the responses share what is left equally (water-filling: short ones stay whole)."""
+    responses = {f: n for f, n in lengths.items() if f != "prompt"}
+    keep = dict(lengths)
+    need = sum(lengths.values()) - budget
+    if need <= 0:
+        return keep
+    if "prompt" in lengths:
+        floor = min(lengths["prompt"], budget // 4)
+        cut = min(need, lengths["prompt"] - floor)
+        keep["prompt"] -= cut
+        need -= cut
+    if need > 0 and responses:
+        room = sum(responses.values()) - need
+        cap, left = 0, sorted(responses.values())
+        for k, n in enumerate(left):  # the largest cap with Σ min(n_i, cap) <= room
+            share = (room - sum(left[:k])) // (len(left) - k)
+            if share < n:
+                cap = share
+                break
+        else:
+            cap = max(left)
+        for f, n in responses.items():
+            keep[f] = max(0, min(n, cap))
+    return keep
+
+
+def load_judge(model: str, kind: str | None = None, template: str | None = None,
+               system_prompt: str | None = _UNSET, max_length: int | None = None) -> Judge:
+    """A judge on any causal LM: a hub id, local folder, ``.gguf`` file, built-in name (``smollm2-135m``),
+    or a trained GenRM run folder (its ``rewardkit_judge.json`` supplies kind, template and max_length)."""
+    source = resolve_backbone(model)
+    meta_path = Path(source) / JUDGE_METADATA_FILE
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    kind = kind or meta.get("kind") or "pairwise"
+    if meta and meta.get("kind") != kind:
+        raise ValueError(f"{model} was trained as a {meta['kind']} judge; run it as --judge {meta['kind']}")
+    if meta and template is None:
+        saved = dict(meta["template"])
+        if system_prompt is not _UNSET:
+            saved["system"] = system_prompt or None
+        tpl = JudgeTemplate(**{**saved, "source": f"{model}/{JUDGE_METADATA_FILE}"})
+    else:
+        tpl = load_template(kind, template, system_prompt)
+    tokenizer = load_tokenizer(source)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load '{model}' as a causal LM: {e}") from e
+    if len(tokenizer) > hf.get_input_embeddings().num_embeddings:
+        hf.resize_token_embeddings(len(tokenizer))  # a new pad token; never read, but must be embeddable
+    hf.config.pad_token_id = tokenizer.pad_token_id
+    if hf.generation_config is not None:
+        hf.generation_config.pad_token_id = tokenizer.pad_token_id
+    return Judge(hf.eval(), tokenizer, tpl, max_length=max_length or meta.get("max_length", 1024), name=model)
+
+
+# ------------------------------------------------------------------------------------- scorer
+
+
+@dataclass
+class JudgeStats:
+    queries: int = 0
+    pairs_both_orders: int = 0
+    flips: int = 0  # pairs whose preferred response changes when the order is swapped
+    shown_a_wins: int = 0  # pairwise queries whose verdict is A (position bias: 0.5 is unbiased)
+    pairwise_queries_decided: int = 0
+    verdict_mass_sum: float = 0.0
+    undecided: int = 0  # sampling: queries (pairwise: pairs) with no valid vote
+    samples: Counter = field(default_factory=Counter)  # sampling: outcomes per status
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["samples"] = dict(self.samples)
+        d["flip_rate"] = self.flips / self.pairs_both_orders if self.pairs_both_orders else None
+        d["position_a_rate"] = (self.shown_a_wins / self.pairwise_queries_decided
+                                if self.pairwise_queries_decided else None)
+        d["mean_verdict_mass"] = self.verdict_mass_sum / self.queries if self.queries and not self.samples else None
+        return d
+
+
+class JudgeScorer:
+    """A judge behind the scorer interface: ``score_examples(examples) -> list[np.ndarray]`` (one reward per
+    completion), ``name`` and ``describe()``. Rewards are defined in this module's docstring.
+
+    ``order`` (pairwise): ``both`` (each pair in both orders, combined), ``random`` (one seeded random order
+    per pair), ``as_given`` (the record's first completion shown as A). ``details`` holds, after each call,
+    per example what the judge saw and said (P(A) per order, P(Yes), rating distribution, votes).
+    """
+
+    def __init__(self, judge: Judge, *, mode: str = "probability", order: str = "both", samples: int = 5,
+                 temperature: float = 1.0, max_new_tokens: int = 64, seed: int = 42, max_batch_tokens: int = 16384,
+                 progress: bool = False):
+        if mode not in MODES:
+            raise ValueError(f"judge mode must be one of {MODES}, got {mode!r}")
+        if order not in ORDERS:
+            raise ValueError(f"judge order must be one of {ORDERS}, got {order!r}")
+        self.judge, self.mode, self.order = judge, mode, order
+        self.samples, self.temperature, self.max_new_tokens, self.seed = samples, temperature, max_new_tokens, seed
+        self.max_batch_tokens, self.progress = max_batch_tokens, progress
+        self.stats = JudgeStats()
+        self.details: list[dict[str, Any]] = []
+
+    @property
+    def kind(self) -> str:
+        return self.judge.template.kind
+
+    @property
+    def name(self) -> str:
+        return f"judge:{self.kind}:{self.mode}:{self.judge.name}"
+
+    def describe(self) -> dict[str, Any]:
+        t = self.judge.template
+        return {"name": self.name, "kind": self.kind, "mode": self.mode,
+                "order": self.order if self.kind == "pairwise" else None, "model": self.judge.name,
+                "template": t.to_dict(), "verdict_tokens": self.judge.verdicts.to_dict(),
+                "max_length": self.judge.max_length, "truncation": asdict(self.judge.truncation),
+                "sampling": ({"samples": self.samples, "temperature": self.temperature,
+                              "max_new_tokens": self.max_new_tokens, "seed": self.seed} if self.mode == "sample" else None),
+                "stats": self.stats.to_dict()}
+
+    # ---- judging queries
+
+    def _judge(self, queries: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """Per query: ``logp`` (label → renormalised log-prob) and ``mass``, or ``votes`` and ``statuses``."""
+        judge = self.judge
+        started = time.time()
+        ids = judge.encode_queries(queries, with_answer_prefix=self.mode == "probability")
+        labels = judge.verdicts.labels
+        results: list[dict[str, Any]] = []
+        if self.mode == "probability":
+            logp, mass = judge.label_logprobs(ids, self.max_batch_tokens, progress=self.progress)
+            for lp, m in zip(logp, mass):
+                results.append({"logp": dict(zip(labels, lp.tolist())), "mass": float(m)})
+                self.stats.verdict_mass_sum += float(m)
+        else:
+            texts = judge.sample(ids, self.samples, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+                                 seed=self.seed, max_batch_tokens=self.max_batch_tokens, progress=self.progress)
+            for replies in texts:
+                votes, statuses = vote([parse_verdict(t, list(labels)) for t in replies])
+                self.stats.samples.update(statuses)
+                results.append({"votes": {k: votes.get(k, 0) for k in labels}, "statuses": dict(statuses),
+                                "replies": replies})
+        self.stats.queries += len(queries)
+        self.stats.seconds += time.time() - started
+        return results
+
+    def score_examples(self, examples: list[PreferenceExample]) -> list[np.ndarray]:
+        self.details = []
+        if self.kind == "pairwise":
+            return self._score_pairwise(examples)
+        queries = [{"prompt": conversation_text(ex.prompt), "response": response_text(c)}
+                   for ex in examples for c in ex.completions]
+        results = iter(self._judge(queries))
+        out = []
+        for ex in examples:
+            rewards, info = [], []
+            for _ in ex.completions:
+                res = next(results)
+                r = self._pointwise_reward(res)
+                rewards.append(r)
+                info.append({k: v for k, v in res.items() if k != "replies"} | {"reward": r})
+                if math.isnan(r):
+                    self.stats.undecided += 1
+            out.append(np.asarray(rewards, dtype=np.float64))
+            self.details.append({"completions": info})
+        return out
+
+    def _pointwise_reward(self, res: dict[str, Any]) -> float:
+        if self.kind == "verifier":
+            if "logp" in res:
+                return res["logp"]["Yes"] - res["logp"]["No"]
+            yes, no = res["votes"]["Yes"], res["votes"]["No"]
+            return math.log((yes + 0.5) / (no + 0.5)) if yes + no else math.nan
+        if "logp" in res:  # expected rating
+            return float(sum(float(k) * math.exp(lp) for k, lp in res["logp"].items()))
+        ratings = [float(k) for k, v in res["votes"].items() for _ in range(v)]
+        return float(np.mean(ratings)) if ratings else math.nan
+
+    def _score_pairwise(self, examples: list[PreferenceExample]) -> list[np.ndarray]:
+        rng = np.random.default_rng(self.seed)
+        jobs: list[tuple[int, int, int, bool]] = []  # (example, i, j, i shown as A)
+        for e, ex in enumerate(examples):
+            if len(ex.completions) < 2:
+                raise ValueError(f"{ex.source or f'example {e}'}: a pairwise judge needs at least two completions "
+                                 "per record; use --judge pointwise or verifier to score single completions")
+            for i in range(len(ex.completions)):
+                for j in range(i + 1, len(ex.completions)):
+                    shown = {"both": (True, False), "as_given": (True,), "random": (bool(rng.integers(2)),)}[self.order]
+                    jobs += [(e, i, j, s) for s in shown]
+        queries = []
+        for e, i, j, i_first in jobs:
+            ex = examples[e]
+            a, b = (i, j) if i_first else (j, i)
+            queries.append({"prompt": conversation_text(ex.prompt), "response_a": response_text(ex.completions[a]),
+                            "response_b": response_text(ex.completions[b])})
+        results = self._judge(queries)
+        per_pair: dict[tuple[int, int, int], dict[bool, dict[str, Any]]] = {}
+        for (e, i, j, i_first), res in zip(jobs, results):
+            per_pair.setdefault((e, i, j), {})[i_first] = res
+        out = [np.zeros(len(ex.completions)) for ex in examples]
+        self.details = [{"pairs": []} for _ in examples]
+        for (e, i, j), by_order in per_pair.items():
+            info = self._combine(by_order)
+            k = len(examples[e].completions)
+            out[e][i] += info["log_odds"] / k
+            out[e][j] -= info["log_odds"] / k
+            self.details[e]["pairs"].append({"i": i, "j": j, **info})
+        for e in range(len(examples)):
+            if any(math.isnan(p["log_odds"]) for p in self.details[e]["pairs"]):
+                out[e][:] = math.nan
+        return out
+
+    def _combine(self, by_order: dict[bool, dict[str, Any]]) -> dict[str, Any]:
+        """Log-odds that i beats j from one or both orders, and whether the two orders disagree."""
+        info: dict[str, Any] = {}
+        i_wins_by_order = {}
+        if self.mode == "probability":
+            parts = []
+            for i_first, res in by_order.items():
+                lo_a = res["logp"]["A"] - res["logp"]["B"]  # log-odds that the response shown as A is better
+                suffix = "i_first" if i_first else "j_first"
+                info[f"log_odds_a_{suffix}"] = lo_a
+                info[f"p_a_{suffix}"] = 1 / (1 + math.exp(-lo_a))
+                info[f"verdict_mass_{suffix}"] = res["mass"]
+                lo_i = lo_a if i_first else -lo_a
+                parts.append(lo_i)
+                i_wins_by_order[i_first] = lo_i > 0
+                self.stats.pairwise_queries_decided += 1
+                self.stats.shown_a_wins += int(lo_a > 0)
+            info["log_odds"] = float(np.mean(parts))
+        else:
+            v_i = v_j = 0
+            for i_first, res in by_order.items():
+                a, b = res["votes"]["A"], res["votes"]["B"]
+                info["votes_i_first" if i_first else "votes_j_first"] = res["votes"]
+                info["statuses_i_first" if i_first else "statuses_j_first"] = res["statuses"]
+                v_i, v_j = (v_i + a, v_j + b) if i_first else (v_i + b, v_j + a)
+                top = majority(Counter(res["votes"]))
+                if top is not None:
+                    i_wins_by_order[i_first] = (top == "A") == i_first
+                    self.stats.pairwise_queries_decided += 1
+                    self.stats.shown_a_wins += int(top == "A")
+            info["log_odds"] = math.log((v_i + 0.5) / (v_j + 0.5)) if v_i + v_j else math.nan
+            if v_i + v_j == 0:
+                self.stats.undecided += 1
+        if len(by_order) == 2:
+            self.stats.pairs_both_orders += 1
+            if len(i_wins_by_order) == 2:
+                info["flip"] = i_wins_by_order[True] != i_wins_by_order[False]
+                self.stats.flips += int(info["flip"])
+        return info
+
+
+# ------------------------------------------------------------------------------------- evaluation
+
+
+def evaluate_judge(scorer: JudgeScorer, examples: list[PreferenceExample]) -> dict[str, Any]:
+    """Pairwise metrics of a judge (``rewardkit.evaluate.metrics_from_rewards``) plus what only judges have:
+    flip rate, position-A rate, verdict mass, sampling outcome counts, wall time per pair — and, for a
+    pairwise judge run in both orders, the same metrics for each single order, from the same forward passes.
+
+    A completion with no verdict (sampling: no valid vote) makes its example a tie (Δr = 0, counted wrong,
+    reported as ``undecided_examples``); nothing is guessed.
+    """
+    started = time.time()
+    rewards = scorer.score_examples(examples)
+    wall = time.time() - started
+    undecided = [k for k, r in enumerate(rewards) if np.isnan(r).any()]
+    clean = [np.zeros_like(r) if np.isnan(r).any() else r for r in rewards]
+    result = metrics_from_rewards(examples, clean)
+    result["undecided_examples"] = len(undecided)
+    pairs = len(examples)
+    result["wall_time_s"] = round(wall, 2)
+    result["seconds_per_pair"] = round(wall / pairs, 4) if pairs else None
+    if scorer.kind == "pairwise" and scorer.order == "both" and scorer.mode == "probability":
+        result["single_order"] = _single_order_metrics(scorer, examples)
+    result["judge"] = scorer.describe()
+    return result
+
+
+def _single_order_metrics(scorer: JudgeScorer, examples: list[PreferenceExample]) -> dict[str, Any]:
+    """Metrics as if each pair had been judged in one order only: the chosen response shown first (as A),
+    shown second, or in a seeded random order (the honest one-order number; the first two bound it)."""
+    pairs = [(k, ex) for k, ex in enumerate(examples) if len(ex.completions) == 2]
+    rng = np.random.default_rng(scorer.seed)
+    coin = rng.integers(2, size=len(pairs)).astype(bool)
+    out = {}
+    for label in ("chosen_first", "chosen_second", "random"):
+        rewards = []
+        for n, (k, ex) in enumerate(pairs):
+            d = scorer.details[k]["pairs"][0]
+            chosen_is_i = ex.ranking[0] == d["i"]
+            chosen_first = {"chosen_first": True, "chosen_second": False, "random": bool(coin[n])}[label]
+            i_first = chosen_first == chosen_is_i
+            lo_a = d["log_odds_a_i_first" if i_first else "log_odds_a_j_first"]
+            lo_i = lo_a if i_first else -lo_a
+            r = np.zeros(2)
+            r[d["i"]], r[d["j"]] = lo_i / 2, -lo_i / 2
+            rewards.append(r)
+        out[label] = metrics_from_rewards([ex for _, ex in pairs], rewards)
+    return out
