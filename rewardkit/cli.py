@@ -79,11 +79,11 @@ def run_eval(cfg: EvalConfig) -> dict:
     if not cfg.model or not cfg.data:
         raise ValueError("eval needs --model and --data")
     section_map = load_section_map(cfg.sections) if cfg.sections else None  # a bad map fails before loading
-    examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
-    print(report.summary(), file=sys.stderr)
     scorer = load_scorer(cfg.model, max_length=cfg.max_length, template=cfg.template,
                          max_batch_tokens=cfg.max_batch_tokens, padding_side=cfg.padding_side, seed=cfg.seed,
                          progress=True)
+    examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
+    print(report.summary(), file=sys.stderr)
     result, rewards = run_evaluation(scorer, examples, section_map=section_map, tie_threshold=cfg.tie_threshold,
                                      calibration_bins=cfg.calibration_bins,
                                      bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
