@@ -55,10 +55,12 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    model: str = _f("", "A trained rewardkit run folder / checkpoint (or any backbone, for an untrained baseline).")
+    model: str = _f("", "A rewardkit run folder, a Hugging Face reward model (*ForSequenceClassification, 1 label), "
+                    "or any backbone (a new head seeded by --seed: the untrained baseline).")
     data: str = _f("", "Preference data to evaluate on (same forms as train_data).")
     split: str = _f("test", "Split to read when data is a hub dataset id.")
-    output: str | None = _f(None, "Write the metrics JSON here (default: print only).")
+    output: str | None = _f(None, "Write the metrics JSON here, and the per-example rewards beside it "
+                            "(eval.json → eval.rewards.jsonl); default: print only.")
     max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
     template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")

@@ -45,11 +45,12 @@ def find_eval_json(spec: str | Path) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        found = sorted(p for p in path.glob("*.json") if _looks_like_eval(p))
+        # The folder itself, or one level down (`eval --report RUN/report` writes RUN/report/eval.json).
+        found = sorted(p for p in [*path.glob("*.json"), *path.glob("*/*.json")] if _looks_like_eval(p))
         if len(found) == 1:
             return found[0]
         if found:
-            raise ValueError(f"{path} holds several eval results ({', '.join(p.name for p in found)}); "
+            raise ValueError(f"{path} holds several eval results ({', '.join(str(p) for p in found)}); "
                              "name the one to report")
         raise ValueError(f"{path} holds no eval results; write them first with "
                          f"`rewardkit eval --model MODEL --data DATA --output {path / 'eval.json'}`")
