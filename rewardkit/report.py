@@ -111,6 +111,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _legend_above(ax) -> None:
+    # Above the axes, so it never hides a data point.
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.01), frameon=False)
+
+
 def best_worst_rewards(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """Rewards of each example's annotator-best and annotator-worst completions (tie-only examples left out)."""
     best, worst = [], []
@@ -173,8 +178,8 @@ def plot_reliability(runs: list[EvalRun], path: Path) -> Path:
     top.set_xlim(0.5, 1.0)
     top.set_ylim(0.0, 1.02)
     top.set_ylabel("accuracy of the predicted winner")
-    top.set_title("Reliability of P(better ≻ worse) = σ(Δr)", fontsize=10)
-    top.legend(fontsize=7, loc="lower right")
+    fig.suptitle("Reliability of P(better ≻ worse) = σ(Δr)", fontsize=10)
+    _legend_above(top)
     bottom.set_xlabel("confidence max(σ(Δr), 1 − σ(Δr))")
     bottom.set_ylabel("pairs")
     return _save(fig, path)
@@ -224,14 +229,14 @@ def plot_accuracy(runs: list[EvalRun], path: Path) -> Path:
         color = COLORS[i % len(COLORS)]
         ax.barh(ys, xs, height=height * 0.9, color=color, alpha=0.8, label=run.label,
                 xerr=[lo, hi], error_kw={"ecolor": "black", "capsize": 2, "lw": 1})
-        for y, x in zip(ys, xs):
-            ax.text(min(x + 0.01, 0.93), y, f"{x:.3f}", va="center", fontsize=7)
+        for y, x, up in zip(ys, xs, hi):
+            ax.text(min(x + up + 0.01, 0.93), y, f"{x:.3f}", va="center", fontsize=7)  # right of the interval
     ax.axvline(0.5, color="grey", ls=":", lw=1)
     ax.set_yticks(range(len(names)), names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("accuracy (bars: 95% bootstrap interval over prompts)")
-    ax.legend(fontsize=8, loc="lower right")
+    _legend_above(ax)
     return _save(fig, path)
 
 
@@ -263,14 +268,14 @@ def plot_length(runs: list[EvalRun], path: Path) -> Path:
         if source not in baselines_drawn:  # the baseline depends on the data only
             baselines_drawn.add(source)
             base = [np.nan if b["length_baseline_accuracy"] is None else b["length_baseline_accuracy"] for b in buckets]
-            top.plot(x, base, ls="--", color="grey", marker="s", ms=4, label="longer wins (baseline)")
+            top.plot(x, base, ls="--", color="dimgrey", marker="s", ms=5, zorder=5, label="longer wins (baseline)")
         if i == 0:
             bottom.bar(x, [b["count"] for b in buckets], color="grey", alpha=0.6)
     top.axhline(0.5, color="grey", ls=":", lw=1)
     top.set_ylim(-0.02, 1.02)
     top.set_ylabel("pairwise accuracy")
-    top.set_title("Accuracy by length difference len(better) − len(worse), in characters", fontsize=10)
-    top.legend(fontsize=7)
+    fig.suptitle("Accuracy by length difference len(better) − len(worse), in characters", fontsize=10)
+    _legend_above(top)
     bottom.set_xticks(x, [_bucket_label(b) for b in buckets0], fontsize=8)
     bottom.set_ylabel("pairs")
     bottom.set_xlabel("characters")
