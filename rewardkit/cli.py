@@ -3,6 +3,7 @@
     rewardkit train [--config cfg.yaml] [--flags]   → rewardkit.train.train(TrainConfig)
     rewardkit eval  --model RUN --data FILE         → rewardkit.evaluate.evaluate
     rewardkit score --model RUN --input FILE.jsonl  → rewardkit.score.score_rows
+    rewardkit report EVAL.json [EVAL2.json ...]     → rewardkit.report.write_report
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import json
 import sys
 from pathlib import Path
 
-from rewardkit.config import EvalConfig, ScoreConfig, TrainConfig, add_arguments, load_config
+from rewardkit.config import (
+    EvalConfig,
+    ReportConfig,
+    ScoreConfig,
+    TrainConfig,
+    add_arguments,
+    load_config,
+    to_dict,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -22,10 +31,14 @@ def _parser() -> argparse.ArgumentParser:
         ("train", TrainConfig, "train a Bradley-Terry reward model (no arguments: the built-in demo)"),
         ("eval", EvalConfig, "evaluate a reward model on preference pairs"),
         ("score", ScoreConfig, "score completions or pairs from a JSONL file"),
+        ("report", ReportConfig, "plots and an HTML page from eval results"),
     ):
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", help="YAML or JSON file with the same fields as the flags")
         add_arguments(p, cls)
+        if cls is ReportConfig:
+            p.add_argument("input_paths", nargs="*", metavar="EVAL_JSON_OR_FOLDER",
+                           help="same as --inputs, as positional arguments")
     return parser
 
 
@@ -43,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
             train(load_config(TrainConfig, config_path, **args))
         elif command == "eval":
             run_eval(load_config(EvalConfig, config_path, **args))
+        elif command == "report":
+            positional = args.pop("input_paths")
+            if positional:
+                args["inputs"] = ",".join([*([args["inputs"]] if args.get("inputs") else []), *positional])
+            run_report(load_config(ReportConfig, config_path, **args))
         else:
             run_score(load_config(ScoreConfig, config_path, **args))
     except (DataError, ModelLoadError, TrainingDiverged, ValueError, FileNotFoundError) as e:
@@ -53,26 +71,45 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_eval(cfg: EvalConfig) -> dict:
-    from rewardkit.checkpoint import load_checkpoint
     from rewardkit.data import read_preferences
-    from rewardkit.evaluate import evaluate
+    from rewardkit.evaluate import run_evaluation, write_eval_output
+    from rewardkit.rewardbench import load_section_map
+    from rewardkit.scorers import load_scorer
 
     if not cfg.model or not cfg.data:
         raise ValueError("eval needs --model and --data")
-    from accelerate.utils import set_seed
-
-    set_seed(cfg.seed)  # same head init as `rewardkit train --seed` for an untrained backbone
-    model, encoder, _ = load_checkpoint(cfg.model, cfg.max_length, cfg.template)
+    section_map = load_section_map(cfg.sections) if cfg.sections else None  # a bad map fails before loading
+    scorer = load_scorer(cfg.model, max_length=cfg.max_length, template=cfg.template,
+                         max_batch_tokens=cfg.max_batch_tokens, padding_side=cfg.padding_side, seed=cfg.seed,
+                         progress=True)
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
-    result = {"model": cfg.model, "data": report.to_dict(),
-              **evaluate(model, encoder, examples, max_batch_tokens=cfg.max_batch_tokens,
-                         padding_side=cfg.padding_side, progress=True)}
-    text = json.dumps(result, indent=2)
-    if cfg.output:
-        Path(cfg.output).write_text(text + "\n")
-    print(text)
+    result, rewards = run_evaluation(scorer, examples, section_map=section_map, tie_threshold=cfg.tie_threshold,
+                                     calibration_bins=cfg.calibration_bins,
+                                     bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
+    result = {**result, "data": report.to_dict(), "truncation": result["scorer"]["truncation"],
+              "eval_config": to_dict(cfg)}
+    output = cfg.output or (str(Path(cfg.report) / "eval.json") if cfg.report else None)
+    if output:
+        sidecar = write_eval_output(output, result, examples, rewards)
+        print(f"results: {output} (per-example rewards: {sidecar})", file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    if cfg.report:
+        from rewardkit.report import write_report
+
+        html = write_report([output], cfg.report)
+        print(f"report: {html}", file=sys.stderr)
     return result
+
+
+def run_report(cfg: ReportConfig) -> None:
+    from rewardkit.report import write_report
+
+    inputs = [s.strip() for s in cfg.inputs.split(",") if s.strip()]
+    if not inputs:
+        raise ValueError("report needs an eval results JSON (or a folder holding one): rewardkit report EVAL.json")
+    html = write_report(inputs, cfg.output_dir)
+    print(f"report: {html}")
 
 
 def run_score(cfg: ScoreConfig) -> None:

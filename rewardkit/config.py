@@ -72,16 +72,35 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    model: str = _f("", "A trained rewardkit run folder / checkpoint (or any backbone, for an untrained baseline).")
+    model: str = _f("", "A rewardkit run folder, a Hugging Face reward model (*ForSequenceClassification, 1 label), "
+                    "or any backbone (a new head seeded by --seed: the untrained baseline).")
     data: str = _f("", "Preference data to evaluate on (same forms as train_data).")
     split: str = _f("test", "Split to read when data is a hub dataset id.")
-    output: str | None = _f(None, "Write the metrics JSON here (default: print only).")
+    output: str | None = _f(None, "Write the metrics JSON here, and the per-example rewards beside it "
+                            "(eval.json → eval.rewards.jsonl); default: print only.")
     max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
     template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
     max_batch_tokens: int = _f(16384, "Padded tokens per scoring batch.")
-    seed: int = _f(42, "Seeds the new score head when --model is an untrained backbone, so its baseline is reproducible.")
+    seed: int = _f(42, "Seeds everything random: the new score head when --model is an untrained backbone, and the "
+                   "bootstrap resamples. Recorded in the output.")
     padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
+    sections: str | None = _f(None, "RewardBench sections: 'rewardbench-v1' (its subset map, math-prm up-weighted) or a "
+                              "JSON/YAML file {sections: {name: [subsets]}, weights: {subset: multiplier}}. Overall "
+                              "accuracy is then the mean of sections.")
+    tie_threshold: float | None = _f(None, "The model calls a pair tied when |σ(Δr) − 0.5| < this. Default: rate-matched "
+                                     "(as many model ties as annotator ties; see docs/decisions.md).")
+    calibration_bins: int = _f(10, "Equal-width confidence bins on [0.5, 1] for ECE and the reliability diagram.")
+    bootstrap_samples: int = _f(1000, "Bootstrap resamples (of prompts) for confidence intervals; 0 disables them.")
+    report: str | None = _f(None, "After evaluating, write the visual report (PNGs + report.html) to this folder "
+                            "(and the results to <folder>/eval.json unless --output is given).")
+
+
+@dataclass
+class ReportConfig:
+    inputs: str = _f("", "Eval results JSON file(s) written by `rewardkit eval --output` (their .rewards.jsonl beside "
+                     "them), or folders holding one; several, comma-separated, are shown side by side.")
+    output_dir: str | None = _f(None, "Folder for the PNGs and report.html (default: <first input's folder>/report).")
 
 
 @dataclass

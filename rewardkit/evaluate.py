@@ -1,16 +1,35 @@
-"""Evaluation of a reward model on preference pairs.
+"""Evaluation of a reward model: scoring, then metrics as pure functions of (examples, rewards).
 
-Metrics (all on pairs; ``Δr = r(chosen) − r(rejected)``):
+Every example contributes all its C(K,2) annotator pairs (``PreferenceExample.preference_pairs``);
+for a pair, Δr = r(better) − r(worse). Pairs the annotators judged equal ("tied pairs") are kept
+apart: they enter the tie and 3-way metrics only.
 
-* ``accuracy``: fraction with Δr > 0. Ties (Δr == 0) count as wrong and are reported as ``ties``.
-* ``mean_margin``: mean Δr.
-* ``ece``: expected calibration error of P(chosen ≻ rejected) = σ(Δr) (eq. 2). Each pair is scored
-  by the confidence of its predicted winner, max(σ(Δr), 1 − σ(Δr)), against whether that prediction
-  was right, over 10 equal-width bins on [0.5, 1].
-* ``brier``: mean (1 − σ(Δr))², the squared error of the probability given to the human label.
-* ``length_baseline_accuracy``: accuracy of "the longer completion (in characters) wins" — an RM
-  that cannot beat it may only be measuring length. Equal lengths count as wrong.
-* ``reward_mean`` / ``reward_std`` over every scored completion, and the same per ``subset``.
+* ``accuracy``: RewardBench's headline (``rewardkit.rewardbench``): mean per-example credit (strict
+  win for pairs, 1/(number tied at the top) for best-of-N and rankings), per subset, and — with a
+  section map — the mean of section scores. On pair data it equals ``pairwise_accuracy``.
+* ``pairwise_accuracy``: fraction of strict pairs with Δr > 0; a reward tie (Δr == 0) is wrong and
+  counted in ``ties``.
+* calibration of σ(Δr) (eq. 2): each strict pair is scored by the confidence of the predicted
+  winner, max(σ(Δr), 1 − σ(Δr)), against whether that prediction was right; ECE over equal-width
+  bins on [0.5, 1] (Guo et al. 2017); Brier = mean (1 − σ(Δr))², the squared error of the
+  probability given to the annotators' choice. When the scorer knows reward statistics (held-out
+  mean/std), the same for σ(Δr/std), the probability read off normalised rewards.
+* length: the "longer wins" baseline (length in **characters** of the completion text, equal lengths
+  count as wrong), pairwise accuracy bucketed by len(better) − len(worse), how often the model
+  prefers the longer side, and the Spearman correlation of reward with length.
+* rankings (K > 2): pairwise accuracy over all strict pairs, Kendall τ-b per prompt (averaged) and
+  top-1 credit per prompt.
+* tied pairs (records with K = 2 only; tied completions inside rankings are only excluded from
+  pairwise accuracy and counted in ``annotator_tied_pairs``): the model "calls a tie" when
+  |σ(Δr) − 0.5| < t. Tie accuracy = fraction of tied pairs called a tie. By default t is
+  **rate-matched**: the model calls exactly as many ties as the annotators did (t sits between the
+  k-th and (k+1)-th smallest |σ(Δr) − 0.5| over all pairs, k = number of tied pairs). A fixed t
+  depends on the reward scale (an untrained model calls almost everything close), the
+  rate-matched one does not; a fixed t can be passed instead. With the same t, 3-way accuracy and
+  macro-F1 (PandaLM's metrics, Wang et al. 2023, arXiv 2306.05087) over all pairs, in the record's
+  completion order (first better / tie / second better).
+* bootstrap: percentile confidence intervals on every accuracy, resampling **prompts** (examples
+  sharing a prompt move together), seeded; the seed is in the output.
 
 Scoring sorts sequences by length into token-bounded batches, so results do not depend on the
 order, batch size or padding side beyond float rounding (tested to 1e-4).
@@ -18,8 +37,12 @@ order, batch size or padding side beyond float rounding (tested to 1e-4).
 
 from __future__ import annotations
 
+import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +50,13 @@ import torch
 from rewardkit.batching import Encoder, length_sorted_batches, pad_batch
 from rewardkit.data.record import PreferenceExample, completion_text
 from rewardkit.model import RewardModel
+from rewardkit.rewardbench import SectionMap, example_credit, section_scores
+
+# Buckets of len(better) − len(worse) in characters; HH replies are a few hundred characters long.
+LENGTH_EDGES: tuple[float, ...] = (-500, -150, -50, 50, 150, 500)
+
+
+# ------------------------------------------------------------------------------------------ scoring
 
 
 @torch.inference_mode()
@@ -70,51 +100,479 @@ def score_examples(model: RewardModel, encoder: Encoder, examples: list[Preferen
     return out
 
 
-def pair_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, len_chosen: np.ndarray, len_rejected: np.ndarray,
-                 n_bins: int = 10) -> dict[str, float]:
-    delta = r_chosen - r_rejected
-    p = 1.0 / (1.0 + np.exp(-delta))
-    correct = delta > 0
-    conf = np.maximum(p, 1 - p)
-    bins = np.minimum(((conf - 0.5) / 0.5 * n_bins).astype(int), n_bins - 1)
-    ece = 0.0
-    for b in range(n_bins):
-        sel = bins == b
-        if sel.any():
-            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
-    both = np.concatenate([r_chosen, r_rejected])
-    return {
-        "pairs": int(len(delta)),
-        "accuracy": float(correct.mean()),
-        "ties": int((delta == 0).sum()),
-        "mean_margin": float(delta.mean()),
-        "ece": float(ece),
-        "brier": float(((1 - p) ** 2).mean()),
-        "length_baseline_accuracy": float((len_chosen > len_rejected).mean()),
-        "reward_mean": float(both.mean()),
-        "reward_std": float(both.std()),
-    }
-
-
 def evaluate(model: RewardModel, encoder: Encoder, examples: list[PreferenceExample], **kw) -> dict:
-    """Pairwise metrics overall and per subset (pairs are each example's best vs. worst completion)."""
+    """Score ``examples`` with ``model`` and compute all metrics (see :func:`metrics_from_rewards`)."""
     result = metrics_from_rewards(examples, score_examples(model, encoder, examples, **kw))
     result["truncation"] = encoder.stats.to_dict()
     return result
 
 
-def metrics_from_rewards(examples: list[PreferenceExample], rewards: list[np.ndarray]) -> dict:
-    rc = np.array([r[ex.ranking[0]] for r, ex in zip(rewards, examples)])
-    rr = np.array([r[ex.ranking[-1]] for r, ex in zip(rewards, examples)])
-    lc = np.array([len(completion_text(ex.chosen)) for ex in examples])
-    lr = np.array([len(completion_text(ex.rejected)) for ex in examples])
-    result = pair_metrics(rc, rr, lc, lr)
+# ------------------------------------------------------------------------------------ the pair table
+
+
+@dataclass
+class PairTable:
+    """Every annotator pair of a dataset, flattened. ``a`` is the better side (for a tied pair, the
+    side listed first in ``ranking``)."""
+
+    example: np.ndarray  # index of the example each pair comes from
+    a: np.ndarray  # completion index
+    b: np.ndarray
+    tied: np.ndarray  # bool: the annotators judged a and b equal
+    r_a: np.ndarray
+    r_b: np.ndarray
+    len_a: np.ndarray  # characters
+    len_b: np.ndarray
+
+    def select(self, mask: np.ndarray) -> PairTable:
+        return PairTable(**{k: v[mask] for k, v in self.__dict__.items()})
+
+    def __len__(self) -> int:
+        return len(self.example)
+
+
+def pair_table(examples: list[PreferenceExample], rewards: list[np.ndarray]) -> PairTable:
+    cols: dict[str, list] = defaultdict(list)
+    for i, (ex, r) in enumerate(zip(examples, rewards)):
+        if len(r) != len(ex.completions):
+            raise ValueError(f"example {i} ({ex.source}): {len(r)} rewards for {len(ex.completions)} completions")
+        lengths = [len(completion_text(c)) for c in ex.completions]
+        for a, b, tied in ex.preference_pairs():
+            cols["example"].append(i)
+            cols["a"].append(a)
+            cols["b"].append(b)
+            cols["tied"].append(tied)
+            cols["r_a"].append(r[a])
+            cols["r_b"].append(r[b])
+            cols["len_a"].append(lengths[a])
+            cols["len_b"].append(lengths[b])
+    ints = ("example", "a", "b", "len_a", "len_b")
+    return PairTable(**{k: np.asarray(cols[k], dtype=np.int64 if k in ints else bool if k == "tied" else np.float64)
+                        for k in ("example", "a", "b", "tied", "r_a", "r_b", "len_a", "len_b")})
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))  # overflow-free σ
+
+
+# -------------------------------------------------------------------------------------- calibration
+
+
+def calibration(p_label: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
+    """ECE, Brier and reliability bins for probabilities given to the annotators' choice.
+
+    ``p_label`` = σ(Δr) per strict pair (eq. 2). The prediction is the side with p ≥ ½, its
+    confidence max(p, 1 − p); p == ½ exactly (a reward tie) is a wrong prediction, as in accuracy.
+    ECE = Σ_bins (n_b / n)·|accuracy_b − confidence_b| over ``n_bins`` equal-width bins on [0.5, 1].
+    """
+    p = np.asarray(p_label, dtype=np.float64)
+    conf = np.maximum(p, 1 - p)
+    correct = p > 0.5
+    idx = np.minimum(((conf - 0.5) / 0.5 * n_bins).astype(int), n_bins - 1)
+    ece, bins = 0.0, []
+    for b in range(n_bins):
+        sel = idx == b
+        n = int(sel.sum())
+        row = {"lo": 0.5 + 0.5 * b / n_bins, "hi": 0.5 + 0.5 * (b + 1) / n_bins, "count": n,
+               "confidence": float(conf[sel].mean()) if n else None, "accuracy": float(correct[sel].mean()) if n else None}
+        if n:
+            ece += n / len(p) * abs(row["accuracy"] - row["confidence"])
+        bins.append(row)
+    return {"ece": float(ece), "brier": float(((1 - p) ** 2).mean()), "n_bins": n_bins, "bins": bins}
+
+
+def pair_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, len_chosen: np.ndarray, len_rejected: np.ndarray,
+                 n_bins: int = 10) -> dict[str, float]:
+    """Accuracy, reward ties, margin, ECE, Brier, length baseline and reward statistics of strict pairs."""
+    delta = np.asarray(r_chosen, dtype=np.float64) - np.asarray(r_rejected, dtype=np.float64)
+    cal = calibration(sigmoid(delta), n_bins)
+    both = np.concatenate([r_chosen, r_rejected])
+    return {
+        "pairs": int(len(delta)),
+        "accuracy": float((delta > 0).mean()),
+        "ties": int((delta == 0).sum()),
+        "mean_margin": float(delta.mean()),
+        "ece": cal["ece"],
+        "brier": cal["brier"],
+        "length_baseline_accuracy": float((np.asarray(len_chosen) > np.asarray(len_rejected)).mean()),
+        "reward_mean": float(both.mean()),
+        "reward_std": float(both.std()),
+    }
+
+
+# ---------------------------------------------------------------------------------------- bootstrap
+
+
+def prompt_groups(examples: list[PreferenceExample]) -> np.ndarray:
+    """Per example, the index of its prompt (examples with the same prompt share one)."""
+    ids: dict[str, int] = {}
+    out = np.empty(len(examples), dtype=np.int64)
+    for i, ex in enumerate(examples):
+        key = json.dumps(ex.prompt, sort_keys=True) if ex.prompt else f"#example-{i}"
+        out[i] = ids.setdefault(key, len(ids))
+    return out
+
+
+class Bootstrap:
+    """Percentile bootstrap over prompts (Efron & Tibshirani 1993, ch. 13).
+
+    One matrix of resample counts (samples × prompts) is drawn once from ``seed``; every statistic
+    that is a ratio of sums over items (an accuracy) is computed on the same resamples, so intervals
+    of different metrics (and of sections built from subsets) are consistent with each other.
+    """
+
+    def __init__(self, group_of_example: np.ndarray, samples: int = 1000, seed: int = 0, level: float = 0.95):
+        if samples < 0 or not 0 < level < 1:
+            raise ValueError(f"bootstrap needs samples >= 0 and 0 < level < 1 (got {samples}, {level})")
+        self.group = np.asarray(group_of_example, dtype=np.int64)
+        self.n_groups = int(self.group.max()) + 1 if len(self.group) else 0
+        self.samples, self.seed, self.level = samples, seed, level
+        rng = np.random.default_rng(seed)
+        self.counts = (rng.multinomial(self.n_groups, np.full(self.n_groups, 1 / self.n_groups), size=samples)
+                       .astype(np.float64) if samples and self.n_groups else None)
+
+    def replicates(self, values: np.ndarray, example: np.ndarray) -> np.ndarray | None:
+        """Σ values / count of items on each resample; ``example[i]`` is item i's example index."""
+        if self.counts is None or len(values) == 0:
+            return None
+        g = self.group[np.asarray(example, dtype=np.int64)]
+        num = np.bincount(g, weights=np.asarray(values, dtype=np.float64), minlength=self.n_groups)
+        den = np.bincount(g, minlength=self.n_groups).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.counts @ num) / (self.counts @ den)
+
+    def interval(self, replicates: np.ndarray | None) -> list[float] | None:
+        if replicates is None or np.isnan(replicates).all():
+            return None
+        tail = (1 - self.level) / 2 * 100
+        lo, hi = np.nanpercentile(replicates, [tail, 100 - tail])
+        return [float(lo), float(hi)]
+
+    def ci(self, values: np.ndarray, example: np.ndarray) -> list[float] | None:
+        return self.interval(self.replicates(values, example))
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": "percentile", "unit": "prompt", "samples": self.samples, "seed": self.seed,
+                "level": self.level, "prompts": self.n_groups}
+
+
+def bootstrap_ci(values: np.ndarray, groups: np.ndarray | None = None, *, samples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> list[float] | None:
+    """Percentile interval of the mean of ``values``, resampling ``groups`` (default: each value alone)."""
+    values = np.asarray(values, dtype=np.float64)
+    groups = np.arange(len(values)) if groups is None else np.unique(groups, return_inverse=True)[1]
+    boot = Bootstrap(groups, samples, seed, level)
+    return boot.ci(values, np.arange(len(values)))
+
+
+# ------------------------------------------------------------------------------------------ rankings
+
+
+def kendall_tau(ranks: np.ndarray, rewards: np.ndarray) -> float:
+    """Kendall τ-b between annotator ranks (0 = best) and rewards; nan if the annotators tied everything.
+
+    τ-b = (C − D) / sqrt((n0 − n_ties_annotators)(n0 − n_ties_rewards)); 0 when all rewards are equal.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64)
+    r = np.asarray(rewards, dtype=np.float64)
+    i, j = np.triu_indices(len(r), 1)
+    human = np.sign(ranks[j] - ranks[i])  # +1: i ranked better than j
+    model = np.sign(r[i] - r[j])  # +1: i scored higher
+    n_h, n_m = int((human != 0).sum()), int((model != 0).sum())
+    if n_h == 0:
+        return float("nan")
+    if n_m == 0:
+        return 0.0
+    return float((human * model).sum() / math.sqrt(n_h * n_m))
+
+
+def top1_credit(ranks: np.ndarray, rewards: np.ndarray) -> float:
+    """|T ∩ B| / |T|, T = completions at the top reward, B = the annotators' best (RewardBench 2's rule)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    ranks = np.asarray(ranks)
+    top = r == r.max()
+    return float((top & (ranks == ranks.min())).sum() / top.sum())
+
+
+def ranking_metrics(examples: list[PreferenceExample], rewards: list[np.ndarray]) -> dict[str, Any]:
+    """Ranking metrics over ``examples`` (any K): pairwise accuracy over all strict pairs (each pair
+    counted once, and averaged per prompt as eq. 6 weights them), mean Kendall τ-b and mean top-1 credit."""
+    per_prompt_acc, taus, top1 = [], [], []
+    correct = total = 0
+    for ex, r in zip(examples, rewards):
+        if ex.is_tie:
+            continue
+        ranks = np.asarray(ex.ranks)
+        strict = [(a, b) for a, b, tied in ex.preference_pairs() if not tied]
+        wins = sum(1 for a, b in strict if r[a] > r[b])
+        correct, total = correct + wins, total + len(strict)
+        per_prompt_acc.append(wins / len(strict))
+        taus.append(kendall_tau(ranks, r))
+        top1.append(top1_credit(ranks, r))
+    if not total:
+        return {"prompts": 0, "pairs": 0}
+    return {
+        "prompts": len(top1),
+        "pairs": total,
+        "pairwise_accuracy": correct / total,
+        "pairwise_accuracy_per_prompt": float(np.mean(per_prompt_acc)),
+        "kendall_tau": float(np.nanmean(taus)),
+        "top1_accuracy": float(np.mean(top1)),
+        "completions_per_prompt": {str(k): n for k, n in sorted(Counter(len(ex.completions) for ex in examples).items())},
+    }
+
+
+# -------------------------------------------------------------------------------------------- length
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def rank(v: np.ndarray) -> np.ndarray:
+        _, inv, counts = np.unique(v, return_inverse=True, return_counts=True)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        return (starts + (counts - 1) / 2)[inv]
+
+    rx, ry = rank(np.asarray(x)), rank(np.asarray(y))
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def length_metrics(pairs: PairTable, boot: Bootstrap, edges: tuple[float, ...] = LENGTH_EDGES) -> dict[str, Any]:
+    """Is the model counting characters? The longer-wins baseline and accuracy by length difference.
+
+    ``pairs`` are strict pairs. Buckets are half-open [lo, hi) of len(better) − len(worse).
+    """
+    diff = pairs.len_a - pairs.len_b
+    correct = (pairs.r_a > pairs.r_b).astype(np.float64)
+    longer = (pairs.len_a > pairs.len_b).astype(np.float64)
+    differ = diff != 0
+    model_prefers_longer = ((pairs.r_a > pairs.r_b) == (pairs.len_a > pairs.len_b)) & (pairs.r_a != pairs.r_b)
+    bounds = [-math.inf, *edges, math.inf]
+    buckets = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sel = (diff >= lo) & (diff < hi)
+        n = int(sel.sum())
+        buckets.append({
+            "lo": lo if math.isfinite(lo) else None, "hi": hi if math.isfinite(hi) else None, "count": n,
+            "accuracy": float(correct[sel].mean()) if n else None,
+            "accuracy_ci": boot.ci(correct[sel], pairs.example[sel]) if n else None,
+            "length_baseline_accuracy": float(longer[sel].mean()) if n else None,
+        })
+    return {
+        "unit": "characters",
+        "length_baseline_accuracy": float(longer.mean()),
+        "length_baseline_accuracy_ci": boot.ci(longer, pairs.example),
+        "equal_length_pairs": int((~differ).sum()),
+        "model_prefers_longer": float(model_prefers_longer[differ].mean()) if differ.any() else None,
+        "buckets": buckets,
+    }
+
+
+# --------------------------------------------------------------------------------------------- ties
+
+
+def tie_threshold_rate_matched(closeness: np.ndarray, n_ties: int) -> float:
+    """The t at which the model calls as many ties (|σ(Δr) − ½| < t) as there are annotator ties."""
+    d = np.sort(np.asarray(closeness, dtype=np.float64))
+    if n_ties <= 0:
+        return 0.0
+    if n_ties >= len(d):
+        return float(d[-1] + 1e-12)
+    return float((d[n_ties - 1] + d[n_ties]) / 2)
+
+
+def tie_metrics(pairs: PairTable, boot: Bootstrap, threshold: float | None = None) -> dict[str, Any]:
+    """Accuracy on annotator ties and 3-way (first / tie / second) accuracy over all pairs."""
+    closeness = np.abs(sigmoid(pairs.r_a - pairs.r_b) - 0.5)
+    n_ties = int(pairs.tied.sum())
+    rule = "fixed" if threshold is not None else "rate-matched"
+    t = float(threshold) if threshold is not None else tie_threshold_rate_matched(closeness, n_ties)
+    called_tie = (closeness < t) | (pairs.r_a == pairs.r_b)
+    # 3-way labels in completion order: 0 = the lower-indexed completion is better, 1 = tie, 2 = the other.
+    first_is_a = pairs.a < pairs.b
+    human = np.where(pairs.tied, 1, np.where(first_is_a, 0, 2))
+    a_wins = pairs.r_a > pairs.r_b
+    model = np.where(called_tie, 1, np.where(a_wins == first_is_a, 0, 2))
+    confusion = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(confusion, (human, model), 1)
+    f1 = []
+    for c in range(3):
+        tp, pred, true = confusion[c, c], confusion[:, c].sum(), confusion[c].sum()
+        if true == 0 and pred == 0:
+            continue  # a class absent from both sides does not enter the macro average
+        precision = tp / pred if pred else 0.0
+        recall = tp / true if true else 0.0
+        f1.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    three_way = (human == model).astype(np.float64)
+    tie_hit = called_tie[pairs.tied].astype(np.float64)
+    return {
+        "tied_pairs": n_ties,
+        "threshold": t,
+        "threshold_rule": rule,
+        "accuracy": float(tie_hit.mean()) if n_ties else None,
+        "accuracy_ci": boot.ci(tie_hit, pairs.example[pairs.tied]) if n_ties else None,
+        "false_tie_rate": float(called_tie[~pairs.tied].mean()) if (~pairs.tied).any() else None,
+        "mean_closeness_tied": float(closeness[pairs.tied].mean()) if n_ties else None,
+        "mean_closeness_strict": float(closeness[~pairs.tied].mean()) if (~pairs.tied).any() else None,
+        "three_way_accuracy": float(three_way.mean()),
+        "three_way_accuracy_ci": boot.ci(three_way, pairs.example),
+        "three_way_macro_f1": float(np.mean(f1)),
+        "three_way_labels": ["first better", "tie", "second better"],
+        "three_way_confusion": confusion.tolist(),  # rows: annotators, columns: model
+        "pairs": len(pairs),
+    }
+
+
+# -------------------------------------------------------------------------------------- everything
+
+
+def metrics_from_rewards(
+    examples: list[PreferenceExample],
+    rewards: list[np.ndarray],
+    *,
+    section_map: SectionMap | None = None,
+    reward_stats: tuple[float, float] | None = None,
+    tie_threshold: float | None = None,
+    calibration_bins: int = 10,
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+    length_edges: tuple[float, ...] = LENGTH_EDGES,
+) -> dict[str, Any]:
+    """All metrics of the module docstring, as one JSON-ready dict.
+
+    ``reward_stats`` = (mean, std) of rewards, when known, adds calibration of normalised rewards.
+    ``seed`` drives the bootstrap and is recorded in ``bootstrap.seed``.
+    """
+    if len(examples) != len(rewards):
+        raise ValueError(f"{len(examples)} examples but {len(rewards)} reward arrays")
+    if not all(np.isfinite(r).all() for r in rewards):
+        raise FloatingPointError("evaluation produced non-finite rewards; the model has diverged")
+    pairs = pair_table(examples, rewards)
+    strict = pairs.select(~pairs.tied)
+    if not len(strict):
+        raise ValueError("no strict preference pairs to evaluate: every pair in the data is a tie")
+    boot = Bootstrap(prompt_groups(examples), bootstrap_samples, seed)
+    correct = (strict.r_a > strict.r_b).astype(np.float64)
+
+    result: dict[str, Any] = pair_metrics(strict.r_a, strict.r_b, strict.len_a, strict.len_b, calibration_bins)
+    all_rewards = np.concatenate(rewards)
+    result["reward_mean"], result["reward_std"] = float(all_rewards.mean()), float(all_rewards.std())
+    result["pairwise_accuracy"] = result["accuracy"]
+    result["pairwise_accuracy_ci"] = boot.ci(correct, strict.example)
+    result.update(rewardbench_metrics(examples, rewards, boot, section_map))
+
+    result["calibration"] = calibration(sigmoid(strict.r_a - strict.r_b), calibration_bins)
+    if reward_stats is not None and reward_stats[1]:
+        mean, std = reward_stats
+        result["calibration_normalized"] = {
+            "reward_mean": mean, "reward_std": std, "probability": "σ((r_a − r_b) / std)",
+            **calibration(sigmoid((strict.r_a - strict.r_b) / std), calibration_bins)}
+    result["length"] = length_metrics(strict, boot, length_edges)
+    lengths = np.concatenate([[len(completion_text(c)) for c in ex.completions] for ex in examples])
+    result["length"]["reward_length_spearman"] = spearman(all_rewards, lengths)
+
+    if any(len(ex.completions) > 2 for ex in examples):
+        ranked = [i for i, ex in enumerate(examples) if len(ex.completions) > 2]
+        result["rankings"] = ranking_metrics([examples[i] for i in ranked], [rewards[i] for i in ranked])
+    result["annotator_tied_pairs"] = int(pairs.tied.sum())
+    # Win/tie/loss is a question about pairs; tied rejected completions of best-of-N or ranking
+    # records are "unordered", not "judged equal", so they stay out of it.
+    two = pairs.select(np.isin(pairs.example, [i for i, ex in enumerate(examples) if len(ex.completions) == 2]))
+    if len(two) and (two.tied.any() or tie_threshold is not None):
+        result["tied"] = tie_metrics(two, boot, tie_threshold)
+
     groups: dict[str, list[int]] = defaultdict(list)
     for i, ex in enumerate(examples):
         if ex.subset is not None:
             groups[ex.subset].append(i)
     if groups:
-        result["subsets"] = {name: pair_metrics(rc[ix], rr[ix], lc[ix], lr[ix]) for name, ix in sorted(groups.items())}
+        subsets = {}
+        for name, ix in sorted(groups.items()):
+            sel = np.isin(strict.example, ix)
+            if sel.any():
+                sub = strict.select(sel)
+                subsets[name] = pair_metrics(sub.r_a, sub.r_b, sub.len_a, sub.len_b, calibration_bins)
+                subsets[name]["accuracy_ci"] = boot.ci(correct[sel], sub.example)
+        result["subsets"] = subsets
+    result["bootstrap"] = boot.describe()
     if not all(math.isfinite(v) for v in (result["accuracy"], result["mean_margin"])):
         raise FloatingPointError("evaluation produced non-finite rewards; the model has diverged")
     return result
+
+
+def rewardbench_metrics(examples: list[PreferenceExample], rewards: list[np.ndarray], boot: Bootstrap,
+                        section_map: SectionMap | None = None) -> dict[str, Any]:
+    """RewardBench's results shape: ``accuracy``, ``num_prompts``, ``extra_results`` (per subset),
+    plus per-subset counts and intervals and, with a section map, sections and their intervals."""
+    scored = [i for i, ex in enumerate(examples) if not ex.is_tie]
+    credit = np.array([example_credit(examples[i].ranks, rewards[i]) for i in scored])
+    index = np.array(scored, dtype=np.int64)
+    subset_of = np.array([examples[i].subset or "all" for i in scored], dtype=object)
+    names = sorted(set(subset_of))
+    acc = {s: float(credit[subset_of == s].mean()) for s in names}
+    count = {s: int((subset_of == s).sum()) for s in names}
+    reps = {s: boot.replicates(credit[subset_of == s], index[subset_of == s]) for s in names}
+    out: dict[str, Any] = {
+        "num_prompts": len(scored),
+        "extra_results": acc,
+        "subset_counts": count,
+        "subset_accuracy_ci": {s: boot.interval(reps[s]) for s in names},
+    }
+    if section_map is None:
+        # No sections: one section holding every subset, i.e. the example-weighted mean credit.
+        out["accuracy"] = float(credit.mean())
+        out["accuracy_ci"] = boot.ci(credit, index)
+        return out
+    sec = section_scores(acc, count, section_map)
+    if not sec["sections"]:
+        raise ValueError(f"none of the data's subsets {names} is in the section map {section_map.name!r}; "
+                         "give each record a 'subset' named in the map, or pass a map that names them")
+    out["accuracy"] = float(sec["overall"])
+    out["sections"] = {k: float(v) for k, v in sec["sections"].items()}
+    out["section_map"] = section_map.to_dict()
+    out["missing_sections"], out["unmapped_subsets"] = sec["missing_sections"], sec["unmapped_subsets"]
+    if boot.counts is not None:
+        rep_sec = section_scores({s: r for s, r in reps.items() if r is not None}, count, section_map)
+        out["sections_ci"] = {k: boot.interval(np.asarray(v)) for k, v in rep_sec["sections"].items()}
+        out["accuracy_ci"] = boot.interval(np.asarray(rep_sec["overall"])) if rep_sec["sections"] else None
+    return out
+
+
+# ------------------------------------------------------------------------------------ running + I/O
+
+
+def run_evaluation(scorer: Any, examples: list[PreferenceExample], *, section_map: SectionMap | None = None,
+                   tie_threshold: float | None = None, calibration_bins: int = 10, bootstrap_samples: int = 1000,
+                   seed: int = 0) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Score ``examples`` with a :class:`rewardkit.scorers.Scorer` → (results dict, rewards per example)."""
+    rewards = scorer.score_examples(examples)
+    info = scorer.describe()
+    stats = (info["reward_mean"], info["reward_std"]) if info.get("reward_std") else None
+    metrics = metrics_from_rewards(examples, rewards, section_map=section_map, reward_stats=stats,
+                                   tie_threshold=tie_threshold, calibration_bins=calibration_bins,
+                                   bootstrap_samples=bootstrap_samples, seed=seed)
+    result = {"model": scorer.name, **metrics, "scorer": scorer.describe()}
+    return result, rewards
+
+
+def rewards_path_for(output: str | Path) -> Path:
+    """The per-example sidecar beside an eval JSON: ``eval.json`` → ``eval.rewards.jsonl``."""
+    output = Path(output)
+    return output.with_name(output.name.removesuffix(".json") + ".rewards.jsonl")
+
+
+def write_eval_output(output: str | Path, result: dict[str, Any], examples: list[PreferenceExample],
+                      rewards: list[np.ndarray]) -> Path:
+    """Write the results JSON and, beside it, one line per example with its rewards (for plots and audits)."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = rewards_path_for(output)
+    with open(sidecar, "w") as f:
+        for i, (ex, r) in enumerate(zip(examples, rewards)):
+            f.write(json.dumps({"index": i, "source": ex.source, "subset": ex.subset, "rewards": r.tolist(),
+                                "ranks": ex.ranks, "lengths": [len(completion_text(c)) for c in ex.completions]})
+                    + "\n")
+    result = {**result, "rewards_file": sidecar.name}
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    return sidecar
