@@ -4,6 +4,8 @@
     rewardkit eval  --model RUN --data FILE         → rewardkit.evaluate.evaluate
     rewardkit score --model RUN --input FILE.jsonl  → rewardkit.score.score_rows
     rewardkit report EVAL.json [EVAL2.json ...]     → rewardkit.report.write_report
+    rewardkit eval/score --judge pairwise|pointwise|verifier --model CAUSAL_LM  → rewardkit.judges
+    rewardkit train-genrm [--flags]                 → rewardkit.judges.genrm.train_genrm(GenRMConfig)
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ def _parser() -> argparse.ArgumentParser:
         ("eval", EvalConfig, "evaluate a reward model on preference pairs"),
         ("score", ScoreConfig, "score completions or pairs from a JSONL file"),
         ("report", ReportConfig, "plots and an HTML page from eval results"),
+        ("train-genrm", None, "train a generative verifier: P(Yes) of a causal LM, with the Bradley-Terry loss"),
     ):
+        if cls is None:
+            from rewardkit.judges.genrm import GenRMConfig
+
+            cls = GenRMConfig
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", help="YAML or JSON file with the same fields as the flags")
         add_arguments(p, cls)
@@ -54,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
             from rewardkit.train import train
 
             train(load_config(TrainConfig, config_path, **args))
+        elif command == "train-genrm":
+            from rewardkit.judges.genrm import GenRMConfig, train_genrm
+
+            train_genrm(load_config(GenRMConfig, config_path, **args))
         elif command == "eval":
             run_eval(load_config(EvalConfig, config_path, **args))
         elif command == "report":
@@ -73,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
 def run_eval(cfg: EvalConfig) -> dict:
     from rewardkit.data import read_preferences
     from rewardkit.evaluate import run_evaluation, write_eval_output
+    from rewardkit.judges.cli import is_judge_checkpoint, run_judge_eval
     from rewardkit.rewardbench import load_section_map
     from rewardkit.scorers import load_scorer
 
+    if cfg.judge or (cfg.model and is_judge_checkpoint(cfg.model)):
+        return run_judge_eval(cfg)
     if not cfg.model or not cfg.data:
         raise ValueError("eval needs --model and --data")
     section_map = load_section_map(cfg.sections) if cfg.sections else None  # a bad map fails before loading
@@ -114,8 +128,11 @@ def run_report(cfg: ReportConfig) -> None:
 
 def run_score(cfg: ScoreConfig) -> None:
     from rewardkit.checkpoint import load_checkpoint
+    from rewardkit.judges.cli import is_judge_checkpoint, run_judge_score
     from rewardkit.score import read_jsonl, score_rows
 
+    if cfg.judge or (cfg.model and is_judge_checkpoint(cfg.model)):
+        return run_judge_score(cfg)
     if not cfg.model or not cfg.input:
         raise ValueError("score needs --model and --input")
     model, encoder, meta = load_checkpoint(cfg.model)

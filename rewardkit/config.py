@@ -71,7 +71,28 @@ class TrainConfig:
 
 
 @dataclass
-class EvalConfig:
+class JudgeOptions:
+    """Flags shared by ``eval`` and ``score`` that turn a causal LM into an LLM judge (docs/judges.md)."""
+
+    judge: str | None = _f(None, "Use the model as an LLM judge: 'pairwise' (A or B), 'pointwise' (1-10 rating) or "
+                           "'verifier' (reward = logit P(Yes)). A trained GenRM run folder is a verifier by itself.")
+    judge_template: str | None = _f(None, "Judge prompt: a file (.txt/.md = the user message; .yaml/.json = all "
+                                    "template fields) or the text itself, with {prompt} and {response} (pointwise, "
+                                    "verifier) or {response_a} {response_b} (pairwise). Default: built-in (docs/judges.md).")
+    judge_system_prompt: str | None = _f(None, "Judge system prompt (file or text; '' for none). Default: the template's.")
+    judge_mode: str = _f("probability", "'probability': read verdict-token probabilities (deterministic, graded); "
+                         "'sample': generate --judge-samples replies and vote (unparseable replies are counted).")
+    judge_order: str = _f("both", "Pairwise: 'both' orders combined (mean log-odds), 'random' (one seeded order per "
+                          "pair) or 'as_given' (first completion shown as A).")
+    judge_samples: int = _f(5, "Sampling mode: replies per judge prompt.")
+    judge_temperature: float = _f(1.0, "Sampling mode: temperature.")
+    judge_max_new_tokens: int = _f(64, "Sampling mode: tokens generated per reply.")
+    judge_max_length: int | None = _f(None, "Judge prompt token budget; longer prompts are cut and counted "
+                                      "(default: --max-length, the GenRM's saved one, or 1024).")
+
+
+@dataclass
+class EvalConfig(JudgeOptions):
     model: str = _f("", "A rewardkit run folder, a Hugging Face reward model (*ForSequenceClassification, 1 label), "
                     "or any backbone (a new head seeded by --seed: the untrained baseline).")
     data: str = _f("", "Preference data to evaluate on (same forms as train_data).")
@@ -104,8 +125,8 @@ class ReportConfig:
 
 
 @dataclass
-class ScoreConfig:
-    model: str = _f("", "A trained rewardkit run folder / checkpoint.")
+class ScoreConfig(JudgeOptions):
+    model: str = _f("", "A trained rewardkit run folder / checkpoint, or with --judge any causal LM (or a GenRM run).")
     input: str = _f("", "JSONL: {prompt, completion} rows get a reward; {prompt, a, b} or {prompt, chosen, rejected} "
                     "rows get rewards and P(a ≻ b).")
     output: str | None = _f(None, "Write JSONL here (default: standard output).")

@@ -544,9 +544,12 @@ def rewardbench_metrics(examples: list[PreferenceExample], rewards: list[np.ndar
 
 def run_evaluation(scorer: Any, examples: list[PreferenceExample], *, section_map: SectionMap | None = None,
                    tie_threshold: float | None = None, calibration_bins: int = 10, bootstrap_samples: int = 1000,
-                   seed: int = 0) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Score ``examples`` with a :class:`rewardkit.scorers.Scorer` → (results dict, rewards per example)."""
-    rewards = scorer.score_examples(examples)
+                   seed: int = 0, rewards: list[np.ndarray] | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Score ``examples`` with a :class:`rewardkit.scorers.Scorer` → (results dict, rewards per example).
+
+    ``rewards`` already computed by ``scorer`` (e.g. a judge's, cleaned of undecided verdicts) skip the scoring."""
+    if rewards is None:
+        rewards = scorer.score_examples(examples)
     info = scorer.describe()
     stats = (info["reward_mean"], info["reward_std"]) if info.get("reward_std") else None
     metrics = metrics_from_rewards(examples, rewards, section_map=section_map, reward_stats=stats,

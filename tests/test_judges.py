@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from rewardkit.cli import main as judge_cli
 from rewardkit.data.record import PreferenceExample
 from rewardkit.judges import (
     JudgeScorer,
@@ -20,7 +21,6 @@ from rewardkit.judges import (
     parse_verdict,
     resolve_verdict_tokens,
 )
-from rewardkit.judges.cli import main as judge_cli
 from rewardkit.judges.judge import _allocate
 from rewardkit.judges.parse import majority, vote
 from rewardkit.judges.templates import JudgeTemplate, render_chat
@@ -377,9 +377,10 @@ def test_cli_eval_and_score(tiny_model_dir, tmp_path, capsys):
                     "--judge-template", str(template), "--judge-system-prompt", "", "--output", str(out)])
     assert rc == 0
     result = json.loads(out.read_text())
-    assert result["pairs"] == 3 and 0 <= result["judge"]["stats"]["flip_rate"] <= 1
-    assert set(result["single_order"]) == {"chosen_first", "chosen_second", "random"}
-    assert result["judge"]["template"]["source"] == str(template)
+    assert result["pairs"] == 3 and 0 <= result["judge_metrics"]["flip_rate"] <= 1
+    assert set(result["judge_metrics"]["single_order"]) == {"chosen_first", "chosen_second", "random"}
+    assert result["scorer"]["template"]["source"] == str(template)
+    assert (tmp_path / (out.name.removesuffix(".json") + ".rewards.jsonl")).exists()
 
     rows = tmp_path / "rows.jsonl"
     write_jsonl(rows, [{"prompt": "How?", "completion": "good"}, {"prompt": "How?", "a": "good", "b": "bad"}])

@@ -11,9 +11,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from rewardkit.cli import main as judge_cli
 from rewardkit.data import read_preferences
 from rewardkit.judges import JudgeScorer, evaluate_judge, load_judge
-from rewardkit.judges.cli import main as judge_cli
 from rewardkit.judges.genrm import GenRMConfig, train_genrm
 from rewardkit.judges.templates import render_chat
 
@@ -86,7 +86,7 @@ def test_cli_evaluates_a_genrm_folder_without_flags(trained, tmp_path):
     out = tmp_path / "eval.json"
     assert judge_cli(["eval", "--model", report["run_dir"], "--data", str(eval_file), "--output", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["judge"]["kind"] == "verifier" and result["accuracy"] == report["after"]["accuracy"]
+    assert result["scorer"]["kind"] == "verifier" and result["accuracy"] == report["after"]["accuracy"]
 
 
 def test_existing_run_folder_is_refused(trained):

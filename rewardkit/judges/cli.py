@@ -2,24 +2,26 @@
 
 ``JudgeConfig`` holds the judge flags (to be merged into ``EvalConfig`` and ``ScoreConfig``);
 ``run_judge_eval`` and ``run_judge_score`` do what ``rewardkit eval`` / ``score`` do, with a judge as
-the reward model. Until the main CLI is wired, the same commands run as
+the reward model:
 
-    python -m rewardkit.judges.cli eval  --model smollm2-135m --judge pairwise --data FILE [--flags]
-    python -m rewardkit.judges.cli score --model smollm2-135m --judge verifier --input FILE.jsonl
-    python -m rewardkit.judges.cli train-genrm [TrainConfig flags] [--judge-template ...]
+    rewardkit eval  --model smollm2-135m --judge pairwise --data FILE [--flags]
+    rewardkit score --model smollm2-135m --judge verifier --input FILE.jsonl
+    rewardkit train-genrm [TrainConfig flags] [--judge-template ...]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
-from rewardkit.config import EvalConfig, ScoreConfig, add_arguments, load_config, to_dict
+import numpy as np
+
+from rewardkit.config import EvalConfig, JudgeOptions, ScoreConfig, to_dict
 from rewardkit.data.record import PreferenceExample
 
 
@@ -27,23 +29,7 @@ def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-@dataclass
-class JudgeConfig:
-    judge: str | None = _f(None, "Use the model as an LLM judge: 'pairwise' (A or B), 'pointwise' (1-10 rating) or "
-                           "'verifier' (reward = logit P(Yes)). A trained GenRM run folder is a verifier by itself.")
-    judge_template: str | None = _f(None, "Judge prompt: a file (.txt/.md = the user message; .yaml/.json = all "
-                                    "template fields) or the text itself, with {prompt} and {response} (pointwise, "
-                                    "verifier) or {response_a} {response_b} (pairwise). Default: built-in (docs/judges.md).")
-    judge_system_prompt: str | None = _f(None, "Judge system prompt (file or text; '' for none). Default: the template's.")
-    judge_mode: str = _f("probability", "'probability': read verdict-token probabilities (deterministic, graded); "
-                         "'sample': generate --judge-samples replies and vote (unparseable replies are counted).")
-    judge_order: str = _f("both", "Pairwise: 'both' orders combined (mean log-odds), 'random' (one seeded order per "
-                          "pair) or 'as_given' (first completion shown as A).")
-    judge_samples: int = _f(5, "Sampling mode: replies per judge prompt.")
-    judge_temperature: float = _f(1.0, "Sampling mode: temperature.")
-    judge_max_new_tokens: int = _f(64, "Sampling mode: tokens generated per reply.")
-    judge_max_length: int | None = _f(None, "Judge prompt token budget; longer prompts are cut and counted "
-                                      "(default: --max-length, the GenRM's saved one, or 1024).")
+JudgeConfig = JudgeOptions  # the judge flags of `rewardkit eval` / `score` (rewardkit.config)
 
 
 def is_judge_checkpoint(model: str) -> bool:
@@ -67,23 +53,42 @@ def build_scorer(model: str, jc: JudgeConfig, *, seed: int = 42, max_batch_token
                        max_batch_tokens=max_batch_tokens, progress=progress)
 
 
-def run_judge_eval(cfg: EvalConfig, jc: JudgeConfig) -> dict[str, Any]:
-    """``rewardkit eval`` with a judge: the classifier metrics plus flip rate, verdict mass, wall time per pair."""
+def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str, Any]:
+    """``rewardkit eval`` with a judge: the same metrics, files and report as for a classifier RM, plus what
+    only judges have (flip rate, verdict mass, single-order metrics, wall time per pair) under ``judge_metrics``."""
     from rewardkit.data import read_preferences
-    from rewardkit.judges.judge import evaluate_judge
+    from rewardkit.evaluate import run_evaluation, write_eval_output
+    from rewardkit.judges.judge import judge_metrics
+    from rewardkit.rewardbench import load_section_map
 
+    jc = jc or cfg
     if not cfg.model or not cfg.data:
         raise ValueError("eval needs --model and --data")
+    section_map = load_section_map(cfg.sections) if cfg.sections else None
     scorer = build_scorer(cfg.model, jc, seed=cfg.seed, max_batch_tokens=cfg.max_batch_tokens,
                           max_length=cfg.max_length, progress=True)
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
-    result = {"model": cfg.model, "data": report.to_dict(), **evaluate_judge(scorer, examples)}
+    started = time.time()
+    raw = scorer.score_examples(examples)
+    wall = time.time() - started
+    # A completion with no verdict (sampling: no valid vote) makes its example a tie: counted wrong, never guessed.
+    rewards = [np.zeros_like(r) if np.isnan(r).any() else r for r in raw]
+    result, _ = run_evaluation(scorer, examples, rewards=rewards, section_map=section_map,
+                               tie_threshold=cfg.tie_threshold, calibration_bins=cfg.calibration_bins,
+                               bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
+    result = {**result, "judge_metrics": judge_metrics(scorer, examples, raw, wall), "data": report.to_dict(),
+              "truncation": asdict(scorer.judge.truncation), "eval_config": to_dict(cfg)}
     print(scorer.judge.truncation.summary(), file=sys.stderr)
-    text = json.dumps(result, indent=2)
-    if cfg.output:
-        Path(cfg.output).write_text(text + "\n")
-    print(text)
+    output = cfg.output or (str(Path(cfg.report) / "eval.json") if cfg.report else None)
+    if output:
+        sidecar = write_eval_output(output, result, examples, rewards)
+        print(f"results: {output} (per-example rewards: {sidecar})", file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    if cfg.report:
+        from rewardkit.report import write_report
+
+        print(f"report: {write_report([output], cfg.report)}", file=sys.stderr)
     return result
 
 
@@ -122,12 +127,12 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def run_judge_score(cfg: ScoreConfig, jc: JudgeConfig) -> None:
+def run_judge_score(cfg: ScoreConfig, jc: JudgeOptions | None = None) -> None:
     from rewardkit.score import read_jsonl
 
     if not cfg.model or not cfg.input:
         raise ValueError("score needs --model and --input")
-    scorer = build_scorer(cfg.model, jc, max_batch_tokens=cfg.max_batch_tokens)
+    scorer = build_scorer(cfg.model, jc or cfg, max_batch_tokens=cfg.max_batch_tokens)
     rows, locations = read_jsonl(cfg.input)
     scored = score_rows_with_judge(scorer, rows, locations)
     out = open(cfg.output, "w") if cfg.output else sys.stdout
@@ -135,47 +140,3 @@ def run_judge_score(cfg: ScoreConfig, jc: JudgeConfig) -> None:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
     if cfg.output:
         out.close()
-
-
-def _split(args: dict[str, Any], cls: type) -> dict[str, Any]:
-    names = set(to_dict(cls()))
-    return {k: args.pop(k) for k in list(args) if k in names}
-
-
-def main(argv: list[str] | None = None) -> int:
-    from rewardkit.judges.genrm import GenRMConfig
-
-    parser = argparse.ArgumentParser(prog="python -m rewardkit.judges.cli", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, classes in (("eval", (EvalConfig, JudgeConfig)), ("score", (ScoreConfig, JudgeConfig)),
-                          ("train-genrm", (GenRMConfig,))):
-        p = sub.add_parser(name)
-        p.add_argument("--config", help="YAML or JSON file with the same fields as the flags")
-        for cls in classes:
-            add_arguments(p, cls)
-    args = vars(parser.parse_args(argv))
-    command, config_path = args.pop("command"), args.pop("config")
-    from rewardkit.data import DataError
-    from rewardkit.model import ModelLoadError
-    from rewardkit.train import TrainingDiverged
-
-    try:
-        if command == "train-genrm":
-            from rewardkit.judges.genrm import train_genrm
-
-            train_genrm(load_config(GenRMConfig, config_path, **args))
-            return 0
-        judge_args = _split(args, JudgeConfig)
-        jc = load_config(JudgeConfig, None, **judge_args)
-        if command == "eval":
-            run_judge_eval(load_config(EvalConfig, config_path, **args), jc)
-        else:
-            run_judge_score(load_config(ScoreConfig, config_path, **args), jc)
-    except (DataError, ModelLoadError, TrainingDiverged, ValueError, FileNotFoundError) as e:
-        print(f"rewardkit {command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

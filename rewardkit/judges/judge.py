@@ -555,10 +555,24 @@ class JudgeScorer:
 # ------------------------------------------------------------------------------------- evaluation
 
 
+def judge_metrics(scorer: JudgeScorer, examples: list[PreferenceExample], rewards: list[np.ndarray],
+                  wall_time_s: float) -> dict[str, Any]:
+    """What only judges have: undecided examples, wall time per pair, verdict statistics (flip rate, position-A
+    rate, verdict mass, sampling outcomes) and, for a pairwise judge run in both orders, the metrics of each
+    single order, from the same forward passes."""
+    out: dict[str, Any] = {
+        "undecided_examples": sum(bool(np.isnan(r).any()) for r in rewards),
+        "wall_time_s": round(wall_time_s, 2),
+        "seconds_per_pair": round(wall_time_s / len(examples), 4) if examples else None,
+        **scorer.describe()["stats"],
+    }
+    if scorer.kind == "pairwise" and scorer.order == "both" and scorer.mode == "probability":
+        out["single_order"] = _single_order_metrics(scorer, examples)
+    return out
+
+
 def evaluate_judge(scorer: JudgeScorer, examples: list[PreferenceExample]) -> dict[str, Any]:
-    """Pairwise metrics of a judge (``rewardkit.evaluate.metrics_from_rewards``) plus what only judges have:
-    flip rate, position-A rate, verdict mass, sampling outcome counts, wall time per pair — and, for a
-    pairwise judge run in both orders, the same metrics for each single order, from the same forward passes.
+    """Pairwise metrics of a judge (``rewardkit.evaluate.metrics_from_rewards``) plus ``judge_metrics``.
 
     A completion with no verdict (sampling: no valid vote) makes its example a tie (Δr = 0, counted wrong,
     reported as ``undecided_examples``); nothing is guessed.
@@ -566,15 +580,12 @@ def evaluate_judge(scorer: JudgeScorer, examples: list[PreferenceExample]) -> di
     started = time.time()
     rewards = scorer.score_examples(examples)
     wall = time.time() - started
-    undecided = [k for k, r in enumerate(rewards) if np.isnan(r).any()]
     clean = [np.zeros_like(r) if np.isnan(r).any() else r for r in rewards]
     result = metrics_from_rewards(examples, clean)
-    result["undecided_examples"] = len(undecided)
-    pairs = len(examples)
-    result["wall_time_s"] = round(wall, 2)
-    result["seconds_per_pair"] = round(wall / pairs, 4) if pairs else None
-    if scorer.kind == "pairwise" and scorer.order == "both" and scorer.mode == "probability":
-        result["single_order"] = _single_order_metrics(scorer, examples)
+    extras = judge_metrics(scorer, examples, rewards, wall)
+    result.update({k: extras[k] for k in ("undecided_examples", "wall_time_s", "seconds_per_pair")})
+    if "single_order" in extras:
+        result["single_order"] = extras["single_order"]
     result["judge"] = scorer.describe()
     return result
 
