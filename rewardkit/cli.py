@@ -95,7 +95,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     section_map = load_section_map(cfg.sections) if cfg.sections else None  # a bad map fails before loading
     scorer = load_scorer(cfg.model, max_length=cfg.max_length, template=cfg.template,
                          max_batch_tokens=cfg.max_batch_tokens, padding_side=cfg.padding_side, seed=cfg.seed,
-                         progress=True)
+                         progress=True, prefix_sharing=cfg.prefix_sharing)
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
     result, rewards = run_evaluation(scorer, examples, section_map=section_map, tie_threshold=cfg.tie_threshold,

@@ -112,6 +112,8 @@ class EvalConfig(JudgeOptions):
     tie_threshold: float | None = _f(None, "The model calls a pair tied when |σ(Δr) − 0.5| < this. Default: rate-matched "
                                      "(as many model ties as annotator ties; see docs/decisions.md).")
     calibration_bins: int = _f(10, "Equal-width confidence bins on [0.5, 1] for ECE and the reliability diagram.")
+    prefix_sharing: bool = _f(True, "Score each prompt once for all its completions, packed without padding (exact; "
+                              "used when the model supports it). --no-prefix-sharing scores padded sequences.")
     bootstrap_samples: int = _f(1000, "Bootstrap resamples (of prompts) for confidence intervals; 0 disables them.")
     report: str | None = _f(None, "After evaluating, write the visual report (PNGs + report.html) to this folder "
                             "(and the results to <folder>/eval.json unless --output is given).")

@@ -88,16 +88,57 @@ def score_token_ids(
     return rewards
 
 
-def score_examples(model: RewardModel, encoder: Encoder, examples: list[PreferenceExample], **kw) -> list[np.ndarray]:
-    """Rewards per example, aligned with each example's completions."""
+def score_examples(model: RewardModel, encoder: Encoder, examples: list[PreferenceExample], *,
+                   prefix_sharing: bool = True, **kw: Any) -> list[np.ndarray]:
+    """Rewards per example, aligned with each example's completions.
+
+    With ``prefix_sharing`` (and a model where it is exact, ``rewardkit.sharing``), each example's
+    completions share one pass over their common prompt and examples are packed without padding,
+    in batches of at most ``max_batch_tokens`` real tokens; otherwise every sequence is scored on its
+    own in length-sorted padded batches. Both give the same rewards (tested to 1e-4).
+    """
+    from rewardkit.sharing import group_rewards, shared_prefix_length, supports_sharing
+
     encoded = encoder.encode_examples(examples)
-    flat = [ids for ex in encoded for ids in ex]
-    rewards = score_token_ids(model, flat, encoder.tokenizer.pad_token_id, **kw)
-    out, i = [], 0
-    for ex in encoded:
-        out.append(rewards[i:i + len(ex)])
-        i += len(ex)
-    return out
+    if not (prefix_sharing and supports_sharing(model)):
+        flat = [ids for ex in encoded for ids in ex]
+        rewards = score_token_ids(model, flat, encoder.tokenizer.pad_token_id, **kw)
+        out, i = [], 0
+        for ex in encoded:
+            out.append(rewards[i:i + len(ex)])
+            i += len(ex)
+        return out
+    budget = kw.get("max_batch_tokens", 16384)
+    sizes = []
+    for group in encoded:
+        prefix = shared_prefix_length(group)
+        sizes.append(prefix + sum(len(s) - prefix for s in group))
+    # Examples sorted by size and cut into batches of ≤ budget real tokens: the grouping depends only
+    # on the data, never on the input order.
+    order = sorted(range(len(encoded)), key=lambda i: (sizes[i], i))
+    batches, current, used = [], [], 0
+    for i in order:
+        if current and used + sizes[i] > budget:
+            batches.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += sizes[i]
+    if current:
+        batches.append(current)
+    if kw.get("progress"):
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="scoring", unit="batch")
+    was_training = model.training
+    model.eval()
+    out_by_index: dict[int, np.ndarray] = {}
+    with torch.inference_mode():
+        for batch in batches:
+            rewards = group_rewards(model, [encoded[i] for i in batch], encoder.tokenizer.pad_token_id)
+            for i, r in zip(batch, rewards):
+                out_by_index[i] = r.double().cpu().numpy()
+    model.train(was_training)
+    return [out_by_index[i] for i in range(len(encoded))]
 
 
 def evaluate(model: RewardModel, encoder: Encoder, examples: list[PreferenceExample], **kw) -> dict:

@@ -63,11 +63,12 @@ class RewardModelScorer:
     max_batch_size: int = 64
     padding_side: str = "right"
     progress: bool = False
+    prefix_sharing: bool = True
 
     def score_examples(self, examples: list[PreferenceExample]) -> list[np.ndarray]:
         return score_examples(self.model, self.encoder, examples, max_batch_tokens=self.max_batch_tokens,
                               max_batch_size=self.max_batch_size, padding_side=self.padding_side,
-                              progress=self.progress)
+                              progress=self.progress, prefix_sharing=self.prefix_sharing)
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -75,6 +76,7 @@ class RewardModelScorer:
             "template": self.encoder.template, "max_length": self.encoder.max_length,
             "pad_token_id": self.encoder.tokenizer.pad_token_id,
             "max_batch_tokens": self.max_batch_tokens, "padding_side": self.padding_side,
+            "prefix_sharing": self.prefix_sharing,
             "truncation": self.encoder.stats.to_dict(),
         }
         if self.head_seed is not None:
@@ -114,7 +116,7 @@ def model_kind(name_or_path: str) -> str:
 
 def load_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
                 max_batch_tokens: int = 16384, max_batch_size: int = 64, padding_side: str = "right",
-                seed: int = 42, progress: bool = False) -> Scorer:
+                seed: int = 42, progress: bool = False, prefix_sharing: bool = True) -> Scorer:
     """A scorer for ``spec``: a rewardkit run folder, a Hugging Face reward model (folder or hub id),
     a ``.gguf`` file or a built-in backbone name (untrained head initialised from ``seed``)."""
     from accelerate.utils import set_seed
@@ -130,4 +132,4 @@ def load_scorer(spec: str, *, max_length: int | None = None, template: str | Non
     return RewardModelScorer(model, encoder, name=spec, kind=kind, metadata=meta,
                              head_seed=seed if kind.startswith("backbone") else None,
                              max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                             padding_side=padding_side, progress=progress)
+                             padding_side=padding_side, progress=progress, prefix_sharing=prefix_sharing)

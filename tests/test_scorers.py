@@ -101,10 +101,12 @@ def test_smollm2_rewards_do_not_depend_on_batching_padding_or_threads():
     threads = torch.get_num_threads()
     results = {}
     try:
-        for name, tokens, side, n_threads in (("base", 16384, "right", 1), ("one per batch", 128, "right", 1),
-                                              ("left", 300, "left", 1), ("two threads", 16384, "left", 2)):
+        for name, tokens, side, n_threads, shared in (
+                ("base", 16384, "right", 1, False), ("one per batch", 128, "right", 1, False),
+                ("left", 300, "left", 1, False), ("two threads", 16384, "left", 2, False),
+                ("prefix-shared, packed", 16384, "right", 1, True), ("prefix-shared, one per batch", 128, "right", 2, True)):
             torch.set_num_threads(n_threads)
-            scorer.max_batch_tokens, scorer.padding_side = tokens, side
+            scorer.max_batch_tokens, scorer.padding_side, scorer.prefix_sharing = tokens, side, shared
             results[name] = np.concatenate(scorer.score_examples(examples))
     finally:
         torch.set_num_threads(threads)
