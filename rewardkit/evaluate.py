@@ -514,8 +514,8 @@ def metrics_from_rewards(
     result["length"]["reward_length_spearman"] = spearman(all_rewards, lengths)
 
     if any(len(ex.completions) > 2 for ex in examples):
-        ranked = [i for i, ex in enumerate(examples) if len(ex.completions) > 2]
-        result["rankings"] = ranking_metrics([examples[i] for i in ranked], [rewards[i] for i in ranked])
+        # Every prompt counts, K = 2 included (its τ and top-1 are its pair's accuracy, as a ranking of 2).
+        result["rankings"] = ranking_metrics(examples, rewards)
     result["annotator_tied_pairs"] = int(pairs.tied.sum())
     # Win/tie/loss is a question about pairs; tied rejected completions of best-of-N or ranking
     # records are "unordered", not "judged equal", so they stay out of it.
