@@ -18,6 +18,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -149,8 +150,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    device, pad_id = accelerator.device, tokenizer.pad_token_id
-    rank, world = accelerator.process_index, accelerator.num_processes
+    pad_id, world = tokenizer.pad_token_id, accelerator.num_processes
     metrics_file = open(run_dir / "metrics.jsonl", "w") if main else None
 
     def log(record: dict[str, Any]) -> None:
@@ -172,56 +172,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return result
 
     before = run_eval(0) if cfg.eval_before else None
-    history: list[dict[str, Any]] = []
-    rng = np.random.default_rng(cfg.seed)
     lengths = [sum(len(ids) for ids in record) for record in encoded]
-    bar = tqdm(total=total_steps, disable=not main, desc="train", unit="step")
-    step = 0
-    model.train()
-    for epoch in range(cfg.epochs):
-        for batch in make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
-            shard = np.array_split(np.asarray(batch), world)[rank].tolist()
-            n_micro = math.ceil(math.ceil(len(batch) / world) / cfg.micro_batch_size)
-            stats = torch.zeros(3, device=device)  # loss sum, correct, margin sum
-            for j in range(n_micro):
-                micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
-                # A process with no pairs left still runs a zero-weight pass so gradient sync lines up.
-                weight = 1.0 if micro else 0.0
-                micro = micro or batch[:1]
-                rewards = group_rewards(model, [encoded[i] for i in micro], pad_id, shared=cfg.prefix_sharing,
-                                        padding_side=cfg.padding_side)
-                losses = torch.stack([
-                    record_loss(cfg.loss, r, train_ex[i].ranking, pairs[i], margin=train_ex[i].margin,
-                                label_smoothing=cfg.label_smoothing, center_coef=cfg.reward_center_coef,
-                                l2_coef=cfg.reward_l2_coef, where=train_ex[i].source)
-                    for i, r in zip(micro, rewards)]) * weight
-                sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
-                with sync:
-                    accelerator.backward(losses.sum() * world / len(batch))
-                correct, margins = zip(*(order_stats(r.detach(), pairs[i], train_ex[i].ranking) for i, r in zip(micro, rewards)))
-                stats += torch.tensor([losses.detach().sum().item(), sum(correct) * weight, sum(margins) * weight],
-                                      device=device)
-            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                         if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss} at step {step} (epoch {epoch}); lower --learning-rate "
-                                       f"(now {cfg.learning_rate}) or check the data for extreme inputs")
-            record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
-                      "margin": margin, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                      "pairs": len(batch), "elapsed_s": round(time.time() - started, 2)}
-            history.append(record)
-            if step % cfg.log_every == 0 or step == total_steps:
-                log(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
-            if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
-                run_eval(step)
-    bar.close()
+
+    def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
+        rewards = group_rewards(model, [encoded[i] for i in micro], pad_id, shared=cfg.prefix_sharing,
+                                padding_side=cfg.padding_side)
+        losses = torch.stack([
+            record_loss(cfg.loss, r, train_ex[i].ranking, pairs[i], margin=train_ex[i].margin,
+                        label_smoothing=cfg.label_smoothing, center_coef=cfg.reward_center_coef,
+                        l2_coef=cfg.reward_l2_coef, where=train_ex[i].source)
+            for i, r in zip(micro, rewards)])
+        correct, margins = zip(*(order_stats(r.detach(), pairs[i], train_ex[i].ranking) for i, r in zip(micro, rewards)))
+        return losses, sum(correct), sum(margins)
+
+    history = optimise(accelerator, model, optimizer, scheduler, cfg, lengths, micro_loss, log=log, run_eval=run_eval,
+                       started=started)
+    step = len(history)
     after = run_eval(step)
 
     # ---- reward statistics (for normalised scores) and the checkpoint
@@ -259,6 +225,64 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(summary_lines(report))
     accelerator.wait_for_everyone()
     return report
+
+
+def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             cfg: TrainConfig, lengths: list[int],
+             micro_loss: Callable[[list[int]], tuple[torch.Tensor, float, float]], *,
+             log: Callable[[dict[str, Any]], None], run_eval: Callable[[int], Any], started: float,
+             desc: str = "train") -> list[dict[str, Any]]:
+    """The optimisation loop (shared by classifier RMs and ``rewardkit.judges.genrm``); returns the step log.
+
+    ``micro_loss(indices)`` returns the per-record losses of a micro-batch of record indices, the
+    number of correctly ordered pairs and the summed best-minus-worst margin (for the log).
+    """
+    rank, world = accelerator.process_index, accelerator.num_processes
+    device = accelerator.device
+    total_steps = math.ceil(len(lengths) / cfg.batch_size) * cfg.epochs
+    rng = np.random.default_rng(cfg.seed)
+    history: list[dict[str, Any]] = []
+    bar = tqdm(total=total_steps, disable=not accelerator.is_main_process, desc=desc, unit="step")
+    step = 0
+    model.train()
+    for epoch in range(cfg.epochs):
+        for batch in make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
+            shard = np.array_split(np.asarray(batch), world)[rank].tolist()
+            n_micro = math.ceil(math.ceil(len(batch) / world) / cfg.micro_batch_size)
+            stats = torch.zeros(3, device=device)  # loss sum, correct, margin sum
+            for j in range(n_micro):
+                micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
+                # A process with no records left still runs a zero-weight pass so gradient sync lines up.
+                weight = 1.0 if micro else 0.0
+                losses, correct, margin = micro_loss(micro or batch[:1])
+                losses = losses * weight
+                sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
+                with sync:
+                    accelerator.backward(losses.sum() * world / len(batch))
+                stats += torch.tensor([losses.detach().sum().item(), correct * weight, margin * weight], device=device)
+            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                         if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss} at step {step} (epoch {epoch}); lower --learning-rate "
+                                       f"(now {cfg.learning_rate}) or check the data for extreme inputs")
+            record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
+                      "margin": margin, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                      "records": len(batch), "elapsed_s": round(time.time() - started, 2)}
+            history.append(record)
+            if step % cfg.log_every == 0 or step == total_steps:
+                log(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
+            if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
+                run_eval(step)
+                model.train()
+    bar.close()
+    return history
 
 
 def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:

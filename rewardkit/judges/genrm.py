@@ -24,7 +24,6 @@ template, the verdict tokens and max_length, so ``load_judge(run)`` scores exact
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -37,7 +36,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, gather_object, set_seed
-from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from rewardkit.batching import pad_batch
@@ -56,10 +54,9 @@ from rewardkit.judges.judge import (
 from rewardkit.judges.templates import _UNSET, conversation_text, response_text
 from rewardkit.losses import bradley_terry_loss
 from rewardkit.train import (
-    TrainingDiverged,
     learning_warning,
     load_examples,
-    make_batches,
+    optimise,
     render_report,
     summary_lines,
 )
@@ -154,7 +151,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
                               num_training_steps=total_steps)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     device, pad_id = accelerator.device, tokenizer.pad_token_id
-    rank, world = accelerator.process_index, accelerator.num_processes
+    world = accelerator.num_processes
     eval_judge = Judge(accelerator.unwrap_model(wrapped), tokenizer, judge.template, judge.max_length, cfg.model)
     scorer = JudgeScorer(eval_judge, seed=cfg.seed)
     metrics_file = open(run_dir / "metrics.jsonl", "w") if main else None
@@ -174,52 +171,18 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
         return result
 
     before = run_eval(0) if cfg.eval_before else None
-    history: list[dict[str, Any]] = []
-    rng = np.random.default_rng(cfg.seed)
     lengths = [max(len(c), len(r)) for c, r in encoded]
-    bar = tqdm(total=total_steps, disable=not main, desc="train genrm", unit="step")
-    step = 0
-    wrapped.train()
-    for epoch in range(cfg.epochs):
-        for batch in make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
-            shard = np.array_split(np.asarray(batch), world)[rank].tolist()
-            n_micro = math.ceil(math.ceil(len(batch) / world) / cfg.micro_batch_size)
-            stats = torch.zeros(3, device=device)
-            for j in range(n_micro):
-                micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
-                weight = 1.0 if micro else 0.0  # an idle process still runs a zero-weight pass so DDP syncs
-                micro = micro or batch[:1]
-                ids, mask = pad_batch([encoded[i][0] for i in micro] + [encoded[i][1] for i in micro], pad_id, "left")
-                rewards = genrm_rewards(wrapped, ids.to(device), mask.to(device), judge.verdicts)
-                r_chosen, r_rejected = rewards[:len(micro)], rewards[len(micro):]
-                losses = bradley_terry_loss(r_chosen, r_rejected) * weight
-                sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(wrapped)
-                with sync:
-                    accelerator.backward(losses.sum() * world / len(batch))
-                delta = (r_chosen - r_rejected).detach()
-                stats += torch.stack([losses.detach().sum(), (delta > 0).float().sum() * weight, delta.sum() * weight])
-            grad_norm = (accelerator.clip_grad_norm_(wrapped.parameters(), cfg.max_grad_norm)
-                         if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss} at step {step} (epoch {epoch}); lower --learning-rate "
-                                       f"(now {cfg.learning_rate}) or check the data for extreme inputs")
-            record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
-                      "margin": margin, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                      "pairs": len(batch), "elapsed_s": round(time.time() - started, 2)}
-            history.append(record)
-            if step % cfg.log_every == 0 or step == total_steps:
-                log(record)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
-            if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
-                run_eval(step)
-            wrapped.train()
-    bar.close()
+
+    def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
+        ids, mask = pad_batch([encoded[i][0] for i in micro] + [encoded[i][1] for i in micro], pad_id, "left")
+        rewards = genrm_rewards(wrapped, ids.to(device), mask.to(device), judge.verdicts)
+        r_chosen, r_rejected = rewards[:len(micro)], rewards[len(micro):]
+        delta = (r_chosen - r_rejected).detach()
+        return bradley_terry_loss(r_chosen, r_rejected), float((delta > 0).sum()), float(delta.sum())
+
+    history = optimise(accelerator, wrapped, optimizer, scheduler, cfg, lengths, micro_loss, log=log,
+                       run_eval=run_eval, started=started, desc="train genrm")
+    step = len(history)
     after = run_eval(step)
 
     wall = time.time() - started
