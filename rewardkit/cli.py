@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_eval(cfg: EvalConfig) -> dict:
     from rewardkit.data import read_preferences
-    from rewardkit.evaluate import run_evaluation, write_eval_output
+    from rewardkit.evaluate import run_evaluation
     from rewardkit.judges.cli import is_judge_checkpoint, run_judge_eval
     from rewardkit.rewardbench import load_section_map
     from rewardkit.scorers import load_scorer
@@ -103,6 +103,14 @@ def run_eval(cfg: EvalConfig) -> dict:
                                      bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
     result = {**result, "data": report.to_dict(), "truncation": result["scorer"]["truncation"],
               "eval_config": to_dict(cfg)}
+    emit_eval(cfg, result, examples, rewards)
+    return result
+
+
+def emit_eval(cfg: EvalConfig, result: dict, examples: list, rewards: list) -> None:
+    """Print the results; write them (and the per-example rewards beside them) and the report if asked."""
+    from rewardkit.evaluate import write_eval_output
+
     output = cfg.output or (str(Path(cfg.report) / "eval.json") if cfg.report else None)
     if output:
         sidecar = write_eval_output(output, result, examples, rewards)
@@ -111,9 +119,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     if cfg.report:
         from rewardkit.report import write_report
 
-        html = write_report([output], cfg.report)
-        print(f"report: {html}", file=sys.stderr)
-    return result
+        print(f"report: {write_report([output], cfg.report)}", file=sys.stderr)
 
 
 def run_report(cfg: ReportConfig) -> None:

@@ -57,7 +57,7 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
     """``rewardkit eval`` with a judge: the same metrics, files and report as for a classifier RM, plus what
     only judges have (flip rate, verdict mass, single-order metrics, wall time per pair) under ``judge_metrics``."""
     from rewardkit.data import read_preferences
-    from rewardkit.evaluate import run_evaluation, write_eval_output
+    from rewardkit.evaluate import run_evaluation
     from rewardkit.judges.judge import judge_metrics
     from rewardkit.rewardbench import load_section_map
 
@@ -80,15 +80,9 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
     result = {**result, "judge_metrics": judge_metrics(scorer, examples, raw, wall), "data": report.to_dict(),
               "truncation": asdict(scorer.judge.truncation), "eval_config": to_dict(cfg)}
     print(scorer.judge.truncation.summary(), file=sys.stderr)
-    output = cfg.output or (str(Path(cfg.report) / "eval.json") if cfg.report else None)
-    if output:
-        sidecar = write_eval_output(output, result, examples, rewards)
-        print(f"results: {output} (per-example rewards: {sidecar})", file=sys.stderr)
-    print(json.dumps(result, indent=2))
-    if cfg.report:
-        from rewardkit.report import write_report
+    from rewardkit.cli import emit_eval
 
-        print(f"report: {write_report([output], cfg.report)}", file=sys.stderr)
+    emit_eval(cfg, result, examples, rewards)
     return result
 
 
