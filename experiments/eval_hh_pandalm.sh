@@ -11,3 +11,5 @@ for m in runs/hh-helpful-1000:trained smollm2-135m:untrained; do
 done
 $RK report $OUT/hh-trained.json $OUT/hh-untrained.json --output-dir $OUT/report-hh > $OUT/report-hh.log 2>&1
 $RK report $OUT/pandalm-trained.json $OUT/pandalm-untrained.json --output-dir $OUT/report-pandalm > $OUT/report-pandalm.log 2>&1
+# Issue 3 context: the untrained model (same seed as the OA runs' head) on the held-out OA trees.
+$RK eval --model smollm2-135m --data '../shared/data/oasst-rankings/en_100_tree.jsonl[70:]' --max-length 512 --output $OUT/oa-untrained.json > $OUT/oa-untrained.log 2>&1
