@@ -122,16 +122,10 @@ def non_embedding_params(config) -> int:
 # One configuration (subprocess)
 
 
-def plackett_luce(r):
-    """K-wise loss (Zhu, Jordan & Jiao 2023): −Σ_k log(exp r_(k) / Σ_{j≥k} exp r_(j)), completions best first."""
-    import torch
-
-    tail = torch.logcumsumexp(r.flip(0), 0).flip(0)
-    return (tail - r).sum()
-
-
 def worker(a: argparse.Namespace) -> dict[str, Any]:
     import torch
+
+    from rewardkit.losses import plackett_luce_loss
 
     torch.set_num_threads(a.threads)
     from rewardkit.batching import Encoder
@@ -204,7 +198,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
                                         for i in range(len(g)) for j in range(i + 1, len(g))])
                 rewards = group_rewards(model, pairs, pad, shared=a.worker == "kwise_flat_shared")
             if a.worker == "kwise_shared":
-                loss = torch.stack([plackett_luce(r) for r in rewards]).mean()
+                loss = torch.stack([plackett_luce_loss(r) for r in rewards]).mean()
             elif kwise:
                 r = torch.stack(rewards)
                 loss = (bradley_terry_loss(r[:, 0], r[:, 1]) * weights).sum() / len(batch)
