@@ -78,7 +78,8 @@ def test_best_of_n_record_and_subset_scores():
     assert m["accuracy"] == pytest.approx((2 / 3 + 0.75) / 2)
     lo, hi = m["accuracy_ci"]
     assert lo <= m["accuracy"] <= hi
-    assert m["rankings"]["top1_accuracy"] == pytest.approx(0.75)
+    # Top-1 over every prompt: 0.5 (chosen tied at the top), 1, and the three pairs 1, 1, 0.
+    assert m["rankings"]["top1_accuracy"] == pytest.approx((0.5 + 1 + 1 + 1 + 0) / 5)
     # Pairwise accuracy counts the 3 + 3 strict pairs of the best-of-4 records and the 3 pairs.
     assert m["pairs"] == 9 and m["pairwise_accuracy"] == pytest.approx((2 + 3 + 2) / 9)
     assert m["annotator_tied_pairs"] == 6 and "tied" not in m  # rejected-vs-rejected: unordered, not "equal"
