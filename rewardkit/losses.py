@@ -115,6 +115,22 @@ def reward_l2(rewards: torch.Tensor, pairs: Sequence[tuple[int, int, bool]], coe
 LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
 
 
+def check_record(name: str, k: int, tied: bool, margin: float | None, where: str = "") -> None:
+    """Raise, naming the record, if loss ``name`` cannot train on a record of ``k`` completions (with a tie,
+    or without a margin); the message says which flag to use instead."""
+    if name not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+    if name in ("bt", "bt_softplus", "margin") and k != 2:
+        raise ValueError(f"{where}: loss '{name}' takes pairs, this record ranks {k} completions; use "
+                         "--loss balanced (eq. 6) or --loss plackett_luce, or --flatten-rankings to train on its pairs")
+    if tied and name in ("margin", "plackett_luce"):
+        raise TieError(f"{where}: this record is a tie, which loss '{name}' cannot represent; use --loss bt or "
+                       "--loss balanced (ties get target 1/2), or --drop-ties to skip tied records (counted)")
+    if name == "margin" and margin is None:
+        raise ValueError(f"{where}: loss 'margin' needs a margin for every record; set --margin-source "
+                         "(field or scores) or add a 'margin' field")
+
+
 def record_loss(
     name: str,
     rewards: torch.Tensor,
@@ -133,13 +149,7 @@ def record_loss(
     ``PreferenceExample.preference_pairs()``. The regularisers are added on top of any loss.
     """
     tied = any(t for _, _, t in pairs)
-    k = len(ranking)
-    if name in ("bt", "bt_softplus", "margin") and k != 2:
-        raise ValueError(f"{where}: loss '{name}' takes pairs, this record ranks {k} completions; use "
-                         "--loss balanced (eq. 6) or --loss plackett_luce, or --flatten-rankings to train on its pairs")
-    if tied and name in ("margin", "plackett_luce"):
-        raise TieError(f"{where}: this record is a tie, which loss '{name}' cannot represent; use --loss bt or "
-                       "--loss balanced (ties get target 1/2), or --drop-ties to skip tied records (counted)")
+    check_record(name, len(ranking), tied, margin, where)
     w, l_ = ranking[0], ranking[-1]
     if name == "bt" or name == "bt_softplus":
         target = 0.5 if tied else 1.0 - label_smoothing
@@ -150,22 +160,17 @@ def record_loss(
         else:
             loss = soft_bradley_terry_loss(rewards[w], rewards[l_], target)
     elif name == "margin":
-        if margin is None:
-            raise ValueError(f"{where}: loss 'margin' needs a margin for every record; set --margin-source "
-                             "(field, scores or likert) or add a 'margin' field")
         m = torch.tensor(margin, dtype=rewards.dtype, device=rewards.device)
         # Smoothing applies to the margin-shifted difference: target 1 − ε on σ(Δr − m).
         loss = (soft_bradley_terry_loss(rewards[w] - m, rewards[l_], 1.0 - label_smoothing) if label_smoothing
                 else margin_loss(rewards[w], rewards[l_], m))
     elif name == "balanced":
         loss = balanced_pairwise_loss(rewards, pairs, label_smoothing)
-    elif name == "plackett_luce":
+    else:  # plackett_luce (check_record has refused unknown names)
         if label_smoothing:
             raise ValueError("label smoothing is defined for pairwise losses (bt, bt_softplus, margin, balanced), "
                              "not for plackett_luce")
         loss = plackett_luce_loss(rewards[list(ranking)])
-    else:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     if center_coef:
         loss = loss + reward_centering(rewards, pairs, center_coef)
     if l2_coef:

@@ -35,7 +35,7 @@ from rewardkit.config import TrainConfig, to_dict
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
 from rewardkit.data.transforms import drop_ties, flatten_rankings
 from rewardkit.evaluate import metrics_from_rewards, score_examples
-from rewardkit.losses import LOSS_NAMES, record_loss
+from rewardkit.losses import LOSS_NAMES, check_record, record_loss
 from rewardkit.model import RewardModel, freeze_lower_layers, load_reward_model
 from rewardkit.sharing import group_rewards, sharing_unsupported_reason
 
@@ -288,16 +288,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
 def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:
     """Refuse, before any compute, records the chosen loss cannot train on (first offender named)."""
     for ex in examples:
-        k, tied = len(ex.completions), any(t for _, _, t in ex.preference_pairs())
-        if cfg.loss in ("bt", "bt_softplus", "margin") and k != 2:
-            raise ValueError(f"{ex.source}: loss '{cfg.loss}' takes pairs, this record ranks {k} completions; use "
-                             "--loss balanced (eq. 6) or --loss plackett_luce, or --flatten-rankings")
-        if tied and cfg.loss in ("margin", "plackett_luce"):
-            raise ValueError(f"{ex.source}: this record holds a tie, which loss '{cfg.loss}' cannot represent; use "
-                             "--loss bt or --loss balanced (ties get target 1/2), or --drop-ties to skip tied records")
-        if cfg.loss == "margin" and ex.margin is None:
-            raise ValueError(f"{ex.source}: loss 'margin' needs a margin for every record; set --margin-source "
-                             "(field, scores or likert) or add a numeric 'margin' field")
+        check_record(cfg.loss, len(ex.completions), any(t for _, _, t in ex.preference_pairs()), ex.margin, ex.source)
 
 
 def order_stats(rewards: torch.Tensor, pairs: list[tuple[int, int, bool]], ranking: list[int]) -> tuple[float, float]:
