@@ -303,7 +303,7 @@ def learning_warning(history: list[dict[str, Any]], before: dict | None, after: 
     tail = history[-max(1, len(history) // 4):]
     tail_loss = sum(r["loss"] for r in tail) / len(tail) if tail else None
     if tail_loss is not None and tail_loss > 0.68:
-        return (f"the training loss stayed near log 2 = 0.693 (last quarter of steps: {tail_loss:.3f}); the model "
+        return (f"the training loss did not fall below log 2 = 0.693 (mean over the last quarter of steps: {tail_loss:.3f}); the model "
                 "is not separating chosen from rejected. Check the data, or raise --learning-rate / train on more pairs.")
     if before and after and after["accuracy"] <= before["accuracy"]:
         return (f"held-out accuracy did not improve ({before['accuracy']:.4f} → {after['accuracy']:.4f}); "
