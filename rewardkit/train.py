@@ -198,7 +198,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         r = np.concatenate(sharded_rewards(accelerator, accelerator.unwrap_model(model), eval_encoder, sample))
         stats_source, reward_mean, reward_std = "train", float(r.mean()), float(r.std())
     wall = time.time() - started
-    warning = learning_warning(history, before, after)
+    warning = learning_warning(history, before, after, loss_at_chance=cfg.loss in ("bt", "bt_softplus", "balanced"))
     if warning:
         say(f"WARNING: {warning}")
     report = {
@@ -298,11 +298,16 @@ def order_stats(rewards: torch.Tensor, pairs: list[tuple[int, int, bool]], ranki
     return correct, float(rewards[ranking[0]] - rewards[ranking[-1]])
 
 
-def learning_warning(history: list[dict[str, Any]], before: dict | None, after: dict | None) -> str | None:
-    """A plain signal for the classic failure: a run that stayed at chance (pain point 10)."""
+def learning_warning(history: list[dict[str, Any]], before: dict | None, after: dict | None,
+                     loss_at_chance: bool = True) -> str | None:
+    """A plain signal for the classic failure: a run that stayed at chance (pain point 10).
+
+    The loss test applies only when chance costs log 2 per record (``loss_at_chance``); the margin
+    and Plackett-Luce losses sit elsewhere at chance, so for them only held-out accuracy is checked.
+    """
     tail = history[-max(1, len(history) // 4):]
     tail_loss = sum(r["loss"] for r in tail) / len(tail) if tail else None
-    if tail_loss is not None and tail_loss > 0.68:
+    if loss_at_chance and tail_loss is not None and tail_loss > 0.68:
         return (f"the training loss did not fall below log 2 = 0.693 (mean over the last quarter of steps: {tail_loss:.3f}); the model "
                 "is not separating chosen from rejected. Check the data, or raise --learning-rate / train on more pairs.")
     if before and after and after["accuracy"] <= before["accuracy"]:
