@@ -170,8 +170,11 @@ class RewardModel(nn.Module):
         return self.hf.score(pooled).squeeze(-1).float()
 
 
-def freeze_lower_layers(model: RewardModel, trainable_layers: int) -> int:
+def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:
     """Train only the top ``trainable_layers`` transformer blocks, the final norm and the score head.
+
+    ``model`` is a ``RewardModel`` or a Hugging Face model (e.g. a causal LM trained as a GenRM, whose
+    LM head, tied to the frozen embeddings, then stays frozen too).
 
     The embeddings and lower blocks get ``requires_grad=False``, so autograd records nothing below
     the first trainable block: the backward pass (about 2/3 of a full fine-tune's compute) shrinks
@@ -179,11 +182,12 @@ def freeze_lower_layers(model: RewardModel, trainable_layers: int) -> int:
     """
     if trainable_layers <= 0:
         return sum(p.numel() for p in model.parameters())
-    backbone = getattr(model.hf, model.hf.base_model_prefix)
+    hf = getattr(model, "hf", model)
+    backbone = getattr(hf, hf.base_model_prefix)
     blocks = next((m for name in ("layers", "h", "blocks") if isinstance(m := getattr(backbone, name, None), nn.ModuleList)),
                   None)
     if blocks is None:
-        raise ModelLoadError(f"{type(model.hf).__name__}: cannot find its transformer blocks to freeze; "
+        raise ModelLoadError(f"{type(hf).__name__}: cannot find its transformer blocks to freeze; "
                              "use --trainable-layers 0 (train everything)")
     if trainable_layers > len(blocks):
         raise ValueError(f"trainable_layers={trainable_layers} but the model has only {len(blocks)} blocks")

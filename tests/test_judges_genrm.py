@@ -98,3 +98,45 @@ def test_existing_run_folder_is_refused(trained):
     with pytest.raises(ValueError, match="--judge-template, not --template"):
         train_genrm(GenRMConfig(model="unused", train_data=str(eval_file), template="raw",
                                 output_dir=str(Path(report["run_dir"]).parent), run_name="other"))
+
+
+def test_rankings_with_any_loss_and_a_partial_fine_tune(tiny_model_dir, tmp_path):
+    """K-wise records train a GenRM with the Plackett-Luce loss; --trainable-layers freezes the rest.
+
+    The first step's logged loss is checked against a hand computation: the untrained judge's logit P(Yes)
+    per completion, Plackett-Luce over each record's ranking, averaged over the records of the step."""
+    import random
+
+    from rewardkit.judges.genrm import genrm_rewards
+    from rewardkit.batching import pad_batch
+    from rewardkit.losses import plackett_luce_loss
+
+    rng = random.Random(0)
+    rows = [{"prompt": f"question {i}", "completions": [f"answer {rng.randint(0, 99)} {'ok ' * j}" for j in range(3)],
+             "ranks": rng.sample(range(3), 3)} for i in range(6)]
+    data = write_jsonl(tmp_path / "rank.jsonl", rows)
+    cfg = GenRMConfig(model=str(tiny_model_dir), train_data=str(data), output_dir=str(tmp_path / "runs"),
+                      run_name="pl", loss="plackett_luce", trainable_layers=1, batch_size=6, micro_batch_size=4,
+                      learning_rate=1e-2, warmup_ratio=0.0, max_length=96, seed=0, judge_template=TEMPLATE,
+                      judge_system_prompt="")
+    report = train_genrm(cfg)
+    assert report["steps"] == 1
+
+    judge = load_judge(str(tiny_model_dir), kind="verifier", template=TEMPLATE, system_prompt="", max_length=96)
+    examples, _ = read_preferences(str(data))
+    losses = []
+    with torch.no_grad():
+        for ex in examples:
+            ids, mask = pad_batch(judge.encode_queries([{"prompt": ex.prompt[-1]["content"], "response": c[-1]["content"]}
+                                                        for c in ex.completions]), judge.tokenizer.pad_token_id, "left")
+            r = genrm_rewards(judge.model, ids, mask, judge.verdicts)
+            losses.append(float(plackett_luce_loss(r[list(ex.ranking)])))
+    first = json.loads((Path(report["run_dir"]) / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    after = AutoModelForCausalLM.from_pretrained(report["run_dir"])
+    b, a = dict(before.named_parameters()), dict(after.named_parameters())
+    assert torch.equal(b["model.embed_tokens.weight"], a["model.embed_tokens.weight"])
+    assert all(torch.equal(b[n], a[n]) for n in b if n.startswith("model.layers.0."))
+    assert not torch.equal(b["model.layers.1.mlp.up_proj.weight"], a["model.layers.1.mlp.up_proj.weight"])

@@ -4,7 +4,8 @@ The model stays a plain causal LM. For (x, y) it reads the verifier template (``
 and the reward is r(x, y) = log P(Yes) − log P(No), the logit of P(Yes) renormalised over {Yes, No}, read
 from the next-token distribution after the generation prompt (``verdict_logprobs``). Training minimises the
 Bradley-Terry loss (eq. 3) on r(x, y_w) − r(x, y_l): the same data, loss, batching and schedule as the
-classifier RM (``rewardkit.train``), with every weight fine-tuned and no new head.
+classifier RM (``rewardkit.train``), and no new head. Every loss of ``rewardkit.losses`` applies (``--loss``;
+eq. 3 by default), pairs or K-wise rankings, and ``--trainable-layers`` gives the same partial fine-tune.
 
 Why this and not a critique-then-score model: HH-style data has preferences, not critiques, so a critique
 model would need critiques we do not have (or ones we generate ourselves, untested), and generating a
@@ -52,11 +53,15 @@ from rewardkit.judges.judge import (
     verdict_logprobs,
 )
 from rewardkit.judges.templates import _UNSET, conversation_text, response_text
-from rewardkit.losses import bradley_terry_loss
+from rewardkit.losses import record_loss
+from rewardkit.model import freeze_lower_layers
 from rewardkit.train import (
+    check_records,
     learning_warning,
     load_examples,
     optimise,
+    order_stats,
+    prepare_records,
     render_report,
     summary_lines,
 )
@@ -127,16 +132,21 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
     eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
     eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
-    if any(len(ex.completions) != 2 for ex in train_ex):
-        raise ValueError("GenRM training expects pairs; ranked records with K > 2 completions are not supported yet")
-    flat = judge.encode_queries(_queries(train_ex))
+    n_trainable = freeze_lower_layers(model, cfg.trainable_layers)
+    train_ex, changes = prepare_records(train_ex, cfg)
+    check_records(train_ex, cfg)
+    flat = iter(judge.encode_queries(_queries(train_ex)))
     train_truncation, judge.truncation = judge.truncation, JudgeTruncation()
-    encoded = [(flat[2 * k + ex.ranking[0]], flat[2 * k + ex.ranking[1]]) for k, ex in enumerate(train_ex)]
+    encoded = [[next(flat) for _ in ex.completions] for ex in train_ex]  # one verifier prompt per completion
+    pairs = [ex.preference_pairs() for ex in train_ex]
     say(train_report.summary())
+    if changes:
+        say("records: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in changes.items()) + f" → {len(train_ex)} records")
     if eval_report:
         say(eval_report.summary())
     say(f"train: {train_truncation.summary()}")
     say(f"verdict tokens: {judge.verdicts.to_dict()}")
+    say(f"trainable parameters: {n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}")
     say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
     accelerator.wait_for_everyone()
     if main:
@@ -146,7 +156,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     # ---- optimisation (the loop of rewardkit.train, with r = logit P(Yes) instead of a scalar head)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -171,14 +181,19 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
         return result
 
     before = run_eval(0) if cfg.eval_before else None
-    lengths = [max(len(c), len(r)) for c, r in encoded]
+    lengths = [sum(len(ids) for ids in record) for record in encoded]
 
     def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
-        ids, mask = pad_batch([encoded[i][0] for i in micro] + [encoded[i][1] for i in micro], pad_id, "left")
-        rewards = genrm_rewards(wrapped, ids.to(device), mask.to(device), judge.verdicts)
-        r_chosen, r_rejected = rewards[:len(micro)], rewards[len(micro):]
-        delta = (r_chosen - r_rejected).detach()
-        return bradley_terry_loss(r_chosen, r_rejected), float((delta > 0).sum()), float(delta.sum())
+        ids, mask = pad_batch([q for i in micro for q in encoded[i]], pad_id, "left")
+        flat_rewards = genrm_rewards(wrapped, ids.to(device), mask.to(device), judge.verdicts)
+        rewards = flat_rewards.split([len(encoded[i]) for i in micro])
+        losses = torch.stack([
+            record_loss(cfg.loss, r, train_ex[i].ranking, pairs[i], margin=train_ex[i].margin,
+                        label_smoothing=cfg.label_smoothing, center_coef=cfg.reward_center_coef,
+                        l2_coef=cfg.reward_l2_coef, where=train_ex[i].source)
+            for i, r in zip(micro, rewards)])
+        correct, margins = zip(*(order_stats(r.detach(), pairs[i], train_ex[i].ranking) for i, r in zip(micro, rewards)))
+        return losses, sum(correct), sum(margins)
 
     history = optimise(accelerator, wrapped, optimizer, scheduler, cfg, lengths, micro_loss, log=log,
                        run_eval=run_eval, started=started, desc="train genrm")
@@ -186,13 +201,13 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     after = run_eval(step)
 
     wall = time.time() - started
-    warning = learning_warning(history, before, after)
+    warning = learning_warning(history, before, after, loss_at_chance=cfg.loss in ("bt", "bt_softplus", "balanced"))
     if warning:
         say(f"WARNING: {warning}")
     report = {
         "warning": warning, "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step,
         "wall_time_s": round(wall, 1), "processes": world, "train_data": train_report.to_dict(),
-        "eval_data": eval_report.to_dict() if eval_report else None, "train_truncation": asdict(train_truncation),
+        "record_changes": changes, "eval_data": eval_report.to_dict() if eval_report else None, "train_truncation": asdict(train_truncation),
         "eval_truncation": asdict(judge.truncation), "before": before, "after": after,
         "first_train_loss": history[0]["loss"] if history else None,
         "last_train_loss": history[-1]["loss"] if history else None,
