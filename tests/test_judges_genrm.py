@@ -107,8 +107,8 @@ def test_rankings_with_any_loss_and_a_partial_fine_tune(tiny_model_dir, tmp_path
     per completion, Plackett-Luce over each record's ranking, averaged over the records of the step."""
     import random
 
-    from rewardkit.judges.genrm import genrm_rewards
     from rewardkit.batching import pad_batch
+    from rewardkit.judges.genrm import genrm_rewards
     from rewardkit.losses import plackett_luce_loss
 
     rng = random.Random(0)
