@@ -5,7 +5,8 @@ fp32 on the same HH helpful-base pairs in the same order (our Encoder's token id
 and max length are identical), with the same pairs per step, AdamW, lr and clipping; gradient
 checkpointing off unless said. Each configuration runs in its own subprocess (peak RSS is per
 configuration): one warm-up step, then ``--repeats`` timed chunks of ``--steps`` optimizer steps;
-throughputs are medians over chunks. The K-wise part trains on Open Assistant rankings: K-wise
+throughputs are medians over chunks, and ratios are medians of per-chunk time ratios (every configuration
+times the same chunks of data, so each ratio compares equal work). The K-wise part trains on Open Assistant rankings: K-wise
 (Plackett-Luce, one group per ranking, prompt computed once) vs. the same rankings flattened into
 their C(K,2) pairs (eq. 6 weights), both measured in rankings/s.
 
@@ -74,28 +75,21 @@ def hh_pairs(encoder, n: int) -> list[list[list[int]]]:
 
 
 def oa_rankings(encoder, n: int, max_k: int) -> list[list[list[int]]]:
-    """Every Open Assistant node with 2+ ranked replies is a ranking; completions best first."""
-    role = {"prompter": "user", "assistant": "assistant"}
-    items: list[tuple[list, list]] = []
+    """``n`` Open Assistant rankings read by rewardkit's own reader (the records training sees: the prompt is the
+    conversation so far), in a seeded random order so the sample has the file's mix of K; completions best
+    first. Rankings with tied replies are left out (Plackett-Luce cannot take them; counted on stderr)."""
+    import random
 
-    def walk(node: dict, history: list) -> None:
-        history = history + [{"role": role[node["role"]], "content": node["text"]}]
-        ranked = sorted((r for r in node.get("replies", []) if r.get("rank") is not None), key=lambda r: r["rank"])
-        if len(ranked) >= 2:
-            items.append((history, [[{"role": role[r["role"]], "content": r["text"]}] for r in ranked[:max_k]]))
-        for r in node.get("replies", []):
-            walk(r, history)
+    from rewardkit.data import read_preferences
 
-    with open(OA) as f:
-        for line in f:
-            walk(json.loads(line)["prompt"], [])
-    items = [it for it in items if it[0][-1]["role"] == "user"][:n]
-    flat = encoder.encode_many([(p, c) for p, cs in items for c in cs])
-    out, i = [], 0
-    for _, cs in items:
-        out.append(flat[i:i + len(cs)])
-        i += len(cs)
-    return out
+    records, _ = read_preferences(str(OA))
+    strict = [ex for ex in records if not any(t for _, _, t in ex.preference_pairs())]
+    if len(strict) < len(records):
+        print(f"OA: {len(records) - len(strict)} rankings with ties left out", file=sys.stderr)
+    random.Random(0).shuffle(strict)
+    strict = strict[:n]
+    encoded = encoder.encode_examples(strict)
+    return [[ids[i] for i in ex.ranking[:max_k or None]] for ex, ids in zip(strict, encoded)]
 
 
 def useful_flops(config, groups: list[list[list[int]]]) -> tuple[float, int]:
@@ -192,20 +186,24 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
                 rewards = group_rewards(model, batch, pad, shared=True, max_tokens_per_row=a.max_tokens_per_row)
             elif a.worker == "kwise_shared":
                 rewards = group_rewards(model, batch, pad, shared=True, max_tokens_per_row=a.max_tokens_per_row)
-            else:  # flattened: every ranking's C(K,2) pairs, each weighted 1/C(K,2) (eq. 6)
+            else:  # flattened: every ranking's C(K,2) pairs, each weighted 1/C(K,2) (eq. 6), in micro-batches
                 pairs = [[g[i], g[j]] for g in batch for i in range(len(g)) for j in range(i + 1, len(g))]
                 weights = torch.tensor([1.0 / (len(g) * (len(g) - 1) / 2) for g in batch
                                         for i in range(len(g)) for j in range(i + 1, len(g))])
-                rewards = group_rewards(model, pairs, pad, shared=a.worker == "kwise_flat_shared")
+                loss = torch.zeros(())
+                for lo in range(0, len(pairs), a.flat_micro_pairs):  # gradient accumulation, as training does
+                    sl = slice(lo, lo + a.flat_micro_pairs)
+                    r = torch.stack(group_rewards(model, pairs[sl], pad, shared=a.worker == "kwise_flat_shared"))
+                    micro = (bradley_terry_loss(r[:, 0], r[:, 1]) * weights[sl]).sum() / len(batch)
+                    micro.backward()
+                    loss = loss + micro.detach()
             if a.worker == "kwise_shared":
                 loss = torch.stack([plackett_luce_loss(r) for r in rewards]).mean()
-            elif kwise:
-                r = torch.stack(rewards)
-                loss = (bradley_terry_loss(r[:, 0], r[:, 1]) * weights).sum() / len(batch)
-            else:
+            elif not kwise:
                 r = torch.stack(rewards)
                 loss = bradley_terry_loss(r[:, 0], r[:, 1]).mean()
-            loss.backward()
+            if loss.requires_grad:
+                loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -229,7 +227,9 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         "useful_flops_per_s": med(flops), "step_s": statistics.median(times[1:]), "first_loss": first_loss[0],
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "real_tokens_per_step": statistics.mean(real[1:]), "unique_tokens_per_step": statistics.mean(unique[1:]),
-        "per_step": per_step,
+        "per_step": per_step, "chunk_s": [sum(times[i] for i in c) for c in chunks],
+        "flat_pairs_per_step": statistics.mean(sum(len(g) * (len(g) - 1) // 2 for g in b) for b in batches[1:]),
+        "mean_k": statistics.mean(len(g) for b in batches[1:] for g in b),
     }
 
 
@@ -267,11 +267,22 @@ def run_config(name: str, a: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def paired_ratio(base: dict | None, r: dict) -> str:
+    """Median over chunks of (baseline time ÷ this time) on the same chunk of data, with the range."""
+    if not base:
+        return "–"
+    ratios = sorted(b / t for b, t in zip(base["chunk_s"], r["chunk_s"]))
+    spread = f" ({ratios[0]:.2f}–{ratios[-1]:.2f})" if len(ratios) > 1 else ""
+    return f"{statistics.median(ratios):.2f}×{spread}"
+
+
 def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: float) -> str:
+    import importlib.util
+
     import torch
     import transformers
-    import trl
 
+    trl_version = __import__("trl").__version__ if importlib.util.find_spec("trl") else "not installed"
     cmd = "python benchmarks/speed.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in vars(a).items()
         if k not in ("worker", "write", "configs") and v != DEFAULTS.get(k)) + (" --write" if a.write else "")
@@ -280,16 +291,18 @@ def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: f
         "",
         f"Command: `{cmd}` (wall time {wall / 60:.1f} min). Machine: {platform.machine()}, "
         f"{os.cpu_count()} visible cores, {a.threads} threads for every configuration; torch {torch.__version__}, "
-        f"transformers {transformers.__version__}, TRL {trl.__version__} (installed for this benchmark only). "
+        f"transformers {transformers.__version__}, TRL {trl_version} (installed for this benchmark only). "
         f"Model `{a.model}`, fp32, max length {a.max_length}, lr {a.lr}, AdamW, clip 1.0. Each configuration in its "
-        f"own process; 1 warm-up step, then median over {a.repeats} chunks of {a.steps} step(s). "
+        f"own process; 1 warm-up step, then {a.repeats} timed chunks of {a.steps} step(s) over the same data in every "
+        "configuration: rates are medians over chunks; ratios are medians of per-chunk time ratios on the same "
+        "data (range in brackets). "
         f"Measured fp32 matmul rate (2048³, same threads): **{peak:.1f} GFLOP/s**. Useful FLOPs = 6 × non-embedding "
         "parameters × unique tokens (each prompt once) + causal attention; MFU = useful FLOP/s ÷ that rate.",
         "",
     ]
     pair = [c for c in PAIR_CONFIGS if c in results]
     if pair:
-        base = results.get("trl", {}).get("examples_per_s")
+        base = results.get("trl")
         r0 = results[pair[0]]
         lines += [f"HH helpful-base, {a.pairs_per_step} pairs per step ({r0['real_tokens_per_step']:.0f} real tokens "
                   f"per step on average, {r0['unique_tokens_per_step']:.0f} unique):", "",
@@ -297,24 +310,24 @@ def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: f
                   "| first-step loss |", "|---|---|---|---|---|---|---|---|"]
         for c in pair:
             r = results[c]
-            vs = f"{r['examples_per_s'] / base:.2f}×" if base else "–"
-            lines.append(f"| {LABELS[c]} | {r['examples_per_s']:.3f} | {vs} | {r['real_tokens_per_s']:.0f} | "
+            lines.append(f"| {LABELS[c]} | {r['examples_per_s']:.3f} | {paired_ratio(base, r)} | {r['real_tokens_per_s']:.0f} | "
                          f"{r['useful_flops_per_s'] / 1e9:.1f} | {r['useful_flops_per_s'] / 1e9 / peak:.1%} | "
                          f"{r['peak_rss_mb']:.0f} | {r['first_loss']:.6f} |")
         lines.append("")
     kw = [c for c in KWISE_CONFIGS if c in results]
     if kw:
-        base = results.get("kwise_flat_plain", {}).get("examples_per_s")
+        base = results.get("kwise_flat_plain")
         r0 = results[kw[0]]
-        lines += [f"Open Assistant rankings (K ≤ {a.max_k}), {a.rankings_per_step} rankings per step "
-                  f"({r0['real_tokens_per_step']:.0f} tokens of K sequences per step, "
-                  f"{r0['unique_tokens_per_step']:.0f} unique):", "",
+        cap = f"K ≤ {a.max_k}" if a.max_k else "all K"
+        lines += [f"Open Assistant rankings ({cap}; a seeded random sample, mean K {r0['mean_k']:.2f}), "
+                  f"{a.rankings_per_step} rankings per step = {r0['flat_pairs_per_step']:.1f} flattened pairs per step "
+                  f"(micro-batches of {a.flat_micro_pairs} pairs) ({r0['real_tokens_per_step']:.0f} tokens of K "
+                  f"sequences per step, {r0['unique_tokens_per_step']:.0f} unique):", "",
                   "| configuration | rankings/s | vs. flattened, padded | useful GFLOP/s | MFU | peak RSS (MB) |",
                   "|---|---|---|---|---|---|"]
         for c in kw:
             r = results[c]
-            vs = f"{r['examples_per_s'] / base:.2f}×" if base else "–"
-            lines.append(f"| {LABELS[c]} | {r['examples_per_s']:.3f} | {vs} | {r['useful_flops_per_s'] / 1e9:.1f} | "
+            lines.append(f"| {LABELS[c]} | {r['examples_per_s']:.3f} | {paired_ratio(base, r)} | {r['useful_flops_per_s'] / 1e9:.1f} | "
                          f"{r['useful_flops_per_s'] / 1e9 / peak:.1%} | {r['peak_rss_mb']:.0f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
@@ -337,8 +350,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--pairs-per-step", type=int, default=8)
-    p.add_argument("--rankings-per-step", type=int, default=2)
-    p.add_argument("--max-k", type=int, default=4, help="use at most the K best-ranked replies of a ranking")
+    p.add_argument("--rankings-per-step", type=int, default=3)
+    p.add_argument("--max-k", type=int, default=0, help="use at most the K best-ranked replies of a ranking (0: all)")
+    p.add_argument("--flat-micro-pairs", type=int, default=8, help="flattened baselines: pairs per forward pass")
     p.add_argument("--max-tokens-per-row", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--steps", type=int, default=1, help="optimizer steps per timed chunk")

@@ -1,0 +1,27 @@
+"""The speed benchmark runs end to end on a tiny model (rewardkit configurations; TRL is a benchmark-only
+install) and its configurations train the same thing: equal first-step losses where the loss is the same."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_speed_benchmark_smoke(tiny_model_dir):
+    configs = "rk_plain,rk_packed,rk_shared,kwise_flat_plain,kwise_flat_shared,kwise_shared"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed.py"), "--model", str(tiny_model_dir),
+                           "--threads", "1", "--pairs-per-step", "2", "--rankings-per-step", "2", "--repeats", "2",
+                           "--flat-micro-pairs", "2", "--configs", configs],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    losses = {line.split(":")[0].strip(): float(line.rsplit("first loss ", 1)[1].split()[0])
+              for line in proc.stderr.splitlines() if "first loss" in line}
+    assert set(losses) == set(configs.split(","))
+    assert abs(losses["rk_plain"] - losses["rk_shared"]) < 1e-4
+    assert abs(losses["rk_plain"] - losses["rk_packed"]) < 1e-4
+    assert abs(losses["kwise_flat_plain"] - losses["kwise_flat_shared"]) < 1e-4
+    assert "| rewardkit K-wise: one shared group per ranking |" in proc.stdout
+    assert "(" in proc.stdout.split("rewardkit K-wise")[1].split("\n")[0]  # paired ratio with its range
