@@ -22,9 +22,9 @@ if [[ $what == judges || $what == all ]]; then
 fi
 if [[ $what == genrm-train || $what == all ]]; then
   # Same training data and schedule as runs/hh-helpful-1000 (HH[:1000], batch 16, lr 2e-5, one epoch),
-  # but only the top 8 of 30 blocks trained (see RESULTS.md: full fine-tuning did not fit the session).
+  # but only the top 4 of 30 blocks trained, like the issue-3 runs (see RESULTS.md: full fine-tuning did not fit the session).
   "${TIME[@]}" $RK train-genrm --model smollm2-135m --train-data '../shared/data/hh-rlhf/helpful-base.jsonl.gz[:1000]' \
-    --skip-bad-records --trainable-layers 8 --max-length 1024 --output-dir "$RUNS" --run-name genrm-hh-1000 \
+    --skip-bad-records --trainable-layers 4 --max-length 1024 --output-dir "$RUNS" --run-name genrm-hh-1000 \
     --no-eval-before --overwrite > "$OUT/genrm-train.log" 2>&1
 fi
 if [[ $what == genrm-eval || $what == all ]]; then
