@@ -105,6 +105,13 @@ def useful_flops(config, groups: list[list[list[int]]]) -> tuple[float, int]:
     return 6.0 * non_embedding_params(config) * unique + 6.0 * config.num_hidden_layers * d_attn * 2 * attended, unique
 
 
+def padded_flops(config, rows: int, length: int) -> float:
+    """Training FLOPs of a padded batch as TRL computes it: every position of ``rows`` × ``length``, causal attention."""
+    d_attn = config.num_attention_heads * getattr(config, "head_dim", config.hidden_size // config.num_attention_heads)
+    attended = rows * length * (length + 1) / 2
+    return 6.0 * non_embedding_params(config) * rows * length + 6.0 * config.num_hidden_layers * d_attn * 2 * attended
+
+
 def non_embedding_params(config) -> int:
     h, i = config.hidden_size, config.intermediate_size
     hd = getattr(config, "head_dim", h // config.num_attention_heads)
@@ -211,12 +218,14 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             first_loss.append(float(loss.detach()))
     if len(times) != n_steps:
         raise SystemExit(f"{a.worker}: timed {len(times)} steps, expected {n_steps}")
-    flops, real, unique = [], [], []
+    flops, real, unique, padded = [], [], [], []
     for b in batches:
         f, u = useful_flops(model.config, b)
         flops.append(f)
         unique.append(u)
         real.append(sum(len(s) for g in b for s in g))
+        seqs = [s for g in b for s in g]  # one padded batch of every sequence (TRL: chosen + rejected rows)
+        padded.append(padded_flops(model.config, len(seqs), max(len(s) for s in seqs)))
     chunks = [range(1 + k * a.steps, 1 + (k + 1) * a.steps) for k in range(a.repeats)]
 
     def med(values: list[float]) -> float:
@@ -228,6 +237,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "real_tokens_per_step": statistics.mean(real[1:]), "unique_tokens_per_step": statistics.mean(unique[1:]),
         "per_step": per_step, "chunk_s": [sum(times[i] for i in c) for c in chunks],
+        "chunk_useful_flops": [sum(flops[i] for i in c) for c in chunks],
+        "chunk_padded_flops": [sum(padded[i] for i in c) for c in chunks],
         "flat_pairs_per_step": statistics.mean(sum(len(g) * (len(g) - 1) // 2 for g in b) for b in batches[1:]),
         "mean_k": statistics.mean(len(g) for b in batches[1:] for g in b),
     }
@@ -314,6 +325,13 @@ def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: f
                          f"{r['useful_flops_per_s'] / 1e9:.1f} | {r['useful_flops_per_s'] / 1e9 / peak:.1%} | "
                          f"{r['peak_rss_mb']:.0f} | {r['first_loss']:.6f} |")
         lines.append("")
+        if base:  # where the ratio can come from: the work TRL does per useful FLOP, and how fast it does it
+            work = [p / u for p, u in zip(base["chunk_padded_flops"], base["chunk_useful_flops"])]
+            trl_rate = statistics.median(p / t / 1e9 for p, t in zip(base["chunk_padded_flops"], base["chunk_s"]))
+            lines += [f"Work per chunk: TRL's padded batches cost {statistics.median(work):.2f}× the useful FLOPs "
+                      f"(median; range {min(work):.2f}–{max(work):.2f}), computed at {trl_rate:.1f} GFLOP/s "
+                      f"({trl_rate / peak:.0%} of the matmul rate). A speed-up of s over TRL therefore needs "
+                      "the useful work run at s ÷ that ratio × TRL's rate.", ""]
     kw = [c for c in KWISE_CONFIGS if c in results]
     if kw:
         base = results.get("kwise_flat_plain")

@@ -37,7 +37,7 @@ def row(label: str, stem: str, view: str | None, d: str) -> str | None:
     if not path.exists():
         return None
     full = json.loads(path.read_text())
-    r = full["single_order"][view] if view else full
+    r = (full.get("single_order") or full["judge_metrics"]["single_order"])[view] if view else full
     jm = full.get("judge_metrics", {})
     wall = wall_seconds(path.with_suffix(".log"))
     scored = full["data"]["loaded"]  # every record is scored (PandaLM's ties too), so time is per record scored
