@@ -271,7 +271,8 @@ def run_config(name: str, a: argparse.Namespace) -> dict[str, Any]:
     t = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        why = " (killed by signal 9: most likely out of memory; lower --flat-micro-pairs)" if proc.returncode == -9 else ""
+        raise SystemExit(f"{name} failed{why}:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"  {name}: {result['examples_per_s']:.3f}/s, first loss {result['first_loss']:.6f} "
           f"({time.time() - t:.0f} s)", file=sys.stderr)
@@ -370,7 +371,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs-per-step", type=int, default=8)
     p.add_argument("--rankings-per-step", type=int, default=3)
     p.add_argument("--max-k", type=int, default=0, help="use at most the K best-ranked replies of a ranking (0: all)")
-    p.add_argument("--flat-micro-pairs", type=int, default=8, help="flattened baselines: pairs per forward pass")
+    p.add_argument("--flat-micro-pairs", type=int, default=4, help="flattened baselines: pairs per forward pass")
     p.add_argument("--max-tokens-per-row", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--steps", type=int, default=1, help="optimizer steps per timed chunk")
