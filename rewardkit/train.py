@@ -177,13 +177,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
         rewards = group_rewards(model, [encoded[i] for i in micro], pad_id, shared=cfg.prefix_sharing,
                                 padding_side=cfg.padding_side)
-        losses = torch.stack([
-            record_loss(cfg.loss, r, train_ex[i].ranking, pairs[i], margin=train_ex[i].margin,
-                        label_smoothing=cfg.label_smoothing, center_coef=cfg.reward_center_coef,
-                        l2_coef=cfg.reward_l2_coef, where=train_ex[i].source)
-            for i, r in zip(micro, rewards)])
-        correct, margins = zip(*(order_stats(r.detach(), pairs[i], train_ex[i].ranking) for i, r in zip(micro, rewards)))
-        return losses, sum(correct), sum(margins)
+        return records_loss(cfg, [train_ex[i] for i in micro], [pairs[i] for i in micro], rewards)
 
     history = optimise(accelerator, model, optimizer, scheduler, cfg, lengths, micro_loss, log=log, run_eval=run_eval,
                        started=started)
@@ -289,6 +283,18 @@ def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:
     """Refuse, before any compute, records the chosen loss cannot train on (first offender named)."""
     for ex in examples:
         check_record(cfg.loss, len(ex.completions), any(t for _, _, t in ex.preference_pairs()), ex.margin, ex.source)
+
+
+def records_loss(cfg: TrainConfig, records: list[PreferenceExample], pairs: list[list[tuple[int, int, bool]]],
+                 rewards: list[torch.Tensor]) -> tuple[torch.Tensor, float, float]:
+    """Per-record losses of the configured loss, plus (records ordered right, summed best-minus-worst margin)
+    for the log; shared by the classifier RM and the GenRM training loops."""
+    losses = torch.stack([
+        record_loss(cfg.loss, r, ex.ranking, p, margin=ex.margin, label_smoothing=cfg.label_smoothing,
+                    center_coef=cfg.reward_center_coef, l2_coef=cfg.reward_l2_coef, where=ex.source)
+        for ex, p, r in zip(records, pairs, rewards)])
+    correct, margins = zip(*(order_stats(r.detach(), p, ex.ranking) for ex, p, r in zip(records, pairs, rewards)))
+    return losses, sum(correct), sum(margins)
 
 
 def order_stats(rewards: torch.Tensor, pairs: list[tuple[int, int, bool]], ranking: list[int]) -> tuple[float, float]:

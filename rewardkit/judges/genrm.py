@@ -53,15 +53,14 @@ from rewardkit.judges.judge import (
     verdict_logprobs,
 )
 from rewardkit.judges.templates import _UNSET, conversation_text, response_text
-from rewardkit.losses import record_loss
 from rewardkit.model import freeze_lower_layers
 from rewardkit.train import (
     check_records,
     learning_warning,
     load_examples,
     optimise,
-    order_stats,
     prepare_records,
+    records_loss,
     render_report,
     summary_lines,
 )
@@ -187,13 +186,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
         ids, mask = pad_batch([q for i in micro for q in encoded[i]], pad_id, "left")
         flat_rewards = genrm_rewards(wrapped, ids.to(device), mask.to(device), judge.verdicts)
         rewards = flat_rewards.split([len(encoded[i]) for i in micro])
-        losses = torch.stack([
-            record_loss(cfg.loss, r, train_ex[i].ranking, pairs[i], margin=train_ex[i].margin,
-                        label_smoothing=cfg.label_smoothing, center_coef=cfg.reward_center_coef,
-                        l2_coef=cfg.reward_l2_coef, where=train_ex[i].source)
-            for i, r in zip(micro, rewards)])
-        correct, margins = zip(*(order_stats(r.detach(), pairs[i], train_ex[i].ranking) for i, r in zip(micro, rewards)))
-        return losses, sum(correct), sum(margins)
+        return records_loss(cfg, [train_ex[i] for i in micro], [pairs[i] for i in micro], rewards)
 
     history = optimise(accelerator, wrapped, optimizer, scheduler, cfg, lengths, micro_loss, log=log,
                        run_eval=run_eval, started=started, desc="train genrm")
