@@ -2,8 +2,8 @@
 
 Every configuration trains the same SmolLM2-135M reward model (same weights and score-head init) in
 fp32 on the same HH helpful-base pairs in the same order (our Encoder's token ids, so tokenization
-and max length are identical), with the same pairs per step, AdamW, lr and clipping; gradient
-checkpointing off unless said. Each configuration runs in its own subprocess (peak RSS is per
+and max length are identical), with the same pairs per step, AdamW (torch's fused kernel everywhere:
+TRL's default on torch ≥ 2.8, and rewardkit's), lr and clipping; gradient checkpointing off unless said. Each configuration runs in its own subprocess (peak RSS is per
 configuration): one warm-up step, then ``--repeats`` timed chunks of ``--steps`` optimizer steps;
 throughputs are medians over chunks, and ratios are medians of per-chunk time ratios (every configuration
 times the same chunks of data, so each ratio compares equal work). The K-wise part trains on Open Assistant rankings: K-wise
@@ -173,7 +173,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
                       bf16=False, train_sampling_strategy="sequential", max_length=a.max_length, seed=0)
         if a.worker == "trl":
             args = RewardConfig(**common, learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0,
-                                weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=False, optim="adamw_torch")
+                                weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=False, optim="adamw_torch_fused")
         else:  # TRL's defaults, except bf16 (CPU bf16 is ~60× slower; every run here is fp32)
             args = RewardConfig(**common)
         trainer = Trainer(model=model.hf, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
@@ -181,7 +181,10 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         trainer.train()
     else:
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.0)
+        from rewardkit.config import TrainConfig
+        from rewardkit.train import make_optimizer
+
+        opt = make_optimizer(model, TrainConfig(learning_rate=a.lr, weight_decay=0.0))  # what `rewardkit train` uses
         for batch in batches:
             t = time.perf_counter()
             if a.worker == "rk_plain":
@@ -304,7 +307,8 @@ def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: f
         f"Command: `{cmd}` (wall time {wall / 60:.1f} min). Machine: {platform.machine()}, "
         f"{os.cpu_count()} visible cores, {a.threads} threads for every configuration; torch {torch.__version__}, "
         f"transformers {transformers.__version__}, TRL {trl_version} (installed for this benchmark only). "
-        f"Model `{a.model}`, fp32, max length {a.max_length}, lr {a.lr}, AdamW, clip 1.0. Each configuration in its "
+        f"Model `{a.model}`, fp32, max length {a.max_length}, lr {a.lr}, AdamW (fused kernel in every configuration), "
+        "clip 1.0. Each configuration in its "
         f"own process; 1 warm-up step, then {a.repeats} timed chunks of {a.steps} step(s) over the same data in every "
         "configuration: rates are medians over chunks; ratios are medians of per-chunk time ratios on the same "
         "data (range in brackets). "

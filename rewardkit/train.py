@@ -146,7 +146,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # ---- optimisation
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -219,6 +219,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(summary_lines(report))
     accelerator.wait_for_everyone()
     return report
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, with torch's fused kernel where every parameter allows it.
+
+    Fused is the same update (to fp32 rounding) in one kernel over all tensors instead of a loop of
+    small ops: on the 2-core CPU of BENCHMARKS.md one SmolLM2-135M step of the optimizer takes 0.12 s
+    fused vs 0.39 s unfused, ~4 % of a training step. It is also TRL's default optimizer on torch ≥ 2.8.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
 def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

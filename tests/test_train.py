@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rewardkit.checkpoint import load_checkpoint, read_metadata
 from rewardkit.config import TrainConfig
 from rewardkit.evaluate import score_token_ids
-from rewardkit.train import make_batches, train
+from rewardkit.train import make_batches, make_optimizer, train
 
 from conftest import learnable_rows, write_jsonl
 
@@ -154,3 +154,25 @@ def test_existing_run_folder_is_not_silently_mixed(trained):
                       run_name="tiny")
     with pytest.raises(ValueError, match="already holds a run"):
         train(cfg)
+
+
+def test_optimizer_is_fused_adamw_with_the_unfused_update():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1))
+    model[0].requires_grad_(False)  # frozen parameters stay out of the optimizer
+    twin = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 1))
+    twin.load_state_dict(model.state_dict())
+    start = model[1].weight.detach().clone()
+    cfg = TrainConfig(learning_rate=1e-2, weight_decay=0.1)
+    fused = make_optimizer(model, cfg)
+    assert fused.defaults["fused"] and len(fused.param_groups[0]["params"]) == 2
+    plain = torch.optim.AdamW(twin[1].parameters(), lr=1e-2, weight_decay=0.1, foreach=False)
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for m, opt in ((model, fused), (twin, plain)):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(model[1].weight, start)  # it did train

@@ -58,6 +58,7 @@ from rewardkit.train import (
     check_records,
     learning_warning,
     load_examples,
+    make_optimizer,
     optimise,
     prepare_records,
     records_loss,
@@ -155,7 +156,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     # ---- optimisation (the loop of rewardkit.train, with r = logit P(Yes) instead of a scalar head)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(model, cfg)
     scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
