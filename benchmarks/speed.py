@@ -337,6 +337,10 @@ def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: f
                       f"(median; range {min(work):.2f}–{max(work):.2f}), computed at {trl_rate:.1f} GFLOP/s "
                       f"({trl_rate / peak:.0%} of the matmul rate). A speed-up of s over TRL therefore needs "
                       "the useful work run at s ÷ that ratio × TRL's rate.", ""]
+            if "rk_shared" in results:
+                per = zip(work, base["chunk_s"], results["rk_shared"]["chunk_s"])
+                lines += ["Per chunk, in data order (TRL's work ÷ useful work → rewardkit default's speed-up): "
+                          + ", ".join(f"{w:.2f}× → {b / t:.2f}×" for w, b, t in per) + ".", ""]
     kw = [c for c in KWISE_CONFIGS if c in results]
     if kw:
         base = results.get("kwise_flat_plain")
