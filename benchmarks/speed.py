@@ -3,8 +3,8 @@
 Every configuration trains the same SmolLM2-135M reward model (same weights and score-head init) in
 fp32 on the same HH helpful-base pairs in the same order (our Encoder's token ids, so tokenization
 and max length are identical), with the same pairs per step, AdamW (torch's fused kernel everywhere:
-TRL's default on torch ≥ 2.8, and rewardkit's), lr and clipping; gradient checkpointing off unless said. Each configuration runs in its own subprocess (peak RSS is per
-configuration): one warm-up step, then ``--repeats`` timed chunks of ``--steps`` optimizer steps;
+TRL's default on torch ≥ 2.8, and rewardkit's), lr and clipping; gradient checkpointing off unless
+said. Each configuration runs in its own subprocess (peak RSS is per configuration): one warm-up step, then ``--repeats`` timed chunks of ``--steps`` optimizer steps;
 throughputs are medians over chunks, and ratios are medians of per-chunk time ratios (every configuration
 times the same chunks of data, so each ratio compares equal work). The K-wise part trains on Open Assistant rankings: K-wise
 (Plackett-Luce, one group per ranking, prompt computed once) vs. the same rankings flattened into

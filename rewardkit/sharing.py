@@ -88,13 +88,18 @@ def shared_prefix_length(sequences: list[list[int]]) -> int:
 
 @dataclass
 class GroupSegment:
-    """One group's place in a packed row and its (G × G) attention pattern."""
+    """One group's place in a packed row and the lengths of its blocks."""
 
     row: int
     start: int
     length: int
-    mask: torch.Tensor  # bool (G, G): True where the query may attend to the key
-    spans: tuple[int, ...] = ()  # (prefix length, completion 1 length, …): the blocks the segments route computes
+    spans: tuple[int, ...]  # (prefix length, completion 1 length, …)
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """bool (G, G): True where the query may attend to the key (the pattern the segments route computes)."""
+        owner = [k for k, n in enumerate(self.spans) for _ in range(n)]
+        return group_mask(torch.tensor(owner))
 
 
 @dataclass
@@ -117,8 +122,6 @@ class PackedLayout:
     def to(self, device: torch.device | str) -> PackedLayout:
         for name in ("input_ids", "position_ids", "owner", "group_id", "end_row", "end_col"):
             setattr(self, name, getattr(self, name).to(device))
-        for seg in self.segments:
-            seg.mask = seg.mask.to(device)
         return self
 
     @property
@@ -200,7 +203,7 @@ def build_layout(groups: list[list[list[int]]], pad_id: int, max_tokens_per_row:
             for k, e in enumerate(local_ends):
                 ends[first_completion[i] + k] = (r, col + e)
             spans = (owner.count(0), *(owner.count(k) for k in range(1, len(local_ends) + 1)))
-            segments.append(GroupSegment(r, col, len(tokens), group_mask(torch.tensor(owner)), spans))
+            segments.append(GroupSegment(r, col, len(tokens), spans))
             col += len(tokens)
     real = sum(len(s) for g in groups for s in g)
     return PackedLayout(ids, pos, own, gid, torch.tensor([e[0] for e in ends]), torch.tensor([e[1] for e in ends]),
@@ -216,7 +219,8 @@ def _completion_mask(prefix: int, length: int, device: torch.device) -> torch.Te
     return torch.ones(length, prefix + length, dtype=torch.bool, device=device).tril(prefix)
 
 
-def _group_attention(q, k, v, spans: tuple[int, ...], scaling, dropout, enable_gqa: bool) -> torch.Tensor:
+def _group_attention(q, k, v, spans: tuple[int, ...], masks: list[torch.Tensor], scaling, dropout,
+                     enable_gqa: bool) -> torch.Tensor:
     """One group's attention, block by block: the prefix causally, then each completion over [prefix; itself].
 
     The same result as one SDPA call with the group's (G × G) mask, without computing the
@@ -229,11 +233,30 @@ def _group_attention(q, k, v, spans: tuple[int, ...], scaling, dropout, enable_g
     parts = []
     if prefix:
         parts.append(F.scaled_dot_product_attention(qs[0][None], ks[0][None], vs[0][None], is_causal=True, **kw)[0])
-    for qc, kc, vc in zip(qs[1:], ks[1:], vs[1:]):
+    for qc, kc, vc, mask in zip(qs[1:], ks[1:], vs[1:], masks):
         kk, vv = (torch.cat([ks[0], kc], 1), torch.cat([vs[0], vc], 1)) if prefix else (kc, vc)
-        mask = _completion_mask(prefix, qc.shape[1], q.device)
         parts.append(F.scaled_dot_product_attention(qc[None], kk[None], vv[None], attn_mask=mask, **kw)[0])
     return torch.cat(parts, 1)
+
+
+def _segment_plan(layout: PackedLayout, device: torch.device) -> list[list[tuple[int, Any]]]:
+    """Per row, its pieces along the sequence: (length, None) for padding, (length, (spans, completion
+    masks)) for a group. Built on the first layer's call and reused by every other layer."""
+    if "segments" not in layout._cache:
+        plan = []
+        for r in range(layout.input_ids.shape[0]):
+            pieces, cursor = [], 0
+            for seg in (s for s in layout.segments if s.row == r):  # in order, maybe after a left-padding gap
+                if seg.start > cursor:
+                    pieces.append((seg.start - cursor, None))
+                masks = [_completion_mask(seg.spans[0], c, device) for c in seg.spans[1:]]
+                pieces.append((seg.length, (seg.spans, masks)))
+                cursor = seg.start + seg.length
+            if cursor < layout.width:
+                pieces.append((layout.width - cursor, None))
+            plan.append(pieces)
+        layout._cache["segments"] = plan
+    return layout._cache["segments"]
 
 
 def _segments_attention(layout: PackedLayout, query, key, value, scaling, dropout) -> torch.Tensor:
@@ -243,26 +266,14 @@ def _segments_attention(layout: PackedLayout, query, key, value, scaling, dropou
     of a split is one ``cat``, while each slice's backward would zero-fill a full-size gradient and
     add it to the others.
     """
-    b, h, t, d = query.shape
-    enable_gqa = key.shape[1] != h
+    enable_gqa = key.shape[1] != query.shape[1]
     out_rows = []
-    for r, (q_row, k_row, v_row) in enumerate(zip(query.unbind(0), key.unbind(0), value.unbind(0))):
-        segs = [seg for seg in layout.segments if seg.row == r]
-        sizes, is_group, cursor = [], [], 0
-        for seg in segs:  # segments of a row are laid out in order, possibly after a left-padding gap
-            if seg.start > cursor:
-                sizes.append(seg.start - cursor)
-                is_group.append(False)
-            sizes.append(seg.length)
-            is_group.append(True)
-            cursor = seg.start + seg.length
-        if cursor < t:
-            sizes.append(t - cursor)
-            is_group.append(False)
-        parts, groups = [], iter(segs)
-        for q, k, v, real in zip(q_row.split(sizes, 1), k_row.split(sizes, 1), v_row.split(sizes, 1), is_group):
-            parts.append(_group_attention(q, k, v, next(groups).spans, scaling, dropout, enable_gqa) if real
-                         else q.new_zeros(q.shape))
+    for pieces, q_row, k_row, v_row in zip(_segment_plan(layout, query.device), query.unbind(0), key.unbind(0),
+                                           value.unbind(0)):
+        sizes = [n for n, _ in pieces]
+        parts = [_group_attention(q, k, v, *group, scaling, dropout, enable_gqa) if group else q.new_zeros(q.shape)
+                 for q, k, v, (_, group) in zip(q_row.split(sizes, 1), k_row.split(sizes, 1), v_row.split(sizes, 1),
+                                                pieces)]
         out_rows.append(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
     return torch.stack(out_rows)
 
