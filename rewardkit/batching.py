@@ -9,7 +9,8 @@ comes from the attention mask (``rewardkit.pooling``), so the padding side never
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -29,6 +30,23 @@ class TruncationStats:
         return {"sequences": self.sequences, "prompt_truncated": self.prompt_truncated,
                 "completion_truncated": self.completion_truncated}
 
+    def add(self, other: TruncationStats) -> TruncationStats:
+        """The sum of two counts, as a new value."""
+        return TruncationStats(self.sequences + other.sequences, self.prompt_truncated + other.prompt_truncated,
+                               self.completion_truncated + other.completion_truncated)
+
+    def merge(self, other: TruncationStats) -> None:
+        """Add ``other``'s counts into this caller-owned count."""
+        self.sequences += other.sequences
+        self.prompt_truncated += other.prompt_truncated
+        self.completion_truncated += other.completion_truncated
+
+    def count(self, cut: str | None) -> None:
+        """Count one sequence and how it was cut (``None``, ``"prompt"`` or ``"completion"``)."""
+        self.sequences += 1
+        self.prompt_truncated += cut == "prompt"
+        self.completion_truncated += cut == "completion"
+
     def summary(self) -> str:
         n = self.prompt_truncated + self.completion_truncated
         return (f"{n} of {self.sequences} sequences truncated to max_length "
@@ -37,12 +55,15 @@ class TruncationStats:
 
 @dataclass
 class Encoder:
-    """Turns (prompt, completion) messages into token ids the same way everywhere."""
+    """Turns (prompt, completion) messages into token ids the same way everywhere.
+
+    It holds configuration only: every method that truncates takes the caller's ``stats`` to count
+    into, so one encoder can serve concurrent calls (a server) without their counts mixing.
+    """
 
     tokenizer: PreTrainedTokenizerBase
     max_length: int = 1024
     template: str = "auto"  # "auto" (chat if the tokenizer has a chat template), "chat" or "raw"
-    stats: TruncationStats = field(default_factory=TruncationStats)
 
     def __post_init__(self) -> None:
         if self.template == "auto":
@@ -70,14 +91,17 @@ class Encoder:
                 return head, full
         raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
 
-    def encode(self, prompt: list[Message], completion: list[Message]) -> list[int]:
-        return self.encode_many([(prompt, completion)])[0]
+    def encode(self, prompt: list[Message], completion: list[Message], stats: TruncationStats | None = None) -> list[int]:
+        return self.encode_many([(prompt, completion)], stats)[0]
 
-    def encode_many(self, items: list[tuple[list[Message], list[Message]]]) -> list[list[int]]:
-        """Token ids per (prompt, completion), each truncated on its own (for scoring single completions)."""
-        return [self._truncate(ids, prompt_len, self._prompt_room(ids, prompt_len)) for ids, prompt_len in self._tokenize(items)]
+    def encode_many(self, items: list[tuple[list[Message], list[Message]]],
+                    stats: TruncationStats | None = None) -> list[list[int]]:
+        """Token ids per (prompt, completion), each truncated on its own (no siblings to keep aligned)."""
+        return [self._truncate(ids, prompt_len, self._prompt_room(ids, prompt_len), stats)
+                for ids, prompt_len in self._tokenize(items)]
 
-    def encode_examples(self, examples: list[PreferenceExample]) -> list[list[list[int]]]:
+    def encode_examples(self, examples: list[PreferenceExample], stats: TruncationStats | None = None
+                        ) -> list[list[list[int]]]:
         """Token ids per example per completion.
 
         The completions of one example keep the *same* prompt tokens: when the longest one does not
@@ -86,20 +110,74 @@ class Encoder:
         (``rewardkit.sharing``). A completion longer than ``max_length`` on its own keeps its end
         and loses the prompt, alone.
         """
+        out = []
+        for ids, group_stats in self.encode_groups(examples):
+            out.append(ids)
+            if stats is not None:
+                stats.merge(group_stats)
+        return out
+
+    def encode_groups(self, examples: list[Any]) -> list[tuple[list[list[int]], TruncationStats]]:
+        """:meth:`encode_examples` with each group's own truncation counts (``prompt`` + ``completions``)."""
         flat = [(ex.prompt, c) for ex in examples for c in ex.completions]
         tokenized = self._tokenize(flat)
         out, i = [], 0
         for ex in examples:
-            group = tokenized[i:i + len(ex.completions)]
+            stats = TruncationStats()
+            out.append((self._truncate_siblings(tokenized[i:i + len(ex.completions)], stats), stats))
             i += len(ex.completions)
-            rooms = [self._prompt_room(ids, prompt_len) for ids, prompt_len in group]
-            fitting = [r for r in rooms if r >= 0]
-            room = min(fitting) if fitting else -1
-            out.append([self._truncate(ids, prompt_len, room if r >= 0 else r) for (ids, prompt_len), r in zip(group, rooms)])
         return out
 
+    def end_of_turn(self) -> str:
+        """The text this template writes after an assistant reply's content ("<|im_end|>\\n" for ChatML; "" raw)."""
+        if self.template == "raw":
+            return ""
+        sentinel = "\u2063rewardkit-end-of-turn\u2063"
+        full = self.tokenizer.apply_chat_template([{"role": "user", "content": "q"},
+                                                   {"role": "assistant", "content": sentinel}], tokenize=False)
+        return full[full.rindex(sentinel) + len(sentinel):] if sentinel in full else ""
+
+    def complete_turn(self, text: str) -> tuple[str, bool]:
+        """``text`` ending with this template's whole end-of-turn marker: the missing part is appended (a
+        reply that stops at EOS, or at ``max_new_tokens``, is scored where training read rewards). Returns
+        (text, whether anything was added)."""
+        end = self.end_of_turn()
+        if not end or text.endswith(end):
+            return text, False
+        have = next((k for k in range(len(end) - 1, 0, -1) if text.endswith(end[:k])), 0)
+        return text + end[have:], True
+
+    def encode_rendered(self, texts: list[str], prompt_text: str | None = None, stats: TruncationStats | None = None,
+                        *, complete_turn: bool = True) -> tuple[list[list[int]], int]:
+        """Token ids of already-rendered conversations (one prompt's completions, e.g. OpenRLHF's ``query``).
+
+        The text is tokenized as given, the way rendered training text is (a chat template's text carries its
+        own special tokens; raw text gets the tokenizer's BOS). With ``complete_turn`` a missing end-of-turn
+        marker is appended (:meth:`complete_turn`). ``prompt_text``, when every text starts with it, marks
+        the prompt, which is cut from the left as in training; otherwise a text too long keeps its end.
+        Siblings are truncated together. Returns (ids, number of texts whose end of turn was completed).
+        """
+        added = 0
+        if complete_turn:
+            done = [self.complete_turn(t) for t in texts]
+            texts, added = [t for t, _ in done], sum(a for _, a in done)
+        head = prompt_text if prompt_text and all(t.startswith(prompt_text) for t in texts) else ""
+        return self._truncate_siblings(self._tokenize_texts([(head, t) for t in texts]), stats), added
+
+    def _truncate_siblings(self, group: list[tuple[list[int], int]], stats: TruncationStats | None
+                           ) -> list[list[int]]:
+        rooms = [self._prompt_room(ids, prompt_len) for ids, prompt_len in group]
+        fitting = [r for r in rooms if r >= 0]
+        room = min(fitting) if fitting else -1
+        return [self._truncate(ids, prompt_len, room if r >= 0 else r, stats) for (ids, prompt_len), r in zip(group, rooms)]
+
     def _tokenize(self, items: list[tuple[list[Message], list[Message]]]) -> list[tuple[list[int], int]]:
-        rendered = [self.render(p, c) for p, c in items]
+        return self._tokenize_texts([self.render(p, c) for p, c in items])
+
+    def _tokenize_texts(self, rendered: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
+        """(ids, number of prompt tokens) per (prompt text, full text)."""
+        if not rendered:
+            return []
         # Chat templates already contain their special tokens; raw text gets the tokenizer's own (BOS).
         enc = self.tokenizer(
             [full for _, full in rendered],
@@ -108,8 +186,10 @@ class Encoder:
         )
         out = []
         for (head, _), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
-            # A token that starts inside the prompt text is a prompt token (an added BOS has offset (0, 0)).
-            out.append((list(ids), sum(1 for start, _ in offsets if start < len(head))))
+            # A token that starts inside the prompt text is a prompt token (an added BOS has offset (0, 0));
+            # a leading BOS always counts as one, also when there is no prompt.
+            ids = list(ids)
+            out.append((ids, max(sum(1 for start, _ in offsets if start < len(head)), len(self._bos(ids)))))
         return out
 
     def _bos(self, ids: list[int]) -> list[int]:
@@ -120,17 +200,18 @@ class Encoder:
         bos = self._bos(ids)
         return min(prompt_len - len(bos), self.max_length - len(bos) - (len(ids) - prompt_len))
 
-    def _truncate(self, ids: list[int], prompt_len: int, room: int) -> list[int]:
+    def _truncate(self, ids: list[int], prompt_len: int, room: int, stats: TruncationStats | None) -> list[int]:
         """Keep BOS, the last ``room`` prompt tokens and the whole completion (or, if room < 0, the completion's end)."""
-        self.stats.sequences += 1
+        stats = stats if stats is not None else TruncationStats()
         bos = self._bos(ids)
         prompt, completion = ids[len(bos):prompt_len], ids[prompt_len:]
         if room >= len(prompt):
+            stats.count(None)
             return ids
         if room >= 0:
-            self.stats.prompt_truncated += 1
+            stats.count("prompt")
             return bos + (prompt[len(prompt) - room:] if room else []) + completion
-        self.stats.completion_truncated += 1
+        stats.count("completion")
         return bos + completion[-(self.max_length - len(bos)):]
 
 

@@ -3,6 +3,8 @@
     rewardkit train [--config cfg.yaml] [--flags]   → rewardkit.train.train(TrainConfig)
     rewardkit eval  --model RUN --data FILE         → rewardkit.evaluate.evaluate
     rewardkit score --model RUN --input FILE.jsonl  → rewardkit.score.score_rows
+    rewardkit rerank --model RUN --input FILE.jsonl → rewardkit.score.rerank_rows (best-of-N)
+    rewardkit serve RUN [--host H --port P]         → rewardkit.serve (HTTP reward server)
     rewardkit report EVAL.json [EVAL2.json ...]     → rewardkit.report.write_report
     rewardkit eval/score --judge pairwise|pointwise|verifier --model CAUSAL_LM  → rewardkit.judges
     rewardkit train-genrm [--flags]                 → rewardkit.judges.genrm.train_genrm(GenRMConfig)
@@ -18,7 +20,9 @@ from pathlib import Path
 from rewardkit.config import (
     EvalConfig,
     ReportConfig,
+    RerankConfig,
     ScoreConfig,
+    ServeConfig,
     TrainConfig,
     add_arguments,
     load_config,
@@ -33,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
         ("train", TrainConfig, "train a Bradley-Terry reward model (no arguments: the built-in demo)"),
         ("eval", EvalConfig, "evaluate a reward model on preference pairs"),
         ("score", ScoreConfig, "score completions or pairs from a JSONL file"),
+        ("rerank", RerankConfig, "best-of-N: rank each prompt's candidates from a JSONL file"),
+        ("serve", ServeConfig, "serve a reward model over HTTP (OpenRLHF-compatible /get_reward, /v1/score)"),
         ("report", ReportConfig, "plots and an HTML page from eval results"),
         ("train-genrm", None, "train a generative verifier: P(Yes) of a causal LM, with the Bradley-Terry loss"),
     ):
@@ -46,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
         if cls is ReportConfig:
             p.add_argument("input_paths", nargs="*", metavar="EVAL_JSON_OR_FOLDER",
                            help="same as --inputs, as positional arguments")
+        if cls is ServeConfig:
+            p.add_argument("model_path", nargs="?", metavar="RUN", help="same as --model, as a positional argument")
     return parser
 
 
@@ -72,6 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             if positional:
                 args["inputs"] = ",".join([*([args["inputs"]] if args.get("inputs") else []), *positional])
             run_report(load_config(ReportConfig, config_path, **args))
+        elif command == "serve":
+            positional = args.pop("model_path")
+            if positional:
+                args["model"] = positional
+            from rewardkit.serve import serve
+
+            serve(load_config(ServeConfig, config_path, **args))
+        elif command == "rerank":
+            run_score(load_config(RerankConfig, config_path, **args), rerank=True)
         else:
             run_score(load_config(ScoreConfig, config_path, **args))
     except (DataError, ModelLoadError, TrainingDiverged, ValueError, FileNotFoundError) as e:
@@ -84,9 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_eval(cfg: EvalConfig) -> dict:
     from rewardkit.data import read_preferences
     from rewardkit.evaluate import run_evaluation
+    from rewardkit.inference import load_scorer
     from rewardkit.judges.cli import is_judge_checkpoint, run_judge_eval
     from rewardkit.rewardbench import load_section_map
-    from rewardkit.scorers import load_scorer
 
     if cfg.judge or (cfg.model and is_judge_checkpoint(cfg.model)):
         return run_judge_eval(cfg)
@@ -101,8 +118,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     result, rewards = run_evaluation(scorer, examples, section_map=section_map, tie_threshold=cfg.tie_threshold,
                                      calibration_bins=cfg.calibration_bins,
                                      bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
-    result = {**result, "data": report.to_dict(), "truncation": result["scorer"]["truncation"],
-              "eval_config": to_dict(cfg)}
+    result = {**result, "data": report.to_dict(), "eval_config": to_dict(cfg)}
     emit_eval(cfg, result, examples, rewards)
     return result
 
@@ -132,18 +148,28 @@ def run_report(cfg: ReportConfig) -> None:
     print(f"report: {html}")
 
 
-def run_score(cfg: ScoreConfig) -> None:
-    from rewardkit.checkpoint import load_checkpoint
-    from rewardkit.judges.cli import is_judge_checkpoint, run_judge_score
-    from rewardkit.score import read_jsonl, score_rows
+def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
+    from rewardkit.judges.cli import load_any_scorer
+    from rewardkit.score import read_jsonl, rerank_rows, score_rows
 
-    if cfg.judge or (cfg.model and is_judge_checkpoint(cfg.model)):
-        return run_judge_score(cfg)
+    command = "rerank" if rerank else "score"
     if not cfg.model or not cfg.input:
-        raise ValueError("score needs --model and --input")
-    model, encoder, meta = load_checkpoint(cfg.model)
-    rows, locations = read_jsonl(cfg.input)
-    scored = score_rows(model, encoder, rows, meta, locations, max_batch_tokens=cfg.max_batch_tokens)
+        raise ValueError(f"{command} needs --model and --input")
+    rows, locations = read_jsonl(cfg.input)  # a bad file fails before the model loads
+    scorer = load_any_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
+                             max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
+                             complete_turn=cfg.complete_turn)
+    scored, result = (rerank_rows if rerank else score_rows)(scorer, rows, locations)
+    info = scorer.describe()
+    if info.get("type") == "reward_model" and not info.get("reward_std"):
+        print(f"rewardkit {command}: {cfg.model} records no reward statistics (mean/std); normalised rewards "
+              "are not written", file=sys.stderr)
+    t = result.truncation_total()
+    if t.prompt_truncated or t.completion_truncated:
+        print(f"rewardkit {command}: {t.summary()}", file=sys.stderr)
+    if result.end_of_turn_added:
+        print(f"rewardkit {command}: end-of-turn marker appended to {result.end_of_turn_added} rendered text(s)",
+              file=sys.stderr)
     out = open(cfg.output, "w") if cfg.output else sys.stdout
     for row in scored:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")

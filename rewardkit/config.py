@@ -128,11 +128,51 @@ class ReportConfig:
 
 @dataclass
 class ScoreConfig(JudgeOptions):
-    model: str = _f("", "A trained rewardkit run folder / checkpoint, or with --judge any causal LM (or a GenRM run).")
+    model: str = _f("", "A trained rewardkit run folder / checkpoint, a Hugging Face reward model, or with --judge any "
+                    "causal LM (or a GenRM run).")
     input: str = _f("", "JSONL: {prompt, completion} rows get a reward; {prompt, a, b} or {prompt, chosen, rejected} "
-                    "rows get rewards and P(a ≻ b).")
+                    "rows get rewards and P(a ≻ b); {prompt, completions: [...]} rows get rewards; {text} rows "
+                    "(an already-rendered conversation) get a reward.")
     output: str | None = _f(None, "Write JSONL here (default: standard output).")
-    max_batch_tokens: int = _f(16384, "Padded tokens per scoring batch.")
+    max_batch_tokens: int = _f(16384, "Tokens per forward pass (real tokens when prefix sharing, padded otherwise).")
+    max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
+    template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
+    prefix_sharing: bool = _f(True, "Score each prompt once for all its completions, packed without padding (exact).")
+    complete_turn: bool = _f(True, "Rendered 'text' inputs: append the template's end-of-turn marker when it is "
+                             "missing, so the reward is read where training read it. --no-complete-turn scores "
+                             "the text exactly as sent.")
+    seed: int = _f(42, "Seed of the new head when --model is an untrained backbone, and of judge sampling.")
+
+
+@dataclass
+class RerankConfig(ScoreConfig):
+    input: str = _f("", "JSONL of {prompt, completions: [candidate, ...]} rows (text or chat messages).")
+    output: str | None = _f(None, "Write JSONL here (default: standard output): each row with rewards, ranking (indices "
+                            "best first), best_index and best.")
+
+
+@dataclass
+class ServeConfig(JudgeOptions):
+    model: str = _f("", "What to serve: a rewardkit run folder, a Hugging Face reward model, or with --judge a causal "
+                    "LM (a GenRM run folder is a judge by itself).")
+    host: str = _f("127.0.0.1", "Interface to listen on (0.0.0.0 for every interface).")
+    port: int = _f(8000, "TCP port (0: any free port; the chosen one is printed).")
+    max_batch_tokens: int = _f(16384, "Token budget of one forward pass: requests are batched together up to it.")
+    max_wait_ms: float = _f(5.0, "Dynamic batching: how long the first waiting request may wait for others to join.")
+    dynamic_batching: bool = _f(True, "Batch concurrent requests into shared forward passes. --no-dynamic-batching "
+                                "runs one request per forward pass (the measurement baseline).")
+    max_request_bytes: int = _f(8_000_000, "Largest request body accepted (413 above).")
+    max_items: int = _f(256, "Most completions (or queries) in one request (413 above).")
+    max_request_tokens: int = _f(65536, "Most tokens one request may cost after truncation (413 above).")
+    max_queue: int = _f(1024, "Most requests waiting for the model; above it requests get 503 with Retry-After.")
+    request_timeout_s: float = _f(60.0, "A request not scored within this many seconds gets 504.")
+    max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
+    template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
+    prefix_sharing: bool = _f(True, "Compute a prompt once for all its completions in a request (exact).")
+    complete_turn: bool = _f(True, "Rendered text (/get_reward queries, 'text' fields): append a missing end-of-turn "
+                             "marker, as training rendered it.")
+    seed: int = _f(42, "Seed of the new head when --model is an untrained backbone, and of judge sampling.")
+    threads: int = _f(0, "torch CPU threads for the model (0: torch's default).")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) -> T:

@@ -31,8 +31,8 @@ apart: they enter the tie and 3-way metrics only.
 * bootstrap: percentile confidence intervals on every accuracy, resampling **prompts** (examples
   sharing a prompt move together), seeded; the seed is in the output.
 
-Scoring sorts sequences by length into token-bounded batches, so results do not depend on the
-order, batch size or padding side beyond float rounding (tested to 1e-4).
+Scoring is not done here: rewards come from ``rewardkit.inference`` (``run_evaluation`` composes the
+two), so training's held-out evaluation, ``eval``, ``score`` and ``serve`` read identical rewards.
 """
 
 from __future__ import annotations
@@ -45,107 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from rewardkit.batching import Encoder, length_sorted_batches, pad_batch
 from rewardkit.data.record import PreferenceExample, completion_text
-from rewardkit.model import RewardModel
+from rewardkit.losses import sigmoid
 from rewardkit.rewardbench import SectionMap, example_credit, section_scores
 
 # Buckets of len(better) − len(worse) in characters; HH replies are a few hundred characters long.
 LENGTH_EDGES: tuple[float, ...] = (-500, -150, -50, 50, 150, 500)
-
-
-# ------------------------------------------------------------------------------------------ scoring
-
-
-@torch.inference_mode()
-def score_token_ids(
-    model: RewardModel,
-    sequences: list[list[int]],
-    pad_id: int,
-    *,
-    max_batch_tokens: int = 16384,
-    max_batch_size: int = 64,
-    padding_side: str = "right",
-    progress: bool = False,
-) -> np.ndarray:
-    """Rewards for already-tokenized sequences, in input order."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rewards = np.zeros(len(sequences), dtype=np.float64)
-    batches = length_sorted_batches([len(s) for s in sequences], max_batch_tokens, max_batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="scoring", unit="batch")
-    for idx in batches:
-        ids, mask = pad_batch([sequences[i] for i in idx], pad_id, padding_side)
-        out = model(ids.to(device), mask.to(device))
-        rewards[idx] = out.double().cpu().numpy()
-    model.train(was_training)
-    return rewards
-
-
-def score_examples(model: RewardModel, encoder: Encoder, examples: list[PreferenceExample], *,
-                   prefix_sharing: bool = True, **kw: Any) -> list[np.ndarray]:
-    """Rewards per example, aligned with each example's completions.
-
-    With ``prefix_sharing`` (and a model where it is exact, ``rewardkit.sharing``), each example's
-    completions share one pass over their common prompt and examples are packed without padding,
-    in batches of at most ``max_batch_tokens`` real tokens; otherwise every sequence is scored on its
-    own in length-sorted padded batches. Both give the same rewards (tested to 1e-4).
-    """
-    from rewardkit.sharing import group_rewards, shared_prefix_length, supports_sharing
-
-    encoded = encoder.encode_examples(examples)
-    if not (prefix_sharing and supports_sharing(model)):
-        flat = [ids for ex in encoded for ids in ex]
-        rewards = score_token_ids(model, flat, encoder.tokenizer.pad_token_id, **kw)
-        out, i = [], 0
-        for ex in encoded:
-            out.append(rewards[i:i + len(ex)])
-            i += len(ex)
-        return out
-    budget = kw.get("max_batch_tokens", 16384)
-    sizes = []
-    for group in encoded:
-        prefix = shared_prefix_length(group)
-        sizes.append(prefix + sum(len(s) - prefix for s in group))
-    # Examples sorted by size and cut into batches of ≤ budget real tokens: the grouping depends only
-    # on the data, never on the input order.
-    order = sorted(range(len(encoded)), key=lambda i: (sizes[i], i))
-    batches, current, used = [], [], 0
-    for i in order:
-        if current and used + sizes[i] > budget:
-            batches.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += sizes[i]
-    if current:
-        batches.append(current)
-    if kw.get("progress"):
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="scoring", unit="batch")
-    was_training = model.training
-    model.eval()
-    out_by_index: dict[int, np.ndarray] = {}
-    with torch.inference_mode():
-        for batch in batches:
-            rewards = group_rewards(model, [encoded[i] for i in batch], encoder.tokenizer.pad_token_id)
-            for i, r in zip(batch, rewards):
-                out_by_index[i] = r.double().cpu().numpy()
-    model.train(was_training)
-    return [out_by_index[i] for i in range(len(encoded))]
-
-
-def evaluate(model: RewardModel, encoder: Encoder, examples: list[PreferenceExample], **kw) -> dict:
-    """Score ``examples`` with ``model`` and compute all metrics (see :func:`metrics_from_rewards`)."""
-    result = metrics_from_rewards(examples, score_examples(model, encoder, examples, **kw))
-    result["truncation"] = encoder.stats.to_dict()
-    return result
 
 
 # ------------------------------------------------------------------------------------ the pair table
@@ -190,10 +96,6 @@ def pair_table(examples: list[PreferenceExample], rewards: list[np.ndarray]) -> 
     ints = ("example", "a", "b", "len_a", "len_b")
     return PairTable(**{k: np.asarray(cols[k], dtype=np.int64 if k in ints else bool if k == "tied" else np.float64)
                         for k in ("example", "a", "b", "tied", "r_a", "r_b", "len_a", "len_b")})
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))  # overflow-free σ
 
 
 # -------------------------------------------------------------------------------------- calibration
@@ -585,18 +487,24 @@ def rewardbench_metrics(examples: list[PreferenceExample], rewards: list[np.ndar
 
 def run_evaluation(scorer: Any, examples: list[PreferenceExample], *, section_map: SectionMap | None = None,
                    tie_threshold: float | None = None, calibration_bins: int = 10, bootstrap_samples: int = 1000,
-                   seed: int = 0, rewards: list[np.ndarray] | None = None) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """Score ``examples`` with a :class:`rewardkit.scorers.Scorer` → (results dict, rewards per example).
+                   seed: int = 0, scored: Any = None) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Score ``examples`` with a scorer (``rewardkit.inference``) and compute every metric → (results, rewards).
 
-    ``rewards`` already computed by ``scorer`` (e.g. a judge's, cleaned of undecided verdicts) skip the scoring."""
-    if rewards is None:
-        rewards = scorer.score_examples(examples)
+    ``scored``: a ``ScoreResult`` already computed for ``examples`` (e.g. a judge's), to skip the scoring.
+    A completion a judge could not decide (NaN) makes its example a tie: counted wrong, never guessed.
+    """
+    from rewardkit.inference import score
+
+    scored = scored if scored is not None else score(scorer, examples)
+    rewards = [np.zeros_like(r) if np.isnan(r).any() else r for r in scored.rewards]
     info = scorer.describe()
     stats = (info["reward_mean"], info["reward_std"]) if info.get("reward_std") else None
     metrics = metrics_from_rewards(examples, rewards, section_map=section_map, reward_stats=stats,
                                    tie_threshold=tie_threshold, calibration_bins=calibration_bins,
                                    bootstrap_samples=bootstrap_samples, seed=seed)
-    result = {"model": scorer.name, **metrics, "scorer": scorer.describe()}
+    truncation = scored.truncation_total().to_dict()
+    result = {"model": scorer.name, **metrics, "scorer": {**info, "scoring_path": scored.path},
+              "truncation": truncation}
     return result, rewards
 
 

@@ -11,14 +11,28 @@ margin loss (eq. 5) and Plackett-Luce have no notion of a tie and raise ``TieErr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
 class TieError(ValueError):
     """A loss that cannot represent equal preference was given a tie."""
+
+
+def sigmoid(x: Any) -> Any:
+    """σ(x) for floats or numpy arrays, without overflow for any |x| (``math.exp`` overflows past 709).
+
+    σ(x) = ½(1 + tanh(x/2)) is exact and bounded. Every probability rewardkit reports — P(a ≻ b) =
+    σ(r_a − r_b) (eq. 2), calibration, a judge's P(A) — goes through this one function.
+    """
+    if isinstance(x, (float, int)):
+        return 0.5 * (1.0 + math.tanh(0.5 * float(x)))
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
 
 
 def bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor) -> torch.Tensor:

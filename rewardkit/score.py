@@ -1,8 +1,17 @@
-"""Scoring new completions with a trained reward model.
+"""Scoring and reranking rows of JSON with any scorer (``rewardkit.inference``): ``rewardkit score`` / ``rerank``.
 
-Rows with ``completion`` get a ``reward``; rows with ``a``/``b`` (or ``chosen``/``rejected``) get
-``reward_a``, ``reward_b`` and ``p_a_beats_b`` = σ(r_a − r_b) (eq. 2). When the checkpoint recorded
-held-out reward statistics, ``reward_normalized`` = (r − mean) / std is added beside the raw value.
+Row shapes (one JSON object per line; every other field is passed through):
+
+* ``{"prompt", "completion"}`` → ``reward``;
+* ``{"prompt", "a", "b"}`` (or ``chosen``/``rejected``) → ``reward_a``, ``reward_b``, ``p_a_beats_b`` =
+  σ(r_a − r_b) (eq. 2). The two are truncated together, exactly as ``eval`` truncates a pair;
+* ``{"prompt", "completions": [...]}`` → ``rewards`` (one prompt, K ≥ 1 candidates; what ``rerank`` reads);
+* ``{"text"}`` → ``reward`` of an already-rendered conversation, scored as given (``Group.texts``);
+  an optional ``prompt_text`` marks its prompt.
+
+Prompts and completions are text or chat messages. When the checkpoint recorded held-out reward
+statistics, ``*_normalized`` = (r − mean) / std is added beside each raw value; when it did not, no
+normalised value is written and the command says so once. Truncated rows carry ``truncated``.
 """
 
 from __future__ import annotations
@@ -12,63 +21,136 @@ import math
 from pathlib import Path
 from typing import Any
 
-from rewardkit.batching import Encoder
+import numpy as np
+
 from rewardkit.data.readers import DataError, RecordError, parse_messages, parse_record, strip_prompt
-from rewardkit.data.record import Message
-from rewardkit.evaluate import score_token_ids
-from rewardkit.model import RewardModel
+from rewardkit.inference import Group, Scorer, ScoreResult, score
+from rewardkit.losses import sigmoid
 
 
-def parse_score_row(row: Any, location: str) -> tuple[list[Message], list[list[Message]]]:
-    """(prompt, completions) for a single completion or a pair."""
+def parse_score_row(row: Any, location: str) -> Group:
+    """The group a row asks to score (see the module docstring for the shapes)."""
     if not isinstance(row, dict):
-        raise DataError(f"{location}: expected a JSON object")
+        raise DataError(f"{location}: expected a JSON object, got {type(row).__name__}")
     try:
+        prompt = parse_messages(row["prompt"], "prompt", "user") if row.get("prompt") else []
+        if "text" in row:
+            if not isinstance(row["text"], str) or not row["text"]:
+                raise RecordError("bad text", "'text' must be a non-empty string (a rendered conversation).")
+            prompt_text = row.get("prompt_text")
+            if prompt_text is not None and not isinstance(prompt_text, str):
+                raise RecordError("bad prompt_text", "'prompt_text' must be a string.")
+            return Group(texts=[row["text"]], prompt_text=prompt_text)
         if "completion" in row:
-            prompt = parse_messages(row.get("prompt", ""), "prompt", "user") if row.get("prompt") else []
-            completion = strip_prompt(parse_messages(row["completion"], "completion", "assistant"), prompt)
-            return prompt, [completion]
+            return Group(prompt=prompt, completions=[_completion(row["completion"], "completion", prompt)])
+        if "completions" in row:
+            values = row["completions"]
+            if not isinstance(values, list) or not values:
+                raise RecordError("bad completions", "'completions' must be a non-empty list of candidates.")
+            return Group(prompt=prompt, completions=[_completion(c, f"completions[{i}]", prompt)
+                                                     for i, c in enumerate(values)])
         if "a" in row and "b" in row:
             row = {**{k: v for k, v in row.items() if k not in ("a", "b")}, "chosen": row["a"], "rejected": row["b"]}
         if row.get("chosen") is not None and row.get("chosen") == row.get("rejected"):
-            completion = parse_messages(row["chosen"], "chosen", "assistant")
-            prompt = parse_messages(row["prompt"], "prompt", "user") if row.get("prompt") else []
-            return prompt, [completion, completion]
+            completion = _completion(row["chosen"], "chosen", prompt)
+            return Group(prompt=prompt, completions=[completion, completion])
         ex = parse_record(row, location)
-        return ex.prompt, ex.completions
+        return Group(prompt=ex.prompt, completions=ex.completions)
     except RecordError as e:
-        raise DataError(f"{location}: {e} Rows need 'completion' (plus optional 'prompt'), or 'a' and 'b'.") from None
+        raise DataError(f"{location}: {e} Rows need 'completion', 'completions' or 'a' and 'b' (each with an "
+                        "optional 'prompt'), or an already-rendered 'text'.") from None
 
 
-def score_rows(model: RewardModel, encoder: Encoder, rows: list[dict[str, Any]], metadata: dict[str, Any],
-               locations: list[str] | None = None, **kw: Any) -> list[dict[str, Any]]:
+def _completion(value: Any, name: str, prompt: list) -> list:
+    if isinstance(value, str) and not value:
+        raise RecordError("empty completion", f"'{name}' is empty.")
+    return strip_prompt(parse_messages(value, name, "assistant"), prompt)
+
+
+def normaliser(info: dict[str, Any]):
+    """(r − mean) / std from a scorer's recorded statistics, or None when it has none."""
+    mean, std = info.get("reward_mean"), info.get("reward_std")
+    return (lambda r: (r - mean) / std) if mean is not None and std else None
+
+
+def _float(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def score_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] | None = None
+               ) -> tuple[list[dict[str, Any]], ScoreResult]:
+    """Each row with its rewards added (module docstring), and the scoring call's result."""
     locations = locations or [f"row {i}" for i in range(len(rows))]
-    parsed = [parse_score_row(row, loc) for row, loc in zip(rows, locations)]
-    flat = [(prompt, c) for prompt, completions in parsed for c in completions]
-    rewards = score_token_ids(model, encoder.encode_many(flat), encoder.tokenizer.pad_token_id, **kw)
-    mean, std = metadata.get("reward_mean"), metadata.get("reward_std")
-    norm = (lambda r: (r - mean) / std) if mean is not None and std else None
-    out, i = [], 0
-    for row, (_, completions) in zip(rows, parsed):
-        r = rewards[i:i + len(completions)].tolist()
-        i += len(completions)
+    groups = [parse_score_row(row, loc) for row, loc in zip(rows, locations)]
+    result = score(scorer, groups)
+    norm = normaliser(scorer.describe())
+    out = []
+    for k, (row, r) in enumerate(zip(rows, result.rewards)):
         res = dict(row)
-        if len(r) == 1:
-            res["reward"] = r[0]
+        values = [_float(v) for v in r]
+        if "completions" in row:
+            res["rewards"] = values
             if norm:
-                res["reward_normalized"] = norm(r[0])
+                res["rewards_normalized"] = [None if v is None else norm(v) for v in values]
+        elif len(values) == 1:
+            res["reward"] = values[0]
+            if norm and values[0] is not None:
+                res["reward_normalized"] = norm(values[0])
         else:
-            res["reward_a"], res["reward_b"] = r
-            res["p_a_beats_b"] = 1.0 / (1.0 + math.exp(-(r[0] - r[1])))
-            if norm:
-                res["reward_a_normalized"], res["reward_b_normalized"] = norm(r[0]), norm(r[1])
+            res["reward_a"], res["reward_b"] = values
+            res["p_a_beats_b"] = None if None in values else sigmoid(values[0] - values[1])
+            if norm and None not in values:
+                res["reward_a_normalized"], res["reward_b_normalized"] = norm(values[0]), norm(values[1])
+        t = result.truncation[k]
+        if t.prompt_truncated or t.completion_truncated:
+            res["truncated"] = {"prompt": t.prompt_truncated, "completion": t.completion_truncated}
+        if result.details is not None:
+            res["judge"] = _jsonable(result.details[k])
         out.append(res)
-    return out
+    return out, result
+
+
+def ranking(rewards: list[float | None]) -> list[int]:
+    """Candidate indices best first; equal rewards keep input order, undecided (None) go last."""
+    return sorted(range(len(rewards)), key=lambda i: (rewards[i] is None, -(rewards[i] or 0.0), i))
+
+
+def rerank_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] | None = None
+                ) -> tuple[list[dict[str, Any]], ScoreResult]:
+    """Best-of-N: each ``{"prompt", "completions"}`` row gets ``rewards`` (as ``score``), ``ranking`` (indices,
+    best first), ``best_index`` and ``best`` (the winning candidate as given)."""
+    locations = locations or [f"row {i}" for i in range(len(rows))]
+    for row, loc in zip(rows, locations):
+        if not isinstance(row, dict) or not isinstance(row.get("completions"), list):
+            raise DataError(f"{loc}: rerank needs rows {{\"prompt\": ..., \"completions\": [candidate, ...]}}")
+    scored, result = score_rows(scorer, rows, locations)
+    for row in scored:
+        order = ranking(row["rewards"])
+        row["ranking"] = order
+        row["best_index"] = order[0]
+        row["best"] = row["completions"][order[0]]
+    return scored, result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, (np.floating, np.integer)):
+        return _jsonable(value.item())
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items() if k != "replies"}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
     rows, locations = [], []
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file; pass an existing JSONL file with --input") from None
+    with f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -13,7 +13,6 @@ epoch is used, not dropped.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import time
@@ -34,9 +33,10 @@ from rewardkit.checkpoint import save_checkpoint
 from rewardkit.config import TrainConfig, to_dict
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
 from rewardkit.data.transforms import drop_ties, flatten_rankings
-from rewardkit.evaluate import metrics_from_rewards, score_examples
+from rewardkit.evaluate import metrics_from_rewards
+from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.losses import LOSS_NAMES, check_record, record_loss
-from rewardkit.model import RewardModel, freeze_lower_layers, load_reward_model
+from rewardkit.model import freeze_lower_layers, load_reward_model
 from rewardkit.sharing import group_rewards, sharing_unsupported_reason
 
 
@@ -79,13 +79,13 @@ def prepare_records(examples: list[PreferenceExample], cfg: TrainConfig) -> tupl
     return examples, changes
 
 
-def sharded_rewards(accelerator: Accelerator, model: RewardModel, encoder: Encoder,
-                    examples: list[PreferenceExample]) -> list[np.ndarray]:
-    """Score examples split across processes, gathered back in order."""
+def sharded_rewards(accelerator: Accelerator, scorer: Scorer, examples: list[PreferenceExample]) -> list[np.ndarray]:
+    """Score examples split across processes (``rewardkit.inference``, as ``eval`` does), gathered back in order.
+
+    Used for held-out evaluation by both trainers (classifier RM and GenRM)."""
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(examples), world))
-    subset = [examples[i] for i in mine]
-    rewards = score_examples(model, encoder, subset, progress=accelerator.is_main_process) if mine else []
+    rewards = score(scorer, [examples[i] for i in mine]).rewards if mine else []
     gathered = gather_object([(i, r.tolist()) for i, r in zip(mine, rewards)])
     out: list[Any] = [None] * len(examples)
     for i, r in gathered:
@@ -120,19 +120,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
     eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
     eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
-    eval_encoder = dataclasses.replace(encoder, stats=TruncationStats())
     if cfg.loss not in LOSS_NAMES:
         raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
     train_ex, changes = prepare_records(train_ex, cfg)
     check_records(train_ex, cfg)
-    encoded = encoder.encode_examples(train_ex)
+    train_truncation = TruncationStats()
+    encoded = encoder.encode_examples(train_ex, train_truncation)
     pairs = [ex.preference_pairs() for ex in train_ex]
     say(train_report.summary())
     if changes:
         say("records: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in changes.items()) + f" → {len(train_ex)} records")
     if eval_report:
         say(eval_report.summary())
-    say(f"train: {encoder.stats.summary()}")
+    say(f"train: {train_truncation.summary()}")
     if cfg.prefix_sharing:
         why_not = sharing_unsupported_reason(model)
         say(f"prefix sharing: {'off (' + why_not + ')' if why_not else 'on (each prompt computed once, groups packed)'}")
@@ -159,11 +159,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             metrics_file.flush()
 
     last_eval_rewards: list[np.ndarray] = []
+    eval_scorer = RewardModelScorer(accelerator.unwrap_model(model), encoder, name=cfg.model, kind="training",
+                                    progress=main, padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing)
 
     def run_eval(step: int) -> dict[str, Any] | None:
         if not eval_ex:
             return None
-        rewards = sharded_rewards(accelerator, accelerator.unwrap_model(model), eval_encoder, eval_ex)
+        rewards = sharded_rewards(accelerator, eval_scorer, eval_ex)
         last_eval_rewards[:] = rewards
         result = metrics_from_rewards(eval_ex, rewards)
         log({"step": step, "split": "eval", **result})
@@ -189,7 +191,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         stats_source, reward_mean, reward_std = "eval", after["reward_mean"], after["reward_std"]
     else:
         sample = train_ex[:500]
-        r = np.concatenate(sharded_rewards(accelerator, accelerator.unwrap_model(model), eval_encoder, sample))
+        r = np.concatenate(sharded_rewards(accelerator, eval_scorer, sample))
         stats_source, reward_mean, reward_std = "train", float(r.mean()), float(r.std())
     wall = time.time() - started
     warning = learning_warning(history, before, after, loss_at_chance=cfg.loss in ("bt", "bt_softplus", "balanced"))
@@ -199,7 +201,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "warning": warning,
         "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step, "wall_time_s": round(wall, 1),
         "processes": world, "train_data": train_report.to_dict(), "record_changes": changes, "eval_data": eval_report.to_dict() if eval_report else None,
-        "train_truncation": encoder.stats.to_dict(), "before": before, "after": after,
+        "train_truncation": train_truncation.to_dict(), "before": before, "after": after,
         "first_train_loss": history[0]["loss"] if history else None,
         "last_train_loss": history[-1]["loss"] if history else None,
     }

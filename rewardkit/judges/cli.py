@@ -11,18 +11,13 @@ the reward model:
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
-from dataclasses import asdict, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from rewardkit.config import EvalConfig, JudgeOptions, ScoreConfig, to_dict
-from rewardkit.data.record import PreferenceExample
+from rewardkit.config import EvalConfig, JudgeOptions, to_dict
 
 
 def _f(default: Any, help: str) -> Any:
@@ -58,6 +53,7 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
     only judges have (flip rate, verdict mass, single-order metrics, wall time per pair) under ``judge_metrics``."""
     from rewardkit.data import read_preferences
     from rewardkit.evaluate import run_evaluation
+    from rewardkit.inference import score
     from rewardkit.judges.judge import judge_metrics
     from rewardkit.rewardbench import load_section_map
 
@@ -70,67 +66,34 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
     started = time.time()
-    raw = scorer.score_examples(examples)
+    scored = score(scorer, examples)
     wall = time.time() - started
-    # A completion with no verdict (sampling: no valid vote) makes its example a tie: counted wrong, never guessed.
-    rewards = [np.zeros_like(r) if np.isnan(r).any() else r for r in raw]
-    result, _ = run_evaluation(scorer, examples, rewards=rewards, section_map=section_map,
-                               tie_threshold=cfg.tie_threshold, calibration_bins=cfg.calibration_bins,
-                               bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
-    result = {**result, "judge_metrics": judge_metrics(scorer, examples, raw, wall), "data": report.to_dict(),
-              "truncation": asdict(scorer.judge.truncation), "eval_config": to_dict(cfg)}
-    print(scorer.judge.truncation.summary(), file=sys.stderr)
+    result, rewards = run_evaluation(scorer, examples, scored=scored, section_map=section_map,
+                                     tie_threshold=cfg.tie_threshold, calibration_bins=cfg.calibration_bins,
+                                     bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
+    result = {**result, "judge_metrics": judge_metrics(scorer, examples, scored, wall), "data": report.to_dict(),
+              "eval_config": to_dict(cfg)}
+    truncation = scored.truncation_total()
+    print(f"{truncation.prompt_truncated + truncation.completion_truncated} of {truncation.sequences} judge prompts "
+          f"truncated to max_length ({truncation.prompt_truncated} conversation cut from the left, "
+          f"{truncation.completion_truncated} with a response cut at the end)", file=sys.stderr)
     from rewardkit.cli import emit_eval
 
     emit_eval(cfg, result, examples, rewards)
     return result
 
 
-def score_rows_with_judge(scorer: Any, rows: list[dict[str, Any]], locations: list[str]) -> list[dict[str, Any]]:
-    """``rewardkit score`` rows with a judge: ``reward`` (one completion) or ``reward_a``/``reward_b`` and
-    ``p_a_beats_b`` = σ(r_a − r_b); plus what the judge said (``judge``). No verdict → null rewards."""
-    from rewardkit.score import parse_score_row
+def load_any_scorer(model: str, jc: JudgeOptions, *, max_length: int | None = None, template: str | None = None,
+                    max_batch_tokens: int = 16384, seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
+                    complete_turn: bool = True):
+    """The scorer ``--model`` (and the judge flags) name: a judge / trained GenRM, or a classifier reward model
+    (``rewardkit.inference.load_scorer``). What ``score``, ``rerank`` and ``serve`` load."""
+    if jc.judge or is_judge_checkpoint(model):
+        return build_scorer(model, jc, seed=seed, max_batch_tokens=max_batch_tokens, max_length=max_length,
+                            progress=progress)
+    from rewardkit.inference import load_scorer
 
-    examples = []
-    for row, loc in zip(rows, locations):
-        prompt, completions = parse_score_row(row, loc)
-        examples.append(PreferenceExample(prompt=prompt, completions=completions,
-                                          ranking=list(range(len(completions))), source=loc))
-    rewards = scorer.score_examples(examples)
-    out = []
-    for row, r, detail in zip(rows, rewards, scorer.details):
-        res = dict(row)
-        values = [None if math.isnan(v) else float(v) for v in r]
-        if len(values) == 1:
-            res["reward"] = values[0]
-        else:
-            res["reward_a"], res["reward_b"] = values[0], values[1]
-            res["p_a_beats_b"] = None if None in values[:2] else 1.0 / (1.0 + math.exp(-(values[0] - values[1])))
-        res["judge"] = _jsonable(detail)
-        out.append(res)
-    return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items() if k != "replies"}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def run_judge_score(cfg: ScoreConfig, jc: JudgeOptions | None = None) -> None:
-    from rewardkit.score import read_jsonl
-
-    if not cfg.model or not cfg.input:
-        raise ValueError("score needs --model and --input")
-    scorer = build_scorer(cfg.model, jc or cfg, max_batch_tokens=cfg.max_batch_tokens)
-    rows, locations = read_jsonl(cfg.input)
-    scored = score_rows_with_judge(scorer, rows, locations)
-    out = open(cfg.output, "w") if cfg.output else sys.stdout
-    for row in scored:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    if cfg.output:
-        out.close()
+    scorer = load_scorer(model, max_length=max_length, template=template, max_batch_tokens=max_batch_tokens,
+                         seed=seed, progress=progress, prefix_sharing=prefix_sharing)
+    scorer.complete_turn = complete_turn
+    return scorer

@@ -29,30 +29,27 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from accelerate.utils import broadcast_object_list, set_seed
 from transformers import get_scheduler
 
-from rewardkit.batching import pad_batch
+from rewardkit.batching import TruncationStats, pad_batch
 from rewardkit.config import TrainConfig, to_dict
-from rewardkit.data.record import PreferenceExample
 from rewardkit.evaluate import metrics_from_rewards
 from rewardkit.judges.judge import (
     JUDGE_METADATA_FILE,
     Judge,
     JudgeScorer,
-    JudgeTruncation,
     VerdictTokens,
     load_judge,
     verdict_logprobs,
 )
-from rewardkit.judges.templates import _UNSET, conversation_text, response_text
+from rewardkit.judges.templates import _UNSET
 from rewardkit.model import freeze_lower_layers
 from rewardkit.train import (
     check_records,
@@ -63,6 +60,7 @@ from rewardkit.train import (
     prepare_records,
     records_loss,
     render_report,
+    sharded_rewards,
     summary_lines,
 )
 
@@ -82,26 +80,10 @@ class GenRMConfig(TrainConfig):
                                             "text; '' for none). Default: the template's."})
 
 
-def _queries(examples: list[PreferenceExample]) -> list[dict[str, str]]:
-    return [{"prompt": conversation_text(ex.prompt), "response": response_text(c)}
-            for ex in examples for c in ex.completions]
-
-
 def genrm_rewards(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, verdicts: VerdictTokens) -> torch.Tensor:
     """r = log P(Yes) − log P(No) for left-padded verifier prompts (differentiable)."""
     logp, _ = verdict_logprobs(model, ids, mask, verdicts)
     return logp[:, verdicts.labels.index("Yes")] - logp[:, verdicts.labels.index("No")]
-
-
-def _sharded_eval(accelerator: Accelerator, scorer: JudgeScorer, examples: list[PreferenceExample]) -> dict[str, Any]:
-    rank, world = accelerator.process_index, accelerator.num_processes
-    mine = list(range(rank, len(examples), world))
-    rewards = scorer.score_examples([examples[i] for i in mine]) if mine else []
-    gathered = gather_object([(i, r.tolist()) for i, r in zip(mine, rewards)])
-    out: list[Any] = [None] * len(examples)
-    for i, r in gathered:
-        out[i] = np.asarray(r)
-    return metrics_from_rewards(examples, out)
 
 
 def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
@@ -135,8 +117,11 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     n_trainable = freeze_lower_layers(model, cfg.trainable_layers)
     train_ex, changes = prepare_records(train_ex, cfg)
     check_records(train_ex, cfg)
-    flat = iter(judge.encode_queries(_queries(train_ex)))
-    train_truncation, judge.truncation = judge.truncation, JudgeTruncation()
+    prepared = JudgeScorer(judge, seed=cfg.seed).prepare(train_ex)  # the verifier prompts eval and serve use
+    flat = iter(prepared.payload["ids"])
+    train_truncation = TruncationStats()
+    for t in prepared.truncation:
+        train_truncation.merge(t)
     encoded = [[next(flat) for _ in ex.completions] for ex in train_ex]  # one verifier prompt per completion
     pairs = [ex.preference_pairs() for ex in train_ex]
     say(train_report.summary())
@@ -144,7 +129,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
         say("records: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in changes.items()) + f" → {len(train_ex)} records")
     if eval_report:
         say(eval_report.summary())
-    say(f"train: {train_truncation.summary()}")
+    say(f"train: {train_truncation.summary()} (judge prompts)")
     say(f"verdict tokens: {judge.verdicts.to_dict()}")
     say(f"trainable parameters: {n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}")
     say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
@@ -174,7 +159,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     def run_eval(step: int) -> dict[str, Any] | None:
         if not eval_ex:
             return None
-        result = _sharded_eval(accelerator, scorer, eval_ex)
+        result = metrics_from_rewards(eval_ex, sharded_rewards(accelerator, scorer, eval_ex))
         log({"step": step, "split": "eval", **result})
         say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
             f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
@@ -201,8 +186,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     report = {
         "warning": warning, "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step,
         "wall_time_s": round(wall, 1), "processes": world, "train_data": train_report.to_dict(),
-        "record_changes": changes, "eval_data": eval_report.to_dict() if eval_report else None, "train_truncation": asdict(train_truncation),
-        "eval_truncation": asdict(judge.truncation), "before": before, "after": after,
+        "record_changes": changes, "eval_data": eval_report.to_dict() if eval_report else None, "train_truncation": train_truncation.to_dict(), "before": before, "after": after,
         "first_train_loss": history[0]["loss"] if history else None,
         "last_train_loss": history[-1]["loss"] if history else None,
     }

@@ -45,9 +45,10 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from rewardkit.batching import length_sorted_batches, pad_batch
+from rewardkit.batching import TruncationStats, length_sorted_batches, pad_batch
 from rewardkit.data.record import PreferenceExample
 from rewardkit.evaluate import metrics_from_rewards
+from rewardkit.inference import Group, Prepared, ScoreResult, score
 from rewardkit.judges.parse import majority, parse_verdict, vote
 from rewardkit.judges.templates import (
     _UNSET,
@@ -57,6 +58,7 @@ from rewardkit.judges.templates import (
     render_chat,
     response_text,
 )
+from rewardkit.losses import sigmoid
 from rewardkit.model import ModelLoadError, load_tokenizer, resolve_backbone
 from rewardkit.pooling import position_ids_from_mask
 
@@ -178,18 +180,6 @@ def verdict_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_
 # ------------------------------------------------------------------------------------- the judge
 
 
-@dataclass
-class JudgeTruncation:
-    queries: int = 0
-    truncated: int = 0  # queries cut to max_length
-    prompt_cut: int = 0  # of those, the conversation was cut (from the left)
-    response_cut: int = 0  # of those, at least one response was cut (from the end)
-
-    def summary(self) -> str:
-        return (f"{self.truncated} of {self.queries} judge prompts truncated to max_length "
-                f"({self.prompt_cut} conversation cut from the left, {self.response_cut} responses cut at the end)")
-
-
 class Judge:
     """A causal LM with a judge template: builds judge prompts and reads verdicts.
 
@@ -203,21 +193,26 @@ class Judge:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.max_length, self.name = max_length, name
         self.verdicts = resolve_verdict_tokens(tokenizer, template)
-        self.truncation = JudgeTruncation()
 
     # ---- prompts
 
     def encode_queries(self, queries: list[dict[str, str]], with_answer_prefix: bool = True) -> list[list[int]]:
         """Token ids of judge prompts from field values (``prompt``, ``response``/``response_a``/``response_b``)."""
-        texts = [render_chat(self.tokenizer, self.template, self.template.fill(**q), with_answer_prefix) for q in queries]
-        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        for i, seq in enumerate(ids):
-            self.truncation.queries += 1
-            if len(seq) > self.max_length:
-                ids[i] = self._truncate(queries[i], len(seq), with_answer_prefix)
-        return [list(s) for s in ids]
+        return self.encode_queries_cut(queries, with_answer_prefix)[0]
 
-    def _truncate(self, query: dict[str, str], length: int, with_answer_prefix: bool) -> list[int]:
+    def encode_queries_cut(self, queries: list[dict[str, str]], with_answer_prefix: bool = True
+                           ) -> tuple[list[list[int]], list[tuple[bool, bool]]]:
+        """:meth:`encode_queries` and, per query, (conversation cut, a response cut) — all False if it fit."""
+        texts = [render_chat(self.tokenizer, self.template, self.template.fill(**q), with_answer_prefix) for q in queries]
+        ids = [list(s) for s in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        cuts = [(False, False)] * len(ids)
+        for i, seq in enumerate(ids):
+            if len(seq) > self.max_length:
+                ids[i], cuts[i] = self._truncate(queries[i], len(seq), with_answer_prefix)
+        return ids, cuts
+
+    def _truncate(self, query: dict[str, str], length: int, with_answer_prefix: bool
+                  ) -> tuple[list[int], tuple[bool, bool]]:
         tok = self.tokenizer
         used = [f for f in ("prompt", "response", "response_a", "response_b") if "{" + f + "}" in self.template.user]
         pieces = {f: tok(query[f], add_special_tokens=False)["input_ids"] for f in used}
@@ -236,10 +231,8 @@ class Judge:
             text = render_chat(tok, self.template, self.template.fill(**values), with_answer_prefix)
             ids = tok(text, add_special_tokens=False)["input_ids"]
             if len(ids) <= self.max_length:
-                self.truncation.truncated += 1
-                self.truncation.prompt_cut += int("prompt" in keep and keep["prompt"] < len(pieces["prompt"]))
-                self.truncation.response_cut += int(any(keep[f] < len(pieces[f]) for f in keep if f != "prompt"))
-                return list(ids)
+                return list(ids), ("prompt" in keep and keep["prompt"] < len(pieces["prompt"]),
+                                   any(keep[f] < len(pieces[f]) for f in keep if f != "prompt"))
             budget -= len(ids) - self.max_length
         raise ValueError(f"could not fit a judge prompt into max_length={self.max_length}; raise it")
 
@@ -380,12 +373,13 @@ class JudgeStats:
 
 
 class JudgeScorer:
-    """A judge behind the scorer interface: ``score_examples(examples) -> list[np.ndarray]`` (one reward per
-    completion), ``name`` and ``describe()``. Rewards are defined in this module's docstring.
+    """A judge behind the scorer interface of ``rewardkit.inference`` (``prepare`` / ``run`` → ``ScoreResult``,
+    ``name``, ``describe()``). Rewards are defined in this module's docstring.
 
     ``order`` (pairwise): ``both`` (each pair in both orders, combined), ``random`` (one seeded random order
-    per pair), ``as_given`` (the record's first completion shown as A). ``details`` holds, after each call,
-    per example what the judge saw and said (P(A) per order, P(Yes), rating distribution, votes).
+    per pair), ``as_given`` (the record's first completion shown as A). Each result's ``details`` holds, per
+    group, what the judge saw and said (P(A) per order, P(Yes), rating distribution, votes), and ``stats``
+    the verdict statistics of that call (``JudgeStats``); the scorer itself keeps no per-call state.
     """
 
     def __init__(self, judge: Judge, *, mode: str = "probability", order: str = "both", samples: int = 5,
@@ -398,8 +392,6 @@ class JudgeScorer:
         self.judge, self.mode, self.order = judge, mode, order
         self.samples, self.temperature, self.max_new_tokens, self.seed = samples, temperature, max_new_tokens, seed
         self.max_batch_tokens, self.progress = max_batch_tokens, progress
-        self.stats = JudgeStats()
-        self.details: list[dict[str, Any]] = []
 
     @property
     def kind(self) -> str:
@@ -411,60 +403,115 @@ class JudgeScorer:
 
     def describe(self) -> dict[str, Any]:
         t = self.judge.template
-        return {"name": self.name, "kind": self.kind, "mode": self.mode,
+        return {"type": "judge", "name": self.name, "kind": self.kind, "mode": self.mode,
                 "order": self.order if self.kind == "pairwise" else None, "model": self.judge.name,
                 "template": t.to_dict(), "verdict_tokens": self.judge.verdicts.to_dict(),
-                "max_length": self.judge.max_length, "truncation": asdict(self.judge.truncation),
+                "max_length": self.judge.max_length,
                 "sampling": ({"samples": self.samples, "temperature": self.temperature,
-                              "max_new_tokens": self.max_new_tokens, "seed": self.seed} if self.mode == "sample" else None),
-                "stats": self.stats.to_dict()}
+                              "max_new_tokens": self.max_new_tokens, "seed": self.seed} if self.mode == "sample" else None)}
+
+    # ---- the scorer interface
+
+    def prepare(self, groups: list[Any]) -> Prepared:
+        """Judge queries of ``groups`` (pointwise: one per completion; pairwise: one per pair and order), encoded."""
+        groups = [Group.of(g) for g in groups]
+        for e, g in enumerate(groups):
+            if g.texts is not None:
+                raise ValueError(f"group {e}: a judge needs the prompt and completions as fields (messages or "
+                                 "prompt/completion text), not an already-rendered conversation")
+        jobs: list[tuple[int, int, int, bool]] = []  # (group, i, j, i shown as A); pointwise: (group, i, -1, True)
+        queries = []
+        if self.kind == "pairwise":
+            rng = np.random.default_rng(self.seed)
+            for e, g in enumerate(groups):
+                if len(g.completions) < 2:
+                    raise ValueError(f"group {e}: a pairwise judge needs at least two completions per prompt; use "
+                                     "--judge pointwise or verifier to score single completions")
+                for i in range(len(g.completions)):
+                    for j in range(i + 1, len(g.completions)):
+                        shown = {"both": (True, False), "as_given": (True,), "random": (bool(rng.integers(2)),)}[self.order]
+                        jobs += [(e, i, j, s) for s in shown]
+            for e, i, j, i_first in jobs:
+                g = groups[e]
+                a, b = (i, j) if i_first else (j, i)
+                queries.append({"prompt": conversation_text(g.prompt), "response_a": response_text(g.completions[a]),
+                                "response_b": response_text(g.completions[b])})
+        else:
+            for e, g in enumerate(groups):
+                for i, c in enumerate(g.completions):
+                    jobs.append((e, i, -1, True))
+                    queries.append({"prompt": conversation_text(g.prompt), "response": response_text(c)})
+        ids, cuts = self.judge.encode_queries_cut(queries, with_answer_prefix=self.mode == "probability")
+        truncation = [TruncationStats() for _ in groups]
+        for (e, *_), (prompt_cut, response_cut) in zip(jobs, cuts):
+            t = truncation[e]
+            t.sequences += 1
+            t.prompt_truncated += prompt_cut
+            t.completion_truncated += response_cut
+        return Prepared(groups=groups, tokens=sum(map(len, ids)), truncation=truncation,
+                        payload={"jobs": jobs, "ids": ids})
+
+    def run(self, prepared: list[Prepared]) -> list[ScoreResult]:
+        """All queries of all requests judged together (one set of length-sorted batches), then split back."""
+        started = time.time()
+        ids = [q for p in prepared for q in p.payload["ids"]]
+        verdicts = self._verdicts(ids)
+        seconds = time.time() - started
+        out, k = [], 0
+        for p in prepared:
+            n = len(p.payload["ids"])
+            stats = JudgeStats(seconds=seconds)
+            rewards, details = self._assemble(p.groups, p.payload["jobs"], verdicts[k:k + n], stats)
+            k += n
+            out.append(ScoreResult(rewards=rewards, truncation=p.truncation, path=f"judge:{self.mode}",
+                                   forward_passes=0, details=details, stats=stats.to_dict()))
+        return out
+
+    def score_examples(self, examples: list[Any]) -> list[np.ndarray]:
+        """Rewards only (a shortcut of ``rewardkit.inference.score``)."""
+        return score(self, examples).rewards
 
     # ---- judging queries
 
-    def _judge(self, queries: list[dict[str, str]]) -> list[dict[str, Any]]:
-        """Per query: ``logp`` (label → renormalised log-prob) and ``mass``, or ``votes`` and ``statuses``."""
+    def _verdicts(self, ids: list[list[int]]) -> list[dict[str, Any]]:
+        """Per encoded query: ``logp`` (label → renormalised log-prob) and ``mass``, or ``votes`` and ``statuses``."""
         judge = self.judge
-        started = time.time()
-        ids = judge.encode_queries(queries, with_answer_prefix=self.mode == "probability")
         labels = judge.verdicts.labels
         results: list[dict[str, Any]] = []
+        if not ids:
+            return results
         if self.mode == "probability":
             logp, mass = judge.label_logprobs(ids, self.max_batch_tokens, progress=self.progress)
             for lp, m in zip(logp, mass):
                 results.append({"logp": dict(zip(labels, lp.tolist())), "mass": float(m)})
-                self.stats.verdict_mass_sum += float(m)
         else:
             texts = judge.sample(ids, self.samples, temperature=self.temperature, max_new_tokens=self.max_new_tokens,
                                  seed=self.seed, max_batch_tokens=self.max_batch_tokens, progress=self.progress)
             for replies in texts:
                 votes, statuses = vote([parse_verdict(t, list(labels)) for t in replies])
-                self.stats.samples.update(statuses)
                 results.append({"votes": {k: votes.get(k, 0) for k in labels}, "statuses": dict(statuses),
                                 "replies": replies})
-        self.stats.queries += len(queries)
-        self.stats.seconds += time.time() - started
         return results
 
-    def score_examples(self, examples: list[PreferenceExample]) -> list[np.ndarray]:
-        self.details = []
+    def _assemble(self, groups: list[Group], jobs: list[tuple[int, int, int, bool]], results: list[dict[str, Any]],
+                  stats: JudgeStats) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+        stats.queries += len(results)
+        for res in results:
+            if "mass" in res:
+                stats.verdict_mass_sum += res["mass"]
+            else:
+                stats.samples.update(res["statuses"])
         if self.kind == "pairwise":
-            return self._score_pairwise(examples)
-        queries = [{"prompt": conversation_text(ex.prompt), "response": response_text(c)}
-                   for ex in examples for c in ex.completions]
-        results = iter(self._judge(queries))
-        out = []
-        for ex in examples:
-            rewards, info = [], []
-            for _ in ex.completions:
-                res = next(results)
-                r = self._pointwise_reward(res)
-                rewards.append(r)
-                info.append({k: v for k, v in res.items() if k != "replies"} | {"reward": r})
-                if math.isnan(r):
-                    self.stats.undecided += 1
-            out.append(np.asarray(rewards, dtype=np.float64))
-            self.details.append({"completions": info})
-        return out
+            return self._assemble_pairwise(groups, jobs, results, stats)
+        rewards = [np.zeros(len(g.completions)) for g in groups]
+        details: list[dict[str, Any]] = [{"completions": [None] * len(g.completions)} for g in groups]
+        for (e, i, _, _), res in zip(jobs, results):
+            r = self._pointwise_reward(res)
+            rewards[e][i] = r
+            details[e]["completions"][i] = {k: v for k, v in res.items() if k != "replies"} | {"reward": r}
+            if math.isnan(r):
+                stats.undecided += 1
+        return rewards, details
 
     def _pointwise_reward(self, res: dict[str, Any]) -> float:
         if self.kind == "verifier":
@@ -477,41 +524,26 @@ class JudgeScorer:
         ratings = [float(k) for k, v in res["votes"].items() for _ in range(v)]
         return float(np.mean(ratings)) if ratings else math.nan
 
-    def _score_pairwise(self, examples: list[PreferenceExample]) -> list[np.ndarray]:
-        rng = np.random.default_rng(self.seed)
-        jobs: list[tuple[int, int, int, bool]] = []  # (example, i, j, i shown as A)
-        for e, ex in enumerate(examples):
-            if len(ex.completions) < 2:
-                raise ValueError(f"{ex.source or f'example {e}'}: a pairwise judge needs at least two completions "
-                                 "per record; use --judge pointwise or verifier to score single completions")
-            for i in range(len(ex.completions)):
-                for j in range(i + 1, len(ex.completions)):
-                    shown = {"both": (True, False), "as_given": (True,), "random": (bool(rng.integers(2)),)}[self.order]
-                    jobs += [(e, i, j, s) for s in shown]
-        queries = []
-        for e, i, j, i_first in jobs:
-            ex = examples[e]
-            a, b = (i, j) if i_first else (j, i)
-            queries.append({"prompt": conversation_text(ex.prompt), "response_a": response_text(ex.completions[a]),
-                            "response_b": response_text(ex.completions[b])})
-        results = self._judge(queries)
+    def _assemble_pairwise(self, groups: list[Group], jobs: list[tuple[int, int, int, bool]],
+                           results: list[dict[str, Any]], stats: JudgeStats
+                           ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
         per_pair: dict[tuple[int, int, int], dict[bool, dict[str, Any]]] = {}
         for (e, i, j, i_first), res in zip(jobs, results):
             per_pair.setdefault((e, i, j), {})[i_first] = res
-        out = [np.zeros(len(ex.completions)) for ex in examples]
-        self.details = [{"pairs": []} for _ in examples]
+        out = [np.zeros(len(g.completions)) for g in groups]
+        details: list[dict[str, Any]] = [{"pairs": []} for _ in groups]
         for (e, i, j), by_order in per_pair.items():
-            info = self._combine(by_order)
-            k = len(examples[e].completions)
+            info = self._combine(by_order, stats)
+            k = len(groups[e].completions)
             out[e][i] += info["log_odds"] / k
             out[e][j] -= info["log_odds"] / k
-            self.details[e]["pairs"].append({"i": i, "j": j, **info})
-        for e in range(len(examples)):
-            if any(math.isnan(p["log_odds"]) for p in self.details[e]["pairs"]):
+            details[e]["pairs"].append({"i": i, "j": j, **info})
+        for e in range(len(groups)):
+            if any(math.isnan(p["log_odds"]) for p in details[e]["pairs"]):
                 out[e][:] = math.nan
-        return out
+        return out, details
 
-    def _combine(self, by_order: dict[bool, dict[str, Any]]) -> dict[str, Any]:
+    def _combine(self, by_order: dict[bool, dict[str, Any]], stats: JudgeStats) -> dict[str, Any]:
         """Log-odds that i beats j from one or both orders, and whether the two orders disagree."""
         info: dict[str, Any] = {}
         i_wins_by_order = {}
@@ -521,13 +553,13 @@ class JudgeScorer:
                 lo_a = res["logp"]["A"] - res["logp"]["B"]  # log-odds that the response shown as A is better
                 suffix = "i_first" if i_first else "j_first"
                 info[f"log_odds_a_{suffix}"] = lo_a
-                info[f"p_a_{suffix}"] = 1 / (1 + math.exp(-lo_a))
+                info[f"p_a_{suffix}"] = sigmoid(lo_a)
                 info[f"verdict_mass_{suffix}"] = res["mass"]
                 lo_i = lo_a if i_first else -lo_a
                 parts.append(lo_i)
                 i_wins_by_order[i_first] = lo_i > 0
-                self.stats.pairwise_queries_decided += 1
-                self.stats.shown_a_wins += int(lo_a > 0)
+                stats.pairwise_queries_decided += 1
+                stats.shown_a_wins += int(lo_a > 0)
             info["log_odds"] = float(np.mean(parts))
         else:
             v_i = v_j = 0
@@ -539,35 +571,35 @@ class JudgeScorer:
                 top = majority(Counter(res["votes"]))
                 if top is not None:
                     i_wins_by_order[i_first] = (top == "A") == i_first
-                    self.stats.pairwise_queries_decided += 1
-                    self.stats.shown_a_wins += int(top == "A")
+                    stats.pairwise_queries_decided += 1
+                    stats.shown_a_wins += int(top == "A")
             info["log_odds"] = math.log((v_i + 0.5) / (v_j + 0.5)) if v_i + v_j else math.nan
             if v_i + v_j == 0:
-                self.stats.undecided += 1
+                stats.undecided += 1
         if len(by_order) == 2:
-            self.stats.pairs_both_orders += 1
+            stats.pairs_both_orders += 1
             if len(i_wins_by_order) == 2:
                 info["flip"] = i_wins_by_order[True] != i_wins_by_order[False]
-                self.stats.flips += int(info["flip"])
+                stats.flips += int(info["flip"])
         return info
 
 
 # ------------------------------------------------------------------------------------- evaluation
 
 
-def judge_metrics(scorer: JudgeScorer, examples: list[PreferenceExample], rewards: list[np.ndarray],
+def judge_metrics(scorer: JudgeScorer, examples: list[PreferenceExample], scored: ScoreResult,
                   wall_time_s: float) -> dict[str, Any]:
     """What only judges have: undecided examples, wall time per pair, verdict statistics (flip rate, position-A
     rate, verdict mass, sampling outcomes) and, for a pairwise judge run in both orders, the metrics of each
     single order, from the same forward passes."""
     out: dict[str, Any] = {
-        "undecided_examples": sum(bool(np.isnan(r).any()) for r in rewards),
+        "undecided_examples": sum(bool(np.isnan(r).any()) for r in scored.rewards),
         "wall_time_s": round(wall_time_s, 2),
         "seconds_per_pair": round(wall_time_s / len(examples), 4) if examples else None,
-        **scorer.describe()["stats"],
+        **(scored.stats or {}),
     }
     if scorer.kind == "pairwise" and scorer.order == "both" and scorer.mode == "probability":
-        out["single_order"] = _single_order_metrics(scorer, examples)
+        out["single_order"] = _single_order_metrics(scorer, examples, scored.details or [])
     return out
 
 
@@ -578,19 +610,20 @@ def evaluate_judge(scorer: JudgeScorer, examples: list[PreferenceExample]) -> di
     reported as ``undecided_examples``); nothing is guessed.
     """
     started = time.time()
-    rewards = scorer.score_examples(examples)
+    scored = score(scorer, examples)
     wall = time.time() - started
-    clean = [np.zeros_like(r) if np.isnan(r).any() else r for r in rewards]
+    clean = [np.zeros_like(r) if np.isnan(r).any() else r for r in scored.rewards]
     result = metrics_from_rewards(examples, clean)
-    extras = judge_metrics(scorer, examples, rewards, wall)
+    extras = judge_metrics(scorer, examples, scored, wall)
     result.update({k: extras[k] for k in ("undecided_examples", "wall_time_s", "seconds_per_pair")})
     if "single_order" in extras:
         result["single_order"] = extras["single_order"]
-    result["judge"] = scorer.describe()
+    result["judge"] = {**scorer.describe(), "stats": scored.stats, "truncation": scored.truncation_total().to_dict()}
     return result
 
 
-def _single_order_metrics(scorer: JudgeScorer, examples: list[PreferenceExample]) -> dict[str, Any]:
+def _single_order_metrics(scorer: JudgeScorer, examples: list[PreferenceExample],
+                          details: list[dict[str, Any]]) -> dict[str, Any]:
     """Metrics as if each pair had been judged in one order only: the chosen response shown first (as A),
     shown second, or in a seeded random order (the honest one-order number; the first two bound it)."""
     pairs = [(k, ex) for k, ex in enumerate(examples) if len(ex.completions) == 2]
@@ -600,7 +633,7 @@ def _single_order_metrics(scorer: JudgeScorer, examples: list[PreferenceExample]
     for label in ("chosen_first", "chosen_second", "random"):
         rewards = []
         for n, (k, ex) in enumerate(pairs):
-            d = scorer.details[k]["pairs"][0]
+            d = details[k]["pairs"][0]
             chosen_is_i = ex.ranking[0] == d["i"]
             chosen_first = {"chosen_first": True, "chosen_second": False, "random": bool(coin[n])}[label]
             i_first = chosen_first == chosen_is_i

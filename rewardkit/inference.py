@@ -1,0 +1,352 @@
+"""Inference: the one path from inputs to rewards, used by every caller.
+
+``train`` (its held-out evaluation), ``eval``, ``score``, ``rerank`` and ``serve`` all score through
+a :class:`Scorer`:
+
+    groups ──prepare──▶ Prepared (token ids, truncation, token count) ──run──▶ ScoreResult
+
+* A :class:`Group` is one prompt and its K ≥ 1 completions — chat messages, or already-rendered
+  conversations (``texts``, e.g. OpenRLHF's ``query``). The completions of one group are truncated
+  together (same prompt tokens, ``rewardkit.batching``) and share one pass over their prompt.
+* ``prepare`` only tokenizes; it is cheap and can run on many threads (a server calls it per request
+  to count tokens and enforce limits). ``run`` takes any number of prepared requests and scores them
+  in as few forward passes as the token budget allows (a server's dynamic batch), then splits the
+  results back per request.
+* Everything a call produces — rewards, truncation counts, a judge's per-example details and verdict
+  statistics, which path ran — comes back in the :class:`ScoreResult`. Scorers hold configuration
+  and weights only, so concurrent callers cannot see each other's numbers.
+
+Scorers: :class:`RewardModelScorer` (a rewardkit checkpoint, a plain Hugging Face
+``*ForSequenceClassification`` reward model, or a backbone with a new seeded head; see
+:func:`load_scorer`) and ``rewardkit.judges.JudgeScorer`` (LLM judges and trained GenRMs).
+
+Classifier forward passes: groups sorted by size and cut into batches of at most ``max_batch_tokens``
+real tokens, each prompt computed once and groups packed without padding (``rewardkit.sharing``),
+where the model supports it exactly; otherwise sequences sorted by length into padded batches of at
+most ``max_batch_tokens`` padded tokens. Both give the same rewards (tested to 1e-4), in any input
+order, batch size or padding side.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from rewardkit.batching import Encoder, TruncationStats, length_sorted_batches, pad_batch
+from rewardkit.data.record import Message
+from rewardkit.model import ModelLoadError, RewardModel, resolve_backbone
+from rewardkit.pooling import POOLING_RULE
+
+# ------------------------------------------------------------------------------------------ values
+
+
+@dataclass(frozen=True)
+class Group:
+    """One prompt and the completions scored with it (their rewards are comparable: one context).
+
+    Either ``completions`` (chat messages following ``prompt``) or ``texts``: whole conversations
+    already rendered as strings, scored as given (the checkpoint's end-of-turn marker is completed if
+    missing, ``Encoder.complete_turn``). ``prompt_text``, if every text starts with it, is the rendered
+    prompt: an over-length text then loses prompt tokens from the left, as in training.
+    """
+
+    prompt: list[Message] = field(default_factory=list)
+    completions: list[list[Message]] = field(default_factory=list)
+    texts: list[str] | None = None
+    prompt_text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.texts is not None and self.completions:
+            raise ValueError("a group holds either completions (messages) or rendered texts, not both")
+        if not len(self):
+            raise ValueError("a group needs at least one completion")
+
+    def __len__(self) -> int:
+        return len(self.texts) if self.texts is not None else len(self.completions)
+
+    @classmethod
+    def of(cls, example: Any) -> Group:
+        """A group from anything with ``prompt`` and ``completions`` (a ``PreferenceExample``)."""
+        return example if isinstance(example, Group) else cls(prompt=example.prompt, completions=example.completions)
+
+
+@dataclass
+class Prepared:
+    """One request's groups, tokenized and ready for :meth:`Scorer.run`."""
+
+    groups: list[Group]
+    tokens: int  # tokens the forward pass will process (a shared prompt counted once)
+    truncation: list[TruncationStats]  # per group
+    end_of_turn_added: int = 0  # rendered texts whose end-of-turn marker was completed
+    ids: list[list[list[int]]] | None = None  # classifier: per group, per completion
+    payload: Any = None  # judges: their encoded queries
+
+    @property
+    def completions(self) -> int:
+        return sum(len(g) for g in self.groups)
+
+
+@dataclass
+class ScoreResult:
+    """What one scoring call produced, as a value."""
+
+    rewards: list[np.ndarray]  # per group, aligned with its completions (NaN: a judge gave no verdict)
+    truncation: list[TruncationStats]  # per group
+    path: str  # "shared" (prefix-shared, packed), "padded", or "judge:<mode>"
+    end_of_turn_added: int = 0
+    forward_passes: int = 0  # batches run for this call (a dynamic batch shares them between requests)
+    details: list[dict[str, Any]] | None = None  # judges: per group what the judge saw and said
+    stats: dict[str, Any] | None = None  # judges: verdict statistics of this call (flip rate, position bias, ...)
+
+    def truncation_total(self) -> TruncationStats:
+        total = TruncationStats()
+        for t in self.truncation:
+            total = total.add(t)
+        return total
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that gives a reward to each completion of each group (higher = better)."""
+
+    name: str
+
+    def prepare(self, groups: list[Any]) -> Prepared:
+        """Tokenize ``groups`` (``Group`` or ``PreferenceExample``); no model call."""
+        ...
+
+    def run(self, prepared: list[Prepared]) -> list[ScoreResult]:
+        """Score several prepared requests together; one result per request, in order."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready description (what scores, how, with which settings). ``reward_mean`` / ``reward_std``,
+        when present, are the checkpoint's reward statistics (normalisation, calibration of σ(Δr/std))."""
+        ...
+
+
+def score(scorer: Scorer, groups: list[Any]) -> ScoreResult:
+    """Score ``groups`` (``Group``s or preference examples) in one call."""
+    return scorer.run([scorer.prepare(list(groups))])[0]
+
+
+# ------------------------------------------------------------------------------ classifier forward
+
+
+@torch.inference_mode()
+def _padded_rewards(model: RewardModel, sequences: list[list[int]], pad_id: int, max_batch_tokens: int,
+                    max_batch_size: int, padding_side: str, progress: bool) -> tuple[np.ndarray, int]:
+    device = next(model.parameters()).device
+    rewards = np.zeros(len(sequences), dtype=np.float64)
+    batches = length_sorted_batches([len(s) for s in sequences], max_batch_tokens, max_batch_size)
+    for idx in _progress(batches, progress):
+        ids, mask = pad_batch([sequences[i] for i in idx], pad_id, padding_side)
+        rewards[idx] = model(ids.to(device), mask.to(device)).double().cpu().numpy()
+    return rewards, len(batches)
+
+
+def group_tokens(group: list[list[int]]) -> int:
+    """Tokens a group costs in the shared forward pass: its common prefix once, then each completion."""
+    from rewardkit.sharing import shared_prefix_length
+
+    prefix = shared_prefix_length(group)
+    return prefix + sum(len(s) - prefix for s in group)
+
+
+def group_batches(sizes: list[int], budget: int) -> list[list[int]]:
+    """Group indices sorted by size, cut into batches of at most ``budget`` tokens (a larger group alone).
+
+    The batching depends only on the sizes, never on the input order, so rewards do not either.
+    """
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
+    batches, current, used = [], [], 0
+    for i in order:
+        if current and used + sizes[i] > budget:
+            batches.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += sizes[i]
+    if current:
+        batches.append(current)
+    return batches
+
+
+def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int, *, max_batch_tokens: int = 16384,
+                  max_batch_size: int = 64, padding_side: str = "right", prefix_sharing: bool = True,
+                  progress: bool = False) -> tuple[list[np.ndarray], str, int]:
+    """Rewards of already-encoded groups → (per group rewards, path taken, forward passes run).
+
+    The path is ``"shared"`` when prefix sharing ran (``rewardkit.sharing``), ``"padded"`` otherwise
+    (asked for, or the model does not support sharing exactly; the reason is logged once).
+    """
+    from rewardkit.sharing import group_rewards, sharing_unsupported_reason
+
+    was_training = model.training
+    model.eval()
+    try:
+        if not groups:
+            return [], "shared" if prefix_sharing else "padded", 0
+        if not (prefix_sharing and sharing_unsupported_reason(model) is None):
+            flat = [ids for g in groups for ids in g]
+            rewards, passes = _padded_rewards(model, flat, pad_id, max_batch_tokens, max_batch_size, padding_side,
+                                              progress)
+            return list(np.split(rewards, np.cumsum([len(g) for g in groups])[:-1])), "padded", passes
+        batches = group_batches([group_tokens(g) for g in groups], max_batch_tokens)
+        out: list[np.ndarray | None] = [None] * len(groups)
+        with torch.inference_mode():
+            for batch in _progress(batches, progress):
+                rewards = group_rewards(model, [groups[i] for i in batch], pad_id, padding_side=padding_side)
+                for i, r in zip(batch, rewards):
+                    out[i] = r.double().cpu().numpy()
+        return out, "shared", len(batches)  # type: ignore[return-value]
+    finally:
+        model.train(was_training)
+
+
+def _progress(batches: list, on: bool) -> Any:
+    if not on:
+        return batches
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc="scoring", unit="batch")
+
+
+# ------------------------------------------------------------------------------ classifier scorer
+
+
+@dataclass
+class RewardModelScorer:
+    """A classifier reward model r_θ(x, y) (eq. 1–2) with the encoder that renders its inputs."""
+
+    model: RewardModel
+    encoder: Encoder
+    name: str
+    kind: str  # "rewardkit-checkpoint", "hf-sequence-classification" or "backbone (untrained head)"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    head_seed: int | None = None  # seed of a newly initialised head (untrained backbones only)
+    max_batch_tokens: int = 16384
+    max_batch_size: int = 64
+    padding_side: str = "right"
+    progress: bool = False
+    prefix_sharing: bool = True
+    complete_turn: bool = True  # rendered texts: append a missing end-of-turn marker
+
+    def prepare(self, groups: list[Any]) -> Prepared:
+        groups = [Group.of(g) for g in groups]
+        ids: list[list[list[int]] | None] = [None] * len(groups)
+        truncation = [TruncationStats() for _ in groups]
+        added = 0
+        messages = [i for i, g in enumerate(groups) if g.texts is None]
+        for i, (group_ids, stats) in zip(messages, self.encoder.encode_groups([groups[i] for i in messages])):
+            ids[i], truncation[i] = group_ids, stats
+        for i, g in enumerate(groups):
+            if g.texts is not None:
+                ids[i], n = self.encoder.encode_rendered(g.texts, g.prompt_text, truncation[i],
+                                                         complete_turn=self.complete_turn)
+                added += n
+        tokens = sum(group_tokens(g) if self.prefix_sharing else sum(map(len, g)) for g in ids)
+        return Prepared(groups=groups, tokens=tokens, truncation=truncation, end_of_turn_added=added, ids=ids)
+
+    def run(self, prepared: list[Prepared]) -> list[ScoreResult]:
+        flat = [g for p in prepared for g in p.ids]
+        rewards, path, passes = reward_groups(
+            self.model, flat, self.encoder.tokenizer.pad_token_id, max_batch_tokens=self.max_batch_tokens,
+            max_batch_size=self.max_batch_size, padding_side=self.padding_side, prefix_sharing=self.prefix_sharing,
+            progress=self.progress)
+        out, i = [], 0
+        for p in prepared:
+            out.append(ScoreResult(rewards=rewards[i:i + len(p.groups)], truncation=p.truncation, path=path,
+                                   end_of_turn_added=p.end_of_turn_added, forward_passes=passes))
+            i += len(p.groups)
+        return out
+
+    def score_examples(self, examples: list[Any]) -> list[np.ndarray]:
+        """Rewards only (a shortcut of :func:`score`)."""
+        return score(self, examples).rewards
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "reward_model", "name": self.name, "kind": self.kind, "pooling": POOLING_RULE,
+            "template": self.encoder.template, "max_length": self.encoder.max_length,
+            "end_of_turn": self.encoder.end_of_turn(),
+            "pad_token_id": self.encoder.tokenizer.pad_token_id,
+            "max_batch_tokens": self.max_batch_tokens, "padding_side": self.padding_side,
+            "prefix_sharing": self.prefix_sharing,
+        }
+        if self.head_seed is not None:
+            out["head_init_seed"] = self.head_seed
+        for key in ("reward_mean", "reward_std", "reward_stats_source", "base_model"):
+            if self.metadata.get(key) is not None:
+                out[key] = self.metadata[key]
+        return out
+
+
+def model_kind(name_or_path: str) -> str:
+    """How ``name_or_path`` will be scored: a rewardkit checkpoint, a trained HF reward model, or a
+    backbone that gets a new head. Raises for classifiers with more than one label."""
+    path = Path(name_or_path)
+    if path.is_dir() and (path / "rewardkit.json").exists():
+        return "rewardkit-checkpoint"
+    source = resolve_backbone(name_or_path)
+    config_file = Path(source) / "config.json"
+    if config_file.exists():
+        config = json.loads(config_file.read_text())
+    else:  # a hub id: ask transformers (offline it reads the local cache)
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(source).to_dict()
+        except OSError as e:
+            raise ModelLoadError(f"could not load the config of '{name_or_path}': {e}") from e
+    architectures = config.get("architectures") or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        labels = len(config.get("id2label") or {}) or config.get("num_labels", 1)
+        if labels != 1:
+            raise ModelLoadError(f"{name_or_path} is a sequence classifier with {labels} labels; a reward model "
+                                 "has one scalar output (num_labels=1)")
+        return "hf-sequence-classification"
+    return "backbone (untrained head)"
+
+
+def load_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
+                max_batch_tokens: int = 16384, max_batch_size: int = 64, padding_side: str = "right",
+                seed: int = 42, progress: bool = False, prefix_sharing: bool = True) -> RewardModelScorer:
+    """A scorer for ``spec``: a rewardkit run folder, a Hugging Face reward model (folder or hub id),
+    a ``.gguf`` file or a built-in backbone name (untrained head initialised from ``seed``).
+
+    * a rewardkit run folder (``rewardkit.json`` present): its template, max length, pooling rule and
+      reward statistics are reused;
+    * any Hugging Face ``*ForSequenceClassification`` model with one label: its own config, weights and
+      tokenizer; the reward is read at the last real token found from the attention mask
+      (``rewardkit.pooling``), never by searching for the pad id; template ``auto``;
+    * a backbone without a score head (e.g. ``smollm2-135m``): a new head initialised from ``seed`` —
+      the untrained baseline, reproducible and recorded as such.
+    """
+    from accelerate.utils import set_seed
+
+    from rewardkit.checkpoint import load_checkpoint
+
+    if not spec:
+        raise ValueError("no model given: pass a rewardkit run folder, a Hugging Face reward model or a backbone")
+    kind = model_kind(spec)
+    # Seeded before loading so an untrained head matches `rewardkit train --seed` and is the same every run.
+    set_seed(seed)
+    model, encoder, meta = load_checkpoint(spec, max_length, template)
+    return RewardModelScorer(model, encoder, name=spec, kind=kind, metadata=meta,
+                             head_seed=seed if kind.startswith("backbone") else None,
+                             max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
+                             padding_side=padding_side, progress=progress, prefix_sharing=prefix_sharing)
+
+
+def score_token_ids(model: RewardModel, sequences: list[list[int]], pad_id: int, *, max_batch_tokens: int = 16384,
+                    max_batch_size: int = 64, padding_side: str = "right", progress: bool = False) -> np.ndarray:
+    """Rewards of already-tokenized single sequences on the padded path, in input order."""
+    rewards, _, _ = reward_groups(model, [[s] for s in sequences], pad_id, max_batch_tokens=max_batch_tokens,
+                                  max_batch_size=max_batch_size, padding_side=padding_side, prefix_sharing=False,
+                                  progress=progress)
+    return np.concatenate(rewards) if rewards else np.zeros(0)

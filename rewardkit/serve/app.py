@@ -1,0 +1,285 @@
+"""The HTTP reward server: FastAPI routes over one scorer and one dynamic batcher.
+
+Routes (OpenAPI at ``/docs``, schema at ``/openapi.json``):
+
+* ``POST /get_reward`` — OpenRLHF's remote reward model protocol: ``{"query": [rendered conversation,
+  ...], "prompts": [rendered prompt, ...]}`` → ``{"rewards": [...], "scores": [...], "extra_logs": {...}}``
+  (``rewards`` = ``scores`` = raw rewards, as OpenRLHF's own ``serve_rm``). Queries that share a prompt are
+  scored as one group: the prompt is computed once and they are truncated together.
+* ``POST /v1/score`` — one prompt and its completions (text or chat messages), or rendered ``texts`` →
+  rewards, normalised rewards (when the checkpoint recorded reward statistics; ``normalization`` says
+  which or why not), and ``pairwise`` P(i ≻ j) = σ(r_i − r_j) (eq. 2).
+* ``GET /health``, ``GET /v1/model`` (template, pooling, max length, reward statistics, limits).
+
+Errors are JSON ``{"detail": ...}`` naming the field or limit: 413 for a body, item count or token count
+over the limit; 422 for a malformed body (FastAPI's field errors); 400 for content that parses but cannot
+be scored; 503 with ``Retry-After`` when the queue is full or the server is stopping; 504 when a request
+is not scored within ``request_timeout_s``. Over-length inputs are truncated the training way and reported
+in ``truncated``, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import OrderedDict
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, HTTPException
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from rewardkit.config import ServeConfig
+from rewardkit.data.readers import DataError, RecordError, parse_messages, strip_prompt
+from rewardkit.inference import Group, Prepared, Scorer, ScoreResult
+from rewardkit.losses import sigmoid
+from rewardkit.serve.batcher import Batcher, QueueFull, ShuttingDown
+
+# ------------------------------------------------------------------------------------------ schemas
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+Content = str | list[ChatMessage]
+
+
+class GetRewardRequest(BaseModel):
+    """OpenRLHF's remote RM body. Extra fields (``labels``, ...) are accepted and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+    query: list[str] = Field(description="Whole conversations, already rendered with the chat template "
+                                         "(prompt + response), one per sample.")
+    prompts: list[str] | None = Field(None, description="The rendered prompt of each query (same length as query); "
+                                                        "queries with the same prompt share one pass over it.")
+
+
+class GetRewardResponse(BaseModel):
+    rewards: list[float | None]
+    scores: list[float | None]
+    extra_logs: dict[str, Any]
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: Content | None = Field(None, description="The conversation so far: text (one user turn) or chat messages.")
+    completions: list[Content] | None = Field(None, description="Candidate replies: text or chat messages.")
+    texts: list[str] | None = Field(None, description="Instead of prompt + completions: whole conversations already "
+                                                      "rendered with the model's template, scored as given.")
+    prompt_text: str | None = Field(None, description="With texts: their rendered prompt (prompt-side truncation).")
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    rewards: list[float | None]
+    rewards_normalized: list[float | None] | None
+    normalization: str
+    pairwise: list[list[float | None]] | None = Field(
+        None, description="pairwise[i][j] = P(completion i ≻ completion j) = σ(r_i − r_j) (eq. 2).")
+    p_first_beats_second: float | None = None
+    truncated: dict[str, int]
+    end_of_turn_added: int
+    judge: list[dict[str, Any]] | None = None
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+
+def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
+    """The FastAPI app serving ``scorer``; the batcher starts and stops with the app's lifespan."""
+    info = scorer.describe()
+    mean, std = info.get("reward_mean"), info.get("reward_std")
+    normalization = (f"(r - {mean:.6g}) / {std:.6g}: the checkpoint's reward statistics"
+                     f" ({info.get('reward_stats_source', 'recorded')})" if mean is not None and std else
+                     "none: this model records no reward statistics (mean/std), so rewards are not normalised")
+    state: dict[str, Batcher] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state["batcher"] = Batcher(scorer, max_batch_tokens=cfg.max_batch_tokens, max_wait_s=cfg.max_wait_ms / 1000,
+                                   max_queue=cfg.max_queue, dynamic=cfg.dynamic_batching)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(state["batcher"].close)
+
+    app = FastAPI(title="rewardkit reward server", version="1", lifespan=lifespan,
+                  description=f"Rewards from {scorer.name}. " + (__doc__ or "").split("\n\n")[1])
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_request_bytes)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Any, exc: Exception) -> JSONResponse:
+        # A server fault still answers JSON that says what failed; the worker and the server keep running.
+        return JSONResponse({"detail": f"internal error while scoring: {type(exc).__name__}: {exc}"}, status_code=500)
+
+    async def run(groups: list[Group]) -> ScoreResult:
+        n = sum(len(g) for g in groups)
+        if n > cfg.max_items:
+            raise HTTPException(413, f"{n} completions in one request exceed max_items={cfg.max_items}; "
+                                     "split the request")
+        try:
+            prepared: Prepared = await run_in_threadpool(scorer.prepare, groups)
+        except (ValueError, DataError) as e:
+            raise HTTPException(400, str(e)) from None
+        if prepared.tokens > cfg.max_request_tokens:
+            raise HTTPException(413, f"the request costs {prepared.tokens} tokens after truncation, over "
+                                     f"max_request_tokens={cfg.max_request_tokens}; split the request")
+        try:
+            return await asyncio.wait_for(state["batcher"].submit(prepared), cfg.request_timeout_s)
+        except QueueFull as e:
+            raise HTTPException(503, f"server busy: {e}; retry later", headers={"Retry-After": "1"}) from None
+        except ShuttingDown as e:
+            raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from None
+        except TimeoutError:
+            raise HTTPException(504, f"not scored within request_timeout_s={cfg.request_timeout_s}") from None
+        except (ValueError, DataError) as e:
+            raise HTTPException(400, str(e)) from None
+
+    @app.post("/get_reward", response_model=GetRewardResponse)
+    async def get_reward(body: GetRewardRequest) -> dict[str, Any]:
+        if body.prompts is not None and len(body.prompts) != len(body.query):
+            raise HTTPException(422, f"'prompts' has {len(body.prompts)} entries but 'query' has {len(body.query)}; "
+                                     "give one prompt per query, or none")
+        if not body.query:
+            return {"rewards": [], "scores": [], "extra_logs": {}}
+        if any(not q for q in body.query):
+            raise HTTPException(422, f"query[{next(i for i, q in enumerate(body.query) if not q)}] is empty")
+        # Queries with the same prompt form one group (one pass over the prompt); order is restored below.
+        by_prompt: OrderedDict[str | None, list[int]] = OrderedDict()
+        for i, q in enumerate(body.query):
+            p = body.prompts[i] if body.prompts is not None else None
+            by_prompt.setdefault(p if p and q.startswith(p) else f"\0{i}", []).append(i)
+        keys = list(by_prompt)
+        groups = [Group(texts=[body.query[i] for i in by_prompt[k]],
+                        prompt_text=None if k is None or k.startswith("\0") else k) for k in keys]
+        result = await run(groups)
+        rewards: list[float | None] = [None] * len(body.query)
+        for k, r in zip(keys, result.rewards):
+            for i, v in zip(by_prompt[k], r):
+                rewards[i] = _num(v)
+        t = result.truncation_total()
+        return {"rewards": rewards, "scores": rewards,
+                "extra_logs": {"truncated_prompt": t.prompt_truncated, "truncated_completion": t.completion_truncated,
+                               "end_of_turn_added": result.end_of_turn_added}}
+
+    @app.post("/v1/score", response_model=ScoreResponse)
+    async def score_route(body: ScoreRequest) -> dict[str, Any]:
+        if (body.texts is None) == (body.completions is None):
+            raise HTTPException(422, "give either 'completions' (with an optional 'prompt') or 'texts', not both")
+        if body.texts is not None:
+            if not body.texts or any(not t for t in body.texts):
+                raise HTTPException(422, "'texts' must be a non-empty list of non-empty strings")
+            group = Group(texts=list(body.texts), prompt_text=body.prompt_text)
+        else:
+            group = _group(body)
+        result = await run([group])
+        rewards = [_num(v) for v in result.rewards[0]]
+        out: dict[str, Any] = {
+            "model": scorer.name, "rewards": rewards, "normalization": normalization,
+            "rewards_normalized": ([None if r is None else (r - mean) / std for r in rewards]
+                                   if mean is not None and std else None),
+            "pairwise": [[None if a is None or b is None else sigmoid(a - b) for b in rewards] for a in rewards],
+            "truncated": {"prompt": result.truncation[0].prompt_truncated,
+                          "completion": result.truncation[0].completion_truncated},
+            "end_of_turn_added": result.end_of_turn_added,
+        }
+        if len(rewards) == 2:
+            out["p_first_beats_second"] = out["pairwise"][0][1]
+        if result.details is not None:
+            from rewardkit.score import _jsonable
+
+            out["judge"] = _jsonable(result.details)
+        return out
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        batcher = state.get("batcher")
+        return {"status": "ok", "model": scorer.name, "queue": batcher.waiting if batcher else 0,
+                "dynamic_batching": cfg.dynamic_batching, "served": batcher.stats.to_dict() if batcher else None}
+
+    @app.get("/v1/model")
+    async def model_info() -> dict[str, Any]:
+        return {**info, "normalization": normalization,
+                "limits": {k: getattr(cfg, k) for k in ("max_request_bytes", "max_items", "max_request_tokens",
+                                                        "max_queue", "request_timeout_s", "max_batch_tokens",
+                                                        "max_wait_ms", "dynamic_batching")}}
+
+    return app
+
+
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def _group(body: ScoreRequest) -> Group:
+    def messages(value: Content, name: str, role: str) -> list[dict[str, str]]:
+        raw = value if isinstance(value, str) else [m.model_dump() for m in value]
+        try:
+            return parse_messages(raw, name, role)
+        except RecordError as e:
+            raise HTTPException(422, f"{name}: {e}") from None
+
+    prompt = messages(body.prompt, "prompt", "user") if body.prompt else []
+    if not body.completions:
+        raise HTTPException(422, "'completions' must hold at least one completion")
+    completions = []
+    for i, c in enumerate(body.completions):
+        if isinstance(c, str) and not c:
+            raise HTTPException(422, f"completions[{i}] is empty")
+        completions.append(strip_prompt(messages(c, f"completions[{i}]", "assistant"), prompt))
+    return Group(prompt=prompt, completions=completions)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 — by its Content-Length before reading, or
+    while streaming when it has none — so an oversized body is never held in memory."""
+
+    def __init__(self, app: Any, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._reject(send, int(length))
+        seen, too_big, rejected = 0, False, False
+
+        async def limited() -> dict:
+            nonlocal seen, too_big
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    too_big = True
+                    raise _TooBig()
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            # The app may turn the read error into its own 400; the client gets the 413 instead.
+            nonlocal rejected
+            if not too_big:
+                return await send(message)
+            if not rejected:
+                rejected = True
+                await self._reject(send, seen)
+
+        try:
+            await self.app(scope, limited, guarded_send)
+        except _TooBig:
+            if not rejected:
+                await self._reject(send, seen)
+
+    async def _reject(self, send: Any, size: int) -> None:
+        response = JSONResponse({"detail": f"request body of {size} bytes exceeds max_request_bytes={self.max_bytes}"},
+                                status_code=413)
+        await response({"type": "http"}, None, send)
+
+
+class _TooBig(Exception):
+    pass
