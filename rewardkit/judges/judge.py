@@ -414,10 +414,12 @@ class JudgeScorer:
 
     def prepare(self, groups: list[Any]) -> Prepared:
         """Judge queries of ``groups`` (pointwise: one per completion; pairwise: one per pair and order), encoded."""
+        # where each group came from, for errors (a preference example's source, e.g. "file.jsonl:3")
+        where = [getattr(g, "source", None) or f"group {e}" for e, g in enumerate(groups)]
         groups = [Group.of(g) for g in groups]
         for e, g in enumerate(groups):
             if g.texts is not None:
-                raise ValueError(f"group {e}: a judge needs the prompt and completions as fields (messages or "
+                raise ValueError(f"{where[e]}: a judge needs the prompt and completions as fields (messages or "
                                  "prompt/completion text), not an already-rendered conversation")
         jobs: list[tuple[int, int, int, bool]] = []  # (group, i, j, i shown as A); pointwise: (group, i, -1, True)
         queries = []
@@ -425,7 +427,7 @@ class JudgeScorer:
             rng = np.random.default_rng(self.seed)
             for e, g in enumerate(groups):
                 if len(g.completions) < 2:
-                    raise ValueError(f"group {e}: a pairwise judge needs at least two completions per prompt; use "
+                    raise ValueError(f"{where[e]}: a pairwise judge needs at least two completions per prompt; use "
                                      "--judge pointwise or verifier to score single completions")
                 for i in range(len(g.completions)):
                     for j in range(i + 1, len(g.completions)):
@@ -444,10 +446,9 @@ class JudgeScorer:
         ids, cuts = self.judge.encode_queries_cut(queries, with_answer_prefix=self.mode == "probability")
         truncation = [TruncationStats() for _ in groups]
         for (e, *_), (prompt_cut, response_cut) in zip(jobs, cuts):
-            t = truncation[e]
-            t.sequences += 1
-            t.prompt_truncated += prompt_cut
-            t.completion_truncated += response_cut
+            # one count per query, as for a classifier: a response cut (the conversation perhaps cut too) counts
+            # as a completion cut, a conversation cut alone as a prompt cut — so "n of N truncated" adds up
+            truncation[e].count("completion" if response_cut else "prompt" if prompt_cut else None)
         return Prepared(groups=groups, tokens=sum(map(len, ids)), truncation=truncation,
                         payload={"jobs": jobs, "ids": ids})
 

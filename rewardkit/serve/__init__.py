@@ -8,6 +8,7 @@ background thread (tests, benchmarks, notebooks) and yields its base URL.
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import threading
@@ -62,6 +63,10 @@ def serve(cfg: ServeConfig) -> None:
     host, port = sock.getsockname()[:2]
     print(f"rewardkit serve: {scorer.name} on http://{host}:{port} (docs: http://{host}:{port}/docs); "
           f"dynamic batching {'on' if cfg.dynamic_batching else 'off'}", file=sys.stderr, flush=True)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM (queued requests are answered, the batcher drained), then
+    # re-raises the signal to the handler that was there before it; a no-op one lets the command exit 0.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     server.run(sockets=[sock])
     print("rewardkit serve: stopped", file=sys.stderr, flush=True)
 

@@ -112,11 +112,6 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
                   description=f"Rewards from {scorer.name}. " + (__doc__ or "").split("\n\n")[1])
     app.add_middleware(BodyLimit, max_bytes=cfg.max_request_bytes)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Any, exc: Exception) -> JSONResponse:
-        # A server fault still answers JSON that says what failed; the worker and the server keep running.
-        return JSONResponse({"detail": f"internal error while scoring: {type(exc).__name__}: {exc}"}, status_code=500)
-
     async def run(groups: list[Group]) -> ScoreResult:
         n = sum(len(g) for g in groups)
         if n > cfg.max_items:
@@ -139,6 +134,8 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
             raise HTTPException(504, f"not scored within request_timeout_s={cfg.request_timeout_s}") from None
         except (ValueError, DataError) as e:
             raise HTTPException(400, str(e)) from None
+        except Exception as e:  # noqa: BLE001 - a fault inside the model fails this request only, as JSON
+            raise HTTPException(500, f"internal error while scoring: {type(e).__name__}: {e}") from None
 
     @app.post("/get_reward", response_model=GetRewardResponse)
     async def get_reward(body: GetRewardRequest) -> dict[str, Any]:

@@ -93,7 +93,15 @@ class Batcher:
                 raise QueueFull(f"{len(self._queue)} requests are waiting (max_queue={self.max_queue})")
             self._queue.append(job)
             self._cond.notify()
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            # The caller gave up (timeout, disconnect): free its place in the queue now, not when it is reached.
+            with self._cond:
+                if job in self._queue:
+                    self._queue.remove(job)
+                    self.stats.skipped += 1
+            raise
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop taking requests, finish the ones queued, stop the worker."""
