@@ -193,6 +193,7 @@ class Judge:
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.max_length, self.name = max_length, name
         self.verdicts = resolve_verdict_tokens(tokenizer, template)
+        self.reward_stats: dict[str, float] = {}  # a trained GenRM's held-out reward mean/std (rewardkit_judge.json)
 
     # ---- prompts
 
@@ -344,7 +345,9 @@ def load_judge(model: str, kind: str | None = None, template: str | None = None,
     hf.config.pad_token_id = tokenizer.pad_token_id
     if hf.generation_config is not None:
         hf.generation_config.pad_token_id = tokenizer.pad_token_id
-    return Judge(hf.eval(), tokenizer, tpl, max_length=max_length or meta.get("max_length", 1024), name=model)
+    judge = Judge(hf.eval(), tokenizer, tpl, max_length=max_length or meta.get("max_length", 1024), name=model)
+    judge.reward_stats = {k: meta[k] for k in ("reward_mean", "reward_std") if meta.get(k) is not None}
+    return judge
 
 
 # ------------------------------------------------------------------------------------- scorer
@@ -408,7 +411,8 @@ class JudgeScorer:
                 "template": t.to_dict(), "verdict_tokens": self.judge.verdicts.to_dict(),
                 "max_length": self.judge.max_length,
                 "sampling": ({"samples": self.samples, "temperature": self.temperature,
-                              "max_new_tokens": self.max_new_tokens, "seed": self.seed} if self.mode == "sample" else None)}
+                              "max_new_tokens": self.max_new_tokens, "seed": self.seed} if self.mode == "sample" else None),
+                **(self.judge.reward_stats if self.mode == "probability" else {})}
 
     # ---- the scorer interface
 
