@@ -1,7 +1,7 @@
 """The ``rewardkit`` command: a thin layer over the Python API with the same names.
 
     rewardkit train [--config cfg.yaml] [--flags]   → rewardkit.train.train(TrainConfig)
-    rewardkit eval  --model RUN --data FILE         → rewardkit.evaluate.evaluate
+    rewardkit eval  --model RUN --data FILE         → rewardkit.evaluate.run_evaluation
     rewardkit score --model RUN --input FILE.jsonl  → rewardkit.score.score_rows
     rewardkit rerank --model RUN --input FILE.jsonl → rewardkit.score.rerank_rows (best-of-N)
     rewardkit serve RUN [--host H --port P]         → rewardkit.serve (HTTP reward server)

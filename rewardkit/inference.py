@@ -59,6 +59,7 @@ class Group:
     completions: list[list[Message]] = field(default_factory=list)
     texts: list[str] | None = None
     prompt_text: str | None = None
+    source: str = ""  # where the group came from ("file:line"), for messages about it
 
     def __post_init__(self) -> None:
         if self.texts is not None and self.completions:
@@ -72,7 +73,9 @@ class Group:
     @classmethod
     def of(cls, example: Any) -> Group:
         """A group from anything with ``prompt`` and ``completions`` (a ``PreferenceExample``)."""
-        return example if isinstance(example, Group) else cls(prompt=example.prompt, completions=example.completions)
+        if isinstance(example, Group):
+            return example
+        return cls(prompt=example.prompt, completions=example.completions, source=getattr(example, "source", ""))
 
 
 @dataclass

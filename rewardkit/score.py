@@ -40,22 +40,23 @@ def parse_score_row(row: Any, location: str) -> Group:
             prompt_text = row.get("prompt_text")
             if prompt_text is not None and not isinstance(prompt_text, str):
                 raise RecordError("bad prompt_text", "'prompt_text' must be a string.")
-            return Group(texts=[row["text"]], prompt_text=prompt_text)
+            return Group(texts=[row["text"]], prompt_text=prompt_text, source=location)
         if "completion" in row:
-            return Group(prompt=prompt, completions=[_completion(row["completion"], "completion", prompt)])
+            return Group(prompt=prompt, completions=[_completion(row["completion"], "completion", prompt)],
+                         source=location)
         if "completions" in row:
             values = row["completions"]
             if not isinstance(values, list) or not values:
                 raise RecordError("bad completions", "'completions' must be a non-empty list of candidates.")
             return Group(prompt=prompt, completions=[_completion(c, f"completions[{i}]", prompt)
-                                                     for i, c in enumerate(values)])
+                                                     for i, c in enumerate(values)], source=location)
         if "a" in row and "b" in row:
             row = {**{k: v for k, v in row.items() if k not in ("a", "b")}, "chosen": row["a"], "rejected": row["b"]}
         if row.get("chosen") is not None and row.get("chosen") == row.get("rejected"):
             completion = _completion(row["chosen"], "chosen", prompt)
-            return Group(prompt=prompt, completions=[completion, completion])
+            return Group(prompt=prompt, completions=[completion, completion], source=location)
         ex = parse_record(row, location)
-        return Group(prompt=ex.prompt, completions=ex.completions)
+        return Group(prompt=ex.prompt, completions=ex.completions, source=location)
     except RecordError as e:
         raise DataError(f"{location}: {e} Rows need 'completion', 'completions' or 'a' and 'b' (each with an "
                         "optional 'prompt'), or an already-rendered 'text'.") from None

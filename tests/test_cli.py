@@ -113,7 +113,7 @@ def test_yaml_config_and_flags_are_the_same_dataclass(tmp_path):
     assert res.returncode == 2 and "not valid YAML" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "score", "report", "train-genrm"])
+@pytest.mark.parametrize("command", ["train", "eval", "score", "rerank", "serve", "report", "train-genrm"])
 def test_every_command_prints_its_help(command, capsys):
     """Help strings go through argparse's %-formatting: a stray % in a field's help used to crash --help."""
     from rewardkit.cli import main
@@ -125,3 +125,76 @@ def test_every_command_prints_its_help(command, capsys):
     assert out.startswith("usage: rewardkit " + command)
     if command in ("train", "train-genrm"):
         assert "~30% more compute" in out
+
+
+# ------------------------------------------------------------------------------------- score, rerank in process
+
+LONG_PROMPT = "Is the question fine? What is the answer? " * 12  # far over the run's max_length of 64
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_score_pair_over_max_length_matches_eval(run_dir, tmp_path):
+    """A pair is truncated in `score` as in `eval`: the siblings keep the same prompt tokens, so
+    P(a ≻ b) = σ(r_a − r_b) of eval's own per-example rewards."""
+    from rewardkit.cli import main
+    from rewardkit.losses import sigmoid
+
+    pairs = [("the answer is great", "the answer is bad and the answer is awful, poor and not fine at all"),
+             ("the answer is awful and the answer is poor, bad and not good at all", "the answer is fine")]
+    data = write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": LONG_PROMPT, "chosen": a, "rejected": b} for a, b in pairs])
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": LONG_PROMPT, "a": a, "b": b} for a, b in pairs])
+    out_eval, out_score = tmp_path / "eval.json", tmp_path / "scored.jsonl"
+    assert main(["eval", "--model", str(run_dir), "--data", str(data), "--output", str(out_eval),
+                 "--bootstrap-samples", "0"]) == 0
+    assert main(["score", "--model", str(run_dir), "--input", str(rows), "--output", str(out_score)]) == 0
+    result = json.loads(out_eval.read_text())
+    assert result["truncation"]["prompt_truncated"] == 4 and result["truncation"]["sequences"] == 4
+    per_example = _jsonl(out_eval.with_name("eval.rewards.jsonl"))
+    scored = _jsonl(out_score)
+    for ex, row in zip(per_example, scored, strict=True):
+        assert ex["ranks"] == [0, 1]  # rewards in (chosen, rejected) = (a, b) order
+        r_a, r_b = ex["rewards"]
+        assert row["reward_a"] == pytest.approx(r_a, abs=1e-5) and row["reward_b"] == pytest.approx(r_b, abs=1e-5)
+        assert row["p_a_beats_b"] == pytest.approx(sigmoid(r_a - r_b), abs=1e-6)
+        assert row["truncated"] == {"prompt": 2, "completion": 0}
+    # scored alone, each completion would keep more of the prompt: a different reward (why siblings go together)
+    alone = tmp_path / "alone.jsonl"
+    assert main(["score", "--model", str(run_dir), "--input",
+                 str(write_jsonl(tmp_path / "one.jsonl", [{"prompt": LONG_PROMPT, "completion": pairs[0][0]}])),
+                 "--output", str(alone)]) == 0
+    assert abs(_jsonl(alone)[0]["reward"] - per_example[0]["rewards"][0]) > 1e-6
+
+
+def test_rerank_cli_ranks_by_the_score_rewards(run_dir, tmp_path, capsys):
+    from rewardkit.cli import main
+
+    rows = [{"id": "r0", "prompt": "How was the answer?",
+             "completions": ["the answer is great", "the answer is awful", "the answer is fine"]},
+            {"id": "r1", "prompt": [{"role": "user", "content": "Is the question fine?"}],
+             "completions": ["the answer is poor", "the answer is good", "the answer is bad", "the answer is great"]},
+            {"id": "r2", "prompt": LONG_PROMPT,
+             "completions": ["the answer is bad", "the answer is fine and good", "the answer is awful"]}]
+    inp = write_jsonl(tmp_path / "cands.jsonl", rows)
+    reranked, scored = tmp_path / "reranked.jsonl", tmp_path / "scored.jsonl"
+    assert main(["rerank", "--model", str(run_dir), "--input", str(inp), "--output", str(reranked)]) == 0
+    assert main(["score", "--model", str(run_dir), "--input", str(inp), "--output", str(scored)]) == 0
+    out, ref = _jsonl(reranked), _jsonl(scored)
+    assert len(out) == len(rows)
+    for row, r, s in zip(rows, out, ref, strict=True):
+        assert r["id"] == row["id"] and r["completions"] == row["completions"]  # everything else passed through
+        assert r["rewards"] == pytest.approx(s["rewards"], abs=1e-6) and len(r["rewards"]) == len(row["completions"])
+        assert sorted(r["ranking"]) == list(range(len(row["completions"])))
+        ranked = [r["rewards"][i] for i in r["ranking"]]
+        assert ranked == sorted(r["rewards"], reverse=True)
+        assert r["best_index"] == r["ranking"][0] and r["best"] == row["completions"][r["ranking"][0]]
+        assert r["rewards"][r["best_index"]] == max(r["rewards"])
+    assert out[2]["truncated"]["prompt"] == 3  # the over-length prompt is cut for all candidates alike
+
+    bad = write_jsonl(tmp_path / "bad.jsonl", [rows[0], {"prompt": "q", "completion": "only one"}])
+    capsys.readouterr()
+    assert main(["rerank", "--model", str(run_dir), "--input", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}:2" in err and "completions" in err and "Traceback" not in err

@@ -41,11 +41,11 @@ from rewardkit.evaluate import (  # noqa: E402
     kendall_tau,
     metrics_from_rewards,
     ranking_metrics,
-    sigmoid,
     spearman,
     tie_threshold_rate_matched,
     top1_credit,
 )
+from rewardkit.losses import sigmoid  # noqa: E402
 
 
 def pair(prompt: str, chosen: str, rejected: str, **kw) -> PreferenceExample:

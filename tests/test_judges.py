@@ -13,6 +13,7 @@ import torch
 
 from rewardkit.cli import main as judge_cli
 from rewardkit.data.record import PreferenceExample
+from rewardkit.inference import ScoreResult, score
 from rewardkit.judges import (
     JudgeScorer,
     evaluate_judge,
@@ -21,7 +22,7 @@ from rewardkit.judges import (
     parse_verdict,
     resolve_verdict_tokens,
 )
-from rewardkit.judges.judge import _allocate
+from rewardkit.judges.judge import JudgeStats, _allocate
 from rewardkit.judges.parse import majority, vote
 from rewardkit.judges.templates import JudgeTemplate, render_chat
 
@@ -172,21 +173,21 @@ def _res(p_a: float) -> dict:
 
 
 def test_both_orders_combine_as_mean_log_odds_and_count_flips(judges):
-    scorer = JudgeScorer(judges["pairwise"])
+    scorer, stats = JudgeScorer(judges["pairwise"]), JudgeStats()
     # i shown as A: P(A) = 0.8 → log-odds for i: log 4. i shown as B: P(A) = 0.6 → log-odds for i: −log 1.5.
-    info = scorer._combine({True: _res(0.8), False: _res(0.6)})
+    info = scorer._combine({True: _res(0.8), False: _res(0.6)}, stats)
     assert info["log_odds"] == pytest.approx((math.log(4) - math.log(1.5)) / 2)
     assert info["flip"] is True  # i wins when first, loses when second: the judge just prefers "A"
-    info = scorer._combine({True: _res(0.7), False: _res(0.1)})
+    info = scorer._combine({True: _res(0.7), False: _res(0.1)}, stats)
     assert info["log_odds"] == pytest.approx((math.log(0.7 / 0.3) + math.log(0.9 / 0.1)) / 2)
     assert info["flip"] is False
-    assert scorer.stats.flips == 1 and scorer.stats.pairs_both_orders == 2
-    assert scorer.stats.to_dict()["flip_rate"] == 0.5
-    assert scorer.stats.to_dict()["position_a_rate"] == 0.75  # 3 of 4 verdicts were "A"
+    assert stats.flips == 1 and stats.pairs_both_orders == 2
+    assert stats.to_dict()["flip_rate"] == 0.5
+    assert stats.to_dict()["position_a_rate"] == 0.75  # 3 of 4 verdicts were "A"
     # a constant position bias b on the log-odds of "A" cancels exactly
     s, b = 0.9, 2.5
     p = lambda lo: 1 / (1 + math.exp(-lo))  # noqa: E731
-    assert scorer._combine({True: _res(p(s + b)), False: _res(p(-s + b))})["log_odds"] == pytest.approx(s)
+    assert scorer._combine({True: _res(p(s + b)), False: _res(p(-s + b))}, JudgeStats())["log_odds"] == pytest.approx(s)
 
 
 def test_pairwise_scorer_rewards_and_single_orders(judges):
@@ -196,9 +197,11 @@ def test_pairwise_scorer_rewards_and_single_orders(judges):
                                     ranking=[1, 0])  # chosen second in the record
     scorer = JudgeScorer(judge, order="both")
     result = evaluate_judge(scorer, examples)
-    rewards = scorer.score_examples(examples)
+    scored = score(scorer, examples)
+    rewards, details = scored.rewards, scored.details
+    assert scored.path == "judge:probability" and scored.stats["flip_rate"] == result["judge"]["stats"]["flip_rate"]
     flips = 0
-    for ex, r, d in zip(examples, rewards, scorer.details):
+    for ex, r, d in zip(examples, rewards, details):
         c0, c1 = (ex.completions[k][0]["content"] for k in (0, 1))
         x = ex.prompt[0]["content"]
         lp, _ = judge.label_logprobs(judge.encode_queries([{"prompt": x, "response_a": c0, "response_b": c1},
@@ -211,10 +214,10 @@ def test_pairwise_scorer_rewards_and_single_orders(judges):
     assert result["judge"]["stats"]["flip_rate"] == pytest.approx(flips / len(examples))
     # single orders come from the same passes: "chosen first" uses the log-odds where the chosen was A
     first = result["single_order"]["chosen_first"]
-    ex1 = scorer.details[1]["pairs"][0]  # record 1 has the chosen at index 1: chosen first = j first
+    ex1 = details[1]["pairs"][0]  # record 1 has the chosen at index 1: chosen first = j first
     assert first["pairs"] == 5 and ex1["i"] == 0
     margins = []
-    for ex, d in zip(examples, scorer.details):
+    for ex, d in zip(examples, details):
         p = d["pairs"][0]
         chosen_is_i = ex.ranking[0] == p["i"]
         lo_chosen_first = p["log_odds_a_i_first"] if chosen_is_i else p["log_odds_a_j_first"]
@@ -224,9 +227,10 @@ def test_pairwise_scorer_rewards_and_single_orders(judges):
     # "as_given" and "random" run one query per pair, and each equals one of the two orders
     for order in ("as_given", "random"):
         one = JudgeScorer(judge, order=order)
-        r1 = one.score_examples(examples)
-        assert one.stats.queries == 5 and one.stats.pairs_both_orders == 0
-        for r, d in zip(r1, scorer.details):
+        one_scored = score(one, examples)
+        r1 = one_scored.rewards
+        assert one_scored.stats["queries"] == 5 and one_scored.stats["pairs_both_orders"] == 0
+        for r, d in zip(r1, details):
             p = d["pairs"][0]
             assert any(r[0] - r[1] == pytest.approx(lo, abs=1e-5)
                        for lo in (p["log_odds_a_i_first"], -p["log_odds_a_j_first"]))
@@ -237,8 +241,9 @@ def test_k_completions_get_the_least_squares_bradley_terry_rewards(judges):
                            completions=[[{"role": "assistant", "content": t}] for t in ("good", "bad", "fine")],
                            ranking=[0, 2, 1])
     scorer = JudgeScorer(judges["pairwise"])
-    (r,) = scorer.score_examples([ex])
-    L = {(p["i"], p["j"]): p["log_odds"] for p in scorer.details[0]["pairs"]}
+    scored = score(scorer, [ex])
+    (r,) = scored.rewards
+    L = {(p["i"], p["j"]): p["log_odds"] for p in scored.details[0]["pairs"]}
     assert set(L) == {(0, 1), (0, 2), (1, 2)}
     assert r[0] == pytest.approx((L[0, 1] + L[0, 2]) / 3) and r[2] == pytest.approx((-L[0, 2] - L[1, 2]) / 3)
     single = PreferenceExample(prompt=ex.prompt, completions=ex.completions[:1], ranking=[0], source="f.jsonl:3")
@@ -249,17 +254,18 @@ def test_k_completions_get_the_least_squares_bradley_terry_rewards(judges):
 def test_pointwise_and_verifier_rewards(judges):
     examples = pairs(3)
     point = JudgeScorer(judges["pointwise"])
-    rewards = point.score_examples(examples)
-    for r, d in zip(rewards, point.details):
+    scored = score(point, examples)
+    for r, d in zip(scored.rewards, scored.details):
         for reward, c in zip(r, d["completions"]):
             expected = sum(float(k) * math.exp(v) for k, v in c["logp"].items())
             assert reward == pytest.approx(expected) and 1 <= reward <= 10
     ver = JudgeScorer(judges["verifier"])
-    for r, d in zip(ver.score_examples(examples), ver.details):
+    ver_scored = score(ver, examples)
+    for r, d in zip(ver_scored.rewards, ver_scored.details):
         for reward, c in zip(r, d["completions"]):
             assert reward == pytest.approx(c["logp"]["Yes"] - c["logp"]["No"])
             assert math.exp(c["logp"]["Yes"]) + math.exp(c["logp"]["No"]) == pytest.approx(1)
-    assert 0 < ver.describe()["stats"]["mean_verdict_mass"] <= 1
+    assert 0 < ver_scored.stats["mean_verdict_mass"] <= 1
 
 
 # ------------------------------------------------------------------------------------- parser, sampling
@@ -304,12 +310,15 @@ def test_votes_and_majority():
 
 def test_sampling_is_seeded_counts_every_outcome_and_never_guesses(judges):
     examples = pairs(2)
-    runs = []
+    runs, stats = [], []
     for _ in range(2):
         scorer = JudgeScorer(judges["pairwise"], mode="sample", samples=3, max_new_tokens=6, seed=7)
-        result = evaluate_judge(scorer, examples)
-        runs.append([d["pairs"][0] for d in scorer.details])
-    assert runs[0] == runs[1]  # same seed, same samples
+        scored = score(scorer, examples)
+        runs.append([d["pairs"][0] for d in scored.details])
+        stats.append({k: v for k, v in scored.stats.items() if k != "seconds"})
+    result = evaluate_judge(scorer, examples)  # the same seed again: the same samples
+    assert runs[0] == runs[1] and stats[0] == stats[1]  # same seed, same samples
+    assert {k: v for k, v in result["judge"]["stats"].items() if k != "seconds"} == stats[0]
     samples = result["judge"]["stats"]["samples"]
     assert sum(samples.values()) == 2 * 2 * 3  # pairs × orders × samples, each counted once
     # a random tiny model does not write "[[A]]": no valid votes, so no reward is invented
@@ -323,7 +332,8 @@ def test_sampling_reads_verdicts_from_generated_text(judges):
     """A judge whose answer prefix is given in the user text still parses what it generates; here we check the
     wiring by parsing the replies the scorer stored against the votes it counted."""
     scorer = JudgeScorer(judges["verifier"], mode="sample", samples=4, max_new_tokens=4, seed=1)
-    results = scorer._judge([{"prompt": "q", "response": "r"}])
+    ids = scorer.judge.encode_queries([{"prompt": "q", "response": "r"}], with_answer_prefix=False)
+    results = scorer._verdicts(ids)
     replies = results[0]["replies"]
     assert len(replies) == 4
     votes, statuses = vote([parse_verdict(t, ["Yes", "No"]) for t in replies])
@@ -340,16 +350,27 @@ def test_over_length_prompts_are_cut_by_field_and_counted(tiny_model_dir):
     long_prompt = "Is the question fine? " * 40
     queries = [{"prompt": long_prompt, "response_a": "good", "response_b": "bad"},
                {"prompt": "How?", "response_a": "the answer is great " * 30, "response_b": "fine"},
-               {"prompt": "How?", "response_a": "good", "response_b": "bad"}]
-    ids = judge.encode_queries(queries)
+               {"prompt": "How?", "response_a": "good", "response_b": "bad"},
+               {"prompt": long_prompt, "response_a": "the answer is great " * 30, "response_b": "bad"}]
+    ids, cuts = judge.encode_queries_cut(queries)
+    assert ids == judge.encode_queries(queries)
     assert all(len(s) <= 64 for s in ids)
-    t = judge.truncation
-    assert (t.queries, t.truncated, t.prompt_cut, t.response_cut) == (3, 2, 1, 1)
+    assert cuts == [(True, False), (False, True), (False, False), (True, True)]
     text = judge.tokenizer.decode(ids[0])
     assert "[…]" in text and text.endswith("[[") and "A: good" in text  # responses kept whole
     text = judge.tokenizer.decode(ids[1])
     assert "B: fine" in text and "[…]\nB:" in text  # the long response cut at its end, the short one whole
-    assert "2 of 3 judge prompts truncated" in t.summary()
+    # the scorer's prepared queries count them per group, once each (a response cut, with or without the
+    # conversation cut, counts as a completion cut)
+    groups = [PreferenceExample(prompt=[{"role": "user", "content": q["prompt"]}],
+                                completions=[[{"role": "assistant", "content": q[f]}] for f in ("response_a", "response_b")],
+                                ranking=[0, 1]) for q in queries]
+    prepared = JudgeScorer(judge, order="as_given").prepare(groups)
+    assert prepared.payload["ids"] == ids
+    assert [(t.sequences, t.prompt_truncated, t.completion_truncated) for t in prepared.truncation] == [
+        (1, 1, 0), (1, 0, 1), (1, 0, 0), (1, 0, 1)]
+    total = ScoreResult(rewards=[], truncation=prepared.truncation, path="judge:probability").truncation_total()
+    assert "3 of 4 sequences truncated" in total.summary()
     tiny = load_judge(str(tiny_model_dir), kind="pairwise", template=SHORT["pairwise"] + " x" * 60,
                       system_prompt="", max_length=40)
     with pytest.raises(ValueError, match="template alone takes"):

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rewardkit.cli import main as judge_cli
 from rewardkit.data import read_preferences
+from rewardkit.inference import score
 from rewardkit.judges import JudgeScorer, evaluate_judge, load_judge
 from rewardkit.judges.genrm import GenRMConfig, train_genrm
 from rewardkit.judges.templates import render_chat
@@ -40,7 +41,8 @@ def test_genrm_learns(trained):
     assert report["before"]["accuracy"] < 0.8
     assert report["after"]["accuracy"] >= 0.95
     assert report["last_train_loss"] < 0.5 * report["first_train_loss"]
-    assert report["train_truncation"]["queries"] == 192 and report["train_truncation"]["truncated"] == 0
+    t = report["train_truncation"]
+    assert t["sequences"] == 192 and t["prompt_truncated"] == t["completion_truncated"] == 0
 
 
 def test_checkpoint_is_a_causal_lm_whose_p_yes_is_the_reward(trained):
@@ -67,10 +69,11 @@ def test_checkpoint_is_a_causal_lm_whose_p_yes_is_the_reward(trained):
     by_hand = float(logits.log_softmax(-1)[yes[0]] - logits.log_softmax(-1)[no[0]])
     examples, _ = read_preferences(str(eval_file))
     scorer = JudgeScorer(judge)
-    (r,) = scorer.score_examples([ex for ex in examples if ex.prompt[0]["content"] == "How was the answer?"
-                                  and ex.chosen[0]["content"] == "the answer is great"][:1])
+    scored = score(scorer, [ex for ex in examples if ex.prompt[0]["content"] == "How was the answer?"
+                            and ex.chosen[0]["content"] == "the answer is great"][:1])
+    (r,) = scored.rewards
     assert r[0] == pytest.approx(by_hand, abs=1e-4)
-    assert scorer.details[0]["completions"][0]["logp"]["Yes"] == pytest.approx(
+    assert scored.details[0]["completions"][0]["logp"]["Yes"] == pytest.approx(
         math.log(1 / (1 + math.exp(-by_hand))), abs=1e-4)
 
     # reloaded, the held-out metrics are the ones training reported

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rewardkit.data import read_preferences
+from rewardkit.inference import score
 from rewardkit.judges import JudgeScorer, evaluate_judge, load_judge
 from rewardkit.judges.templates import render_chat
 
@@ -49,7 +50,9 @@ def test_smollm2_pairwise_both_orders_on_hh(smol_pairwise):
     assert time.time() - t < 60
     assert result["pairs"] == 2 and result["judge"]["stats"]["queries"] == 4
     assert result["judge"]["stats"]["pairs_both_orders"] == 2
-    for d in scorer.details:
+    scored = score(scorer, examples)  # what the judge saw and said, per pair (deterministic: the same passes)
+    assert scored.stats["queries"] == 4 and scored.stats["flips"] == result["judge"]["stats"]["flips"]
+    for d in scored.details:
         p = d["pairs"][0]
         combined = (p["log_odds_a_i_first"] - p["log_odds_a_j_first"]) / 2
         assert p["log_odds"] == pytest.approx(combined)
@@ -64,5 +67,5 @@ def test_smollm2_pairwise_both_orders_on_hh(smol_pairwise):
     with torch.no_grad():
         probs = model(**ids).logits[0, -1].double().softmax(-1)
     a, b = (smol_pairwise.verdicts.candidates[k][0] for k in (0, 1))
-    chosen_first = scorer.details[0]["pairs"][0]["p_a_i_first"]
+    chosen_first = scored.details[0]["pairs"][0]["p_a_i_first"]
     assert chosen_first == pytest.approx(float(probs[a] / (probs[a] + probs[b])), abs=1e-4)

@@ -14,6 +14,7 @@ from rewardkit.losses import (
     record_loss,
     reward_centering,
     reward_l2,
+    sigmoid,
     soft_bradley_terry_loss,
 )
 
@@ -172,3 +173,26 @@ def test_record_loss_dispatch_and_refusals():
         record_loss("bt", torch.zeros(3), [0, 1, 2], _pairs(3))
     with pytest.raises(ValueError, match="unknown loss"):
         record_loss("hinge", r, [0, 1], [(0, 1, False)])
+
+
+def test_sigmoid_is_exact_and_never_overflows():
+    """σ(Δ) for a judge's huge log-odds: exactly 1 or 0, no OverflowError (math.exp(800) raises), no warning."""
+    import warnings
+
+    import numpy as np
+
+    with pytest.raises(OverflowError):
+        1 / (1 + math.exp(800))  # what a naive σ(−800) does
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        for x, expected in ((800, 1.0), (-800, 0.0), (1e6, 1.0), (-1e6, 0.0), (800.0, 1.0), (-1e6, 0.0)):
+            assert sigmoid(x) == expected and isinstance(sigmoid(x), float)
+        big = np.array([800.0, -800.0, 1e6, -1e6, np.float64(1e300), -1e300])
+        np.testing.assert_array_equal(sigmoid(big), [1.0, 0.0, 1.0, 0.0, 1.0, 0.0])
+        assert sigmoid(np.float32(-1e6)) == 0.0
+    xs = np.linspace(-30, 30, 241)
+    naive = 1 / (1 + np.exp(-xs))
+    np.testing.assert_allclose(sigmoid(xs), naive, rtol=0, atol=1e-12)
+    for x in (-30.0, -5.5, -1.0, 0.0, 0.25, 3.0, 17.0, 30.0):
+        assert abs(sigmoid(x) - 1 / (1 + math.exp(-x))) <= 1e-12
+    assert sigmoid(0) == 0.5 and sigmoid(2.0) + sigmoid(-2.0) == pytest.approx(1.0, abs=1e-15)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from rewardkit.batching import Encoder, pad_batch
+from rewardkit.batching import Encoder, TruncationStats, pad_batch
 from rewardkit.data.record import PreferenceExample
-from rewardkit.evaluate import score_examples
+from rewardkit.inference import RewardModelScorer, score
 from rewardkit.model import load_reward_model
 from rewardkit.pooling import last_token_index, position_ids_from_mask
 
@@ -71,10 +71,14 @@ def test_rewards_do_not_depend_on_batch_size_or_padding_side(tiny):
 
     examples = synthetic_pairs("eval", n=24)
     encoder = Encoder(tok, max_length=128)
-    base = score_examples(model, encoder, examples, max_batch_size=1)
+
+    def rewards(**kw):
+        return score(RewardModelScorer(model, encoder, name="tiny", kind="test", **kw), examples).rewards
+
+    base = rewards(max_batch_size=1)
     for size in (2, 5, 64):
         for side in ("left", "right"):
-            other = score_examples(model, encoder, examples, max_batch_size=size, padding_side=side)
+            other = rewards(max_batch_size=size, padding_side=side)
             for a, b in zip(base, other):
                 assert abs(a - b).max() < 1e-4
 
@@ -83,35 +87,35 @@ def test_truncation_keeps_completion_end_and_cuts_prompt_from_left(tiny):
     _, tok = tiny
     ex = PreferenceExample.pair("What is the capital of France? " * 20, "The capital of France is Paris.", "x")
     full = Encoder(tok, max_length=10_000).encode(ex.prompt, ex.chosen)
-    enc = Encoder(tok, max_length=40)
-    ids = enc.encode(ex.prompt, ex.chosen)
+    enc, stats = Encoder(tok, max_length=40), TruncationStats()
+    ids = enc.encode(ex.prompt, ex.chosen, stats)
     assert len(ids) == 40
     assert ids[-25:] == full[-25:]  # the completion's end is kept
     assert ids[0] == tok.bos_token_id  # a leading BOS survives the cut
-    assert enc.stats.prompt_truncated == 1 and enc.stats.completion_truncated == 0
+    assert stats.prompt_truncated == 1 and stats.completion_truncated == 0
 
     long_reply = PreferenceExample.pair("Hi", "paper " * 200, "x")
-    enc2 = Encoder(tok, max_length=30)
-    ids2 = enc2.encode(long_reply.prompt, long_reply.chosen)
+    enc2, stats2 = Encoder(tok, max_length=30), TruncationStats()
+    ids2 = enc2.encode(long_reply.prompt, long_reply.chosen, stats2)
     full2 = Encoder(tok, max_length=10_000).encode(long_reply.prompt, long_reply.chosen)
     assert len(ids2) == 30 and ids2[1:] == full2[-29:]
-    assert enc2.stats.completion_truncated == 1
-    assert "1 completion cut" in enc2.stats.summary()
+    assert stats2.completion_truncated == 1
+    assert "1 completion cut" in stats2.summary()
 
 
 def test_siblings_keep_the_same_prompt_tokens_when_truncated(tiny):
     _, tok = tiny
     ex = PreferenceExample.pair("What is the capital of France? " * 20, "Paris.", "The capital of France is Paris, a city.")
     full = Encoder(tok, max_length=10_000).encode_examples([ex])[0]
-    enc = Encoder(tok, max_length=40)
-    short, long = enc.encode_examples([ex])[0]
+    enc, stats = Encoder(tok, max_length=40), TruncationStats()
+    short, long = enc.encode_examples([ex], stats)[0]
     assert len(long) == 40 and len(short) < 40  # the longest sibling fills the budget
     # Both keep the same prompt tokens: they agree up to where the completions start.
     n = 0
     while short[n] == long[n]:
         n += 1
     assert short[:n] == long[:n] and short[n:] == full[0][-(len(short) - n):] and long[n:] == full[1][-(len(long) - n):]
-    assert short[0] == tok.bos_token_id and enc.stats.prompt_truncated == 2
+    assert short[0] == tok.bos_token_id and stats.prompt_truncated == 2
     # encode_many (scoring one completion) still truncates each sequence on its own.
     alone = Encoder(tok, max_length=40).encode(ex.prompt, ex.chosen)
     assert len(alone) == 40 and alone[-3:] == full[0][-3:]

@@ -14,8 +14,8 @@ from transformers import AutoTokenizer, LlamaForSequenceClassification
 
 from rewardkit.data.record import PreferenceExample
 from rewardkit.data.synthetic import synthetic_pairs
+from rewardkit.inference import Group, Prepared, RewardModelScorer, Scorer, ScoreResult, load_scorer, score
 from rewardkit.model import ModelLoadError
-from rewardkit.scorers import RewardModelScorer, Scorer, load_scorer
 
 from conftest import SHARED, build_tiny_model
 
@@ -117,15 +117,22 @@ def test_smollm2_rewards_do_not_depend_on_batching_padding_or_threads():
 
 
 def test_scorer_protocol_is_all_evaluation_needs():
-    """Any object with name / score_examples / describe is evaluated, e.g. a length-only "reward"."""
+    """Any object with name / prepare / run / describe is evaluated, e.g. a length-only "reward"."""
+    from rewardkit.batching import TruncationStats
     from rewardkit.data.record import completion_text
     from rewardkit.evaluate import run_evaluation
 
     class LengthScorer:
         name = "length"
 
-        def score_examples(self, examples: list[PreferenceExample]) -> list[np.ndarray]:
-            return [np.array([float(len(completion_text(c))) for c in ex.completions]) for ex in examples]
+        def prepare(self, groups: list) -> Prepared:
+            groups = [Group.of(g) for g in groups]
+            return Prepared(groups=groups, tokens=0, truncation=[TruncationStats() for _ in groups])
+
+        def run(self, prepared: list[Prepared]) -> list[ScoreResult]:
+            return [ScoreResult(rewards=[np.array([float(len(completion_text(c))) for c in g.completions])
+                                         for g in p.groups], truncation=p.truncation, path="length")
+                    for p in prepared]
 
         def describe(self) -> dict:
             return {"type": "length"}
@@ -133,5 +140,135 @@ def test_scorer_protocol_is_all_evaluation_needs():
     examples = [PreferenceExample.pair(f"q{i}", "long answer" * (i % 3 + 1), "short") for i in range(6)]
     result, rewards = run_evaluation(LengthScorer(), examples, bootstrap_samples=0)
     assert isinstance(LengthScorer(), Scorer)
-    assert result["model"] == "length" and result["scorer"] == {"type": "length"}
+    assert result["model"] == "length" and result["scorer"] == {"type": "length", "scoring_path": "length"}
+    assert result["truncation"] == {"sequences": 0, "prompt_truncated": 0, "completion_truncated": 0}
     assert result["pairwise_accuracy"] == result["length"]["length_baseline_accuracy"] == 1.0
+
+
+# ------------------------------------------------------------------------------------- rendered texts
+
+
+@pytest.fixture(scope="module")
+def random_head(tiny_model_dir):
+    from rewardkit.model import load_reward_model
+
+    model, tok = load_reward_model(str(tiny_model_dir))
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.hf.score.weight, std=1.0)  # a random head makes rewards differ visibly
+    return model.eval(), tok
+
+
+PROMPT = [{"role": "user", "content": "How was the answer?"}]
+REPLY = [{"role": "assistant", "content": "the answer is great"}]
+
+
+def test_rendered_chat_text_scores_like_its_messages(random_head):
+    from rewardkit.batching import Encoder
+
+    model, tok = random_head
+    encoder = Encoder(tok, max_length=512)
+    assert encoder.template == "chat" and encoder.end_of_turn() == "<|im_end|>\n"
+    scorer = RewardModelScorer(model, encoder, name="tiny", kind="test")
+    text = tok.apply_chat_template(PROMPT + REPLY, tokenize=False)
+    assert text.endswith("the answer is great<|im_end|>\n")
+    messages = score(scorer, [Group(prompt=PROMPT, completions=[REPLY])])
+    (r_messages,) = messages.rewards[0]
+    # the text as the chat template renders it, without the final "\n", and without the whole end-of-turn marker
+    stripped = [text[:-len("\n")], text[:-len("<|im_end|>\n")]]
+    rendered = score(scorer, [Group(texts=[text])] + [Group(texts=[t]) for t in stripped])
+    assert rendered.end_of_turn_added == 2 and messages.end_of_turn_added == 0
+    for r in rendered.rewards:
+        assert abs(r[0] - r_messages) <= 1e-5
+    assert score(scorer, [Group(texts=[text])]).end_of_turn_added == 0  # a complete turn is left as it is
+    # with the rendered prompt marked, the same again (one group, three siblings)
+    head = tok.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)
+    siblings = score(scorer, [Group(texts=[text, *stripped], prompt_text=head)])
+    assert siblings.end_of_turn_added == 2 and np.abs(siblings.rewards[0] - r_messages).max() <= 1e-5
+
+    # --no-complete-turn: the text is scored exactly as sent, so a reward read elsewhere differs
+    exact = RewardModelScorer(model, encoder, name="tiny", kind="test", complete_turn=False)
+    as_sent = score(exact, [Group(texts=[text])] + [Group(texts=[t]) for t in stripped])
+    assert as_sent.end_of_turn_added == 0
+    assert abs(as_sent.rewards[0][0] - r_messages) <= 1e-5
+    for r in as_sent.rewards[1:]:
+        assert abs(r[0] - r_messages) > 1e-4
+
+
+def test_rendered_raw_text_scores_like_its_messages(random_head):
+    from rewardkit.batching import Encoder
+
+    model, tok = random_head
+    encoder = Encoder(tok, max_length=512, template="raw")
+    assert encoder.end_of_turn() == "" and encoder.complete_turn("x") == ("x", False)
+    head, text = encoder.render(PROMPT, REPLY)
+    assert text == "\n\nHuman: How was the answer?\n\nAssistant: the answer is great"
+    for complete in (True, False):
+        scorer = RewardModelScorer(model, encoder, name="tiny", kind="test", complete_turn=complete)
+        (r_messages,) = score(scorer, [Group(prompt=PROMPT, completions=[REPLY])]).rewards[0]
+        rendered = score(scorer, [Group(texts=[text]), Group(texts=[text], prompt_text=head)])
+        assert rendered.end_of_turn_added == 0  # raw text has no end-of-turn marker to complete
+        for r in rendered.rewards:
+            assert abs(r[0] - r_messages) <= 1e-5
+
+
+# ------------------------------------------------------------------------------------- per-call values
+
+
+def test_truncation_counts_belong_to_their_call(random_head):
+    """One scorer, several calls (as a server makes them): each result holds its own truncation counts."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rewardkit.batching import Encoder
+
+    model, tok = random_head
+    scorer = RewardModelScorer(model, Encoder(tok, max_length=32), name="tiny", kind="test")
+    long = PreferenceExample.pair("Is the question fine? " * 20, "the answer is great", "the answer is bad")
+    short = PreferenceExample.pair("How was the answer?", "the answer is great", "the answer is bad")
+
+    first = score(scorer, [long])
+    second = score(scorer, [short])
+    assert first.truncation_total().to_dict() == {"sequences": 2, "prompt_truncated": 2, "completion_truncated": 0}
+    assert second.truncation_total().to_dict() == {"sequences": 2, "prompt_truncated": 0, "completion_truncated": 0}
+    assert score(scorer, [long]).truncation_total() == first.truncation_total()  # nothing accumulates
+
+    # concurrent requests, prepared on threads and run in one dynamic batch, keep their own counts
+    inputs = [[long] if k % 2 == 0 else [short, short] for k in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        prepared = list(pool.map(scorer.prepare, inputs))
+    results = scorer.run(prepared)
+    for k, res in enumerate(results):
+        t = res.truncation_total()
+        assert (t.sequences, t.prompt_truncated) == ((2, 2) if k % 2 == 0 else (4, 0)), k
+        assert len(res.rewards) == len(inputs[k])
+    np.testing.assert_allclose(results[0].rewards[0], first.rewards[0], atol=1e-5)
+    np.testing.assert_allclose(results[1].rewards[1], second.rewards[0], atol=1e-5)
+
+
+def test_score_rows_survive_a_huge_reward_difference():
+    """A judge's log-odds can be huge: P(a ≻ b) = σ(Δ) is then exactly 1 or 0, with no overflow."""
+    import warnings
+
+    from rewardkit.batching import TruncationStats
+    from rewardkit.score import score_rows
+
+    class Huge:
+        name = "huge"
+
+        def prepare(self, groups: list) -> Prepared:
+            groups = [Group.of(g) for g in groups]
+            return Prepared(groups=groups, tokens=0, truncation=[TruncationStats() for _ in groups])
+
+        def run(self, prepared: list[Prepared]) -> list[ScoreResult]:
+            deltas = iter([800.0, -800.0, 1e6, -1e6])
+            return [ScoreResult(rewards=[np.array([d, 0.0]) for d, _ in zip(deltas, p.groups)],
+                                truncation=p.truncation, path="judge:probability") for p in prepared]
+
+        def describe(self) -> dict:
+            return {"type": "judge"}
+
+    rows = [{"prompt": "q", "a": "x", "b": f"y{i}"} for i in range(4)]
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        out, _ = score_rows(Huge(), rows)
+    assert [r["p_a_beats_b"] for r in out] == [1.0, 0.0, 1.0, 0.0]
+    json.dumps(out)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from rewardkit.batching import Encoder
+from rewardkit.batching import Encoder, TruncationStats
 from rewardkit.data.readers import parse_record
 from rewardkit.model import RewardModel, load_reward_model
 from rewardkit.sharing import (
@@ -150,8 +150,9 @@ def test_differently_truncated_siblings(tiny):
     prompt = [{"role": "user", "content": "What is the answer to the question about the great fine answer?"}]
     short = [{"role": "assistant", "content": "good"}]
     long = [{"role": "assistant", "content": "the answer is fine and the answer is great and good"}]
-    ids = enc.encode_many([(prompt, short), (prompt, long)])
-    assert enc.stats.prompt_truncated >= 1 and all(len(x) <= 24 for x in ids)
+    stats = TruncationStats()
+    ids = enc.encode_many([(prompt, short), (prompt, long)], stats)
+    assert stats.prompt_truncated >= 1 and all(len(x) <= 24 for x in ids)
     assert shared_prefix_length(ids) < len(ids[0]) - 3  # the longer one lost prompt tokens from the left
     assert_same(model, [ids], tok.pad_token_id)
 
@@ -218,8 +219,9 @@ def test_smollm2_hh_pairs_and_k4(tmp_path):
     enc = Encoder(tok, max_length=160)
     with gzip.open(SHARED / "data" / "hh-rlhf" / "helpful-base.jsonl.gz", "rt") as f:
         records = [parse_record(json.loads(next(f))) for _ in range(3)]
-    pairs = enc.encode_examples(records)
-    assert enc.stats.prompt_truncated > 0  # max_length 160 cuts some prompts: truncation interplay on real data
+    stats = TruncationStats()
+    pairs = enc.encode_examples(records, stats)
+    assert stats.prompt_truncated > 0  # max_length 160 cuts some prompts: truncation interplay on real data
     # K = 4: one prompt, the two HH replies plus two more built from them.
     ex = records[0]
     extra = [[{"role": "assistant", "content": ex.chosen[-1]["content"][:40]}],

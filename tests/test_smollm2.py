@@ -54,7 +54,7 @@ def test_smollm2_train_save_reload_same_rewards(smollm2_dir, tmp_path):
     assert hf.config.pad_token_id == tok.pad_token_id
 
     from rewardkit.checkpoint import load_checkpoint
-    from rewardkit.evaluate import score_token_ids
+    from rewardkit.inference import score_token_ids
 
     model, encoder, meta = load_checkpoint(run)
     assert meta["max_length"] == 96 and meta["template"] == "chat"

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardkit.checkpoint import load_checkpoint, read_metadata
 from rewardkit.config import TrainConfig
-from rewardkit.evaluate import score_token_ids
+from rewardkit.inference import score_token_ids
 from rewardkit.train import make_batches, make_optimizer, train
 
 from conftest import learnable_rows, write_jsonl

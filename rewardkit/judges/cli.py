@@ -1,8 +1,8 @@
 """Command-line glue for judges, ready to be wired into ``rewardkit eval`` / ``rewardkit score``.
 
 ``JudgeConfig`` holds the judge flags (to be merged into ``EvalConfig`` and ``ScoreConfig``);
-``run_judge_eval`` and ``run_judge_score`` do what ``rewardkit eval`` / ``score`` do, with a judge as
-the reward model:
+``run_judge_eval`` does what ``rewardkit eval`` does, with a judge as the reward model (``score``,
+``rerank`` and ``serve`` need nothing judge-specific: ``load_any_scorer`` gives them a judge scorer):
 
     rewardkit eval  --model smollm2-135m --judge pairwise --data FILE [--flags]
     rewardkit score --model smollm2-135m --judge verifier --input FILE.jsonl
