@@ -34,6 +34,29 @@ def save_checkpoint(folder: str | Path, model: RewardModel, tokenizer: PreTraine
     return folder
 
 
+def check_finished_run(folder: str | Path, metadata_file: str = METADATA_FILE) -> None:
+    """A rewardkit run folder (it has ``train_config.json``) without its metadata file is a run that did not
+    finish (killed, failed, or still training): loading it as a bare backbone would silently use default
+    template and max length, so it is an error that says what to do."""
+    path = Path(folder).expanduser()
+    other = "rewardkit_judge.json" if metadata_file == METADATA_FILE else METADATA_FILE
+    if path.is_dir() and (path / other).is_file() and not (path / metadata_file).is_file():
+        from rewardkit.model import ModelLoadError
+
+        kind = "GenRM (a judge)" if other == "rewardkit_judge.json" else "classifier reward model"
+        raise ModelLoadError(f"{folder} is a {kind} run ({other}), not this kind of model; "
+                             + ("rewardkit eval/score/rerank/serve use it as a judge by itself" if other ==
+                                "rewardkit_judge.json" else "load it without --judge"))
+    if path.is_dir() and (path / "train_config.json").is_file() and not (path / metadata_file).is_file():
+        from rewardkit.model import ModelLoadError
+        from rewardkit.run import latest_checkpoint
+
+        last = latest_checkpoint(path)
+        raise ModelLoadError(f"{folder} is a rewardkit run that did not finish (no {metadata_file}): "
+                             + (f"resume it with --resume auto, or load its last checkpoint {last}" if last else
+                                "it wrote no checkpoint (--save-every N writes them); train it again"))
+
+
 def read_metadata(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / METADATA_FILE
     return json.loads(path.read_text()) if path.exists() else {}
@@ -42,6 +65,7 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
 def load_checkpoint(name_or_path: str, max_length: int | None = None, template: str | None = None
                     ) -> tuple[RewardModel, Encoder, dict[str, Any]]:
     """Load a rewardkit checkpoint (or a bare backbone) with the encoder it was trained with."""
+    check_finished_run(name_or_path)
     meta = read_metadata(name_or_path) if Path(name_or_path).is_dir() else {}
     if meta and meta.get("pooling", POOLING_RULE) != POOLING_RULE:
         raise ValueError(f"{name_or_path}: pooling rule {meta['pooling']!r} is not supported by this rewardkit")

@@ -68,6 +68,16 @@ class TrainConfig:
     trainable_layers: int = _f(0, "Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
                                "Cuts the backward pass to those blocks: a cheaper partial fine-tune.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
+    save_every: int = _f(0, "Write a checkpoint every N optimizer steps (and at the last step) under "
+                         "<run>/checkpoints/step-N, atomically; 0: only the final model.")
+    keep_checkpoints: int = _f(2, "Keep the newest N checkpoints; older ones are deleted once a newer one is complete.")
+    resume: str | None = _f(None, "Continue a run: 'auto' (the run named by --run-name, from its latest complete "
+                            "checkpoint) or a checkpoint folder. The config must match the run's (bookkeeping "
+                            "fields such as --save-every may change).")
+    max_bad_steps: int = _f(3, "A step whose loss or gradient is NaN/inf is skipped and counted; this many in a row "
+                            "stop the run (the last checkpoint stays usable).")
+    report_to: str = _f("none", "Also log the metrics to 'tensorboard' (<run>/tensorboard) or 'wandb' (offline unless "
+                        "WANDB_MODE says otherwise), through accelerate's trackers; 'none' writes metrics.jsonl only.")
 
 
 @dataclass

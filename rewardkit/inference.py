@@ -292,9 +292,12 @@ class RewardModelScorer:
 def model_kind(name_or_path: str) -> str:
     """How ``name_or_path`` will be scored: a rewardkit checkpoint, a trained HF reward model, or a
     backbone that gets a new head. Raises for classifiers with more than one label."""
+    from rewardkit.checkpoint import check_finished_run
+
     path = Path(name_or_path)
     if path.is_dir() and (path / "rewardkit.json").exists():
         return "rewardkit-checkpoint"
+    check_finished_run(path)
     source = resolve_backbone(name_or_path)
     config_file = Path(source) / "config.json"
     if config_file.exists():

@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, gather_object, set_seed
+from accelerate.utils import gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from rewardkit.batching import Encoder, TruncationStats
-from rewardkit.checkpoint import save_checkpoint
+from rewardkit.checkpoint import METADATA_FILE, save_checkpoint
 from rewardkit.config import TrainConfig, to_dict
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
 from rewardkit.data.transforms import drop_ties, flatten_rankings
@@ -37,6 +37,7 @@ from rewardkit.evaluate import metrics_from_rewards
 from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.losses import LOSS_NAMES, check_record, record_loss
 from rewardkit.model import freeze_lower_layers, load_reward_model
+from rewardkit.run import Resumed, Run, load_weights
 from rewardkit.sharing import group_rewards, sharing_unsupported_reason
 
 
@@ -94,21 +95,13 @@ def sharded_rewards(accelerator: Accelerator, scorer: Scorer, examples: list[Pre
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train a classifier reward model: the recipe, top to bottom, on a :class:`rewardkit.run.Run`."""
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     main = accelerator.is_main_process
     say = accelerator.print
     set_seed(cfg.seed)
-    if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
-        raise ValueError("batch_size and micro_batch_size must be at least 1")
-    if cfg.epochs > 1:
-        warnings.warn(f"epochs={cfg.epochs}: reward models tend to overfit after one epoch; "
-                      "compare held-out accuracy per epoch before trusting the last one.", stacklevel=2)
-
-    name = [cfg.run_name or time.strftime("%Y%m%d-%H%M%S")]
-    broadcast_object_list(name)  # every process must write to the same run folder
-    run_dir = Path(cfg.output_dir) / name[0]
-    if (run_dir / "metrics.jsonl").exists() and not cfg.overwrite:
-        raise ValueError(f"run folder {run_dir} already holds a run; pick another --run-name or pass --overwrite")
+    check_train_config(cfg)
+    run = Run.open(accelerator, cfg, "%Y%m%d-%H%M%S")
     started = time.time()
 
     # ---- model and data
@@ -120,8 +113,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
     eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
     eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
-    if cfg.loss not in LOSS_NAMES:
-        raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
     train_ex, changes = prepare_records(train_ex, cfg)
     check_records(train_ex, cfg)
     train_truncation = TruncationStats()
@@ -138,10 +129,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(f"prefix sharing: {'off (' + why_not + ')' if why_not else 'on (each prompt computed once, groups packed)'}")
     say(f"trainable parameters: {n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}")
     say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
-    accelerator.wait_for_everyone()  # the folder is made only once model and data have loaded
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    run.begin(to_dict(cfg))
 
     # ---- optimisation
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
@@ -151,29 +139,37 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                               num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     pad_id, world = tokenizer.pad_token_id, accelerator.num_processes
-    metrics_file = open(run_dir / "metrics.jsonl", "w") if main else None
+    plain = accelerator.unwrap_model(model)
+    resumed = run.resume(lambda folder: load_weights(plain.hf, folder), optimizer, scheduler)
+    if resumed:
+        say(f"resumed from {resumed.checkpoint} at step {resumed.step} of {total_steps}")
 
-    def log(record: dict[str, Any]) -> None:
-        if metrics_file:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
-
-    last_eval_rewards: list[np.ndarray] = []
-    eval_scorer = RewardModelScorer(accelerator.unwrap_model(model), encoder, name=cfg.model, kind="training",
-                                    progress=main, padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing)
+    eval_scorer = RewardModelScorer(plain, encoder, name=cfg.model, kind="training", progress=main,
+                                    padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing)
+    last_eval: dict[str, Any] = {}
 
     def run_eval(step: int) -> dict[str, Any] | None:
         if not eval_ex:
             return None
         rewards = sharded_rewards(accelerator, eval_scorer, eval_ex)
-        last_eval_rewards[:] = rewards
         result = metrics_from_rewards(eval_ex, rewards)
-        log({"step": step, "split": "eval", **result})
+        last_eval.update(step=step, rewards=rewards, result=result)
+        run.log({"step": step, "split": "eval", **result})
         say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
             f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
         return result
 
-    before = run_eval(0) if cfg.eval_before else None
+    def save_model(folder: Path, **stats: Any) -> None:
+        if not stats and last_eval:  # a periodic checkpoint carries the latest held-out statistics
+            r = last_eval["result"]
+            stats = {"reward_mean": r["reward_mean"], "reward_std": r["reward_std"],
+                     "reward_stats_source": f"eval at step {last_eval['step']}"}
+        save_checkpoint(folder, plain, tokenizer, encoder, base_model=cfg.model, padding_side=cfg.padding_side, **stats)
+
+    if resumed:
+        before = resumed.evals.get(0)
+    else:
+        before = run_eval(0) if cfg.eval_before else None
     lengths = [sum(len(ids) for ids in record) for record in encoded]
 
     def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
@@ -181,8 +177,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                 padding_side=cfg.padding_side)
         return records_loss(cfg, [train_ex[i] for i in micro], [pairs[i] for i in micro], rewards)
 
-    history = optimise(accelerator, model, optimizer, scheduler, cfg, lengths, micro_loss, log=log, run_eval=run_eval,
-                       started=started)
+    history = optimise(accelerator, model, optimizer, scheduler, cfg, lengths, micro_loss, run=run, run_eval=run_eval,
+                       save_model=save_model, started=started, resumed=resumed)
     step = len(history)
     after = run_eval(step)
 
@@ -194,33 +190,49 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         r = np.concatenate(sharded_rewards(accelerator, eval_scorer, sample))
         stats_source, reward_mean, reward_std = "train", float(r.mean()), float(r.std())
     wall = time.time() - started
-    warning = learning_warning(history, before, after, loss_at_chance=cfg.loss in ("bt", "bt_softplus", "balanced"))
+    warning = learning_warning(history, before, after, loss_floor=loss_floor(cfg, train_ex))
     if warning:
         say(f"WARNING: {warning}")
     report = {
         "warning": warning,
-        "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step, "wall_time_s": round(wall, 1),
+        "run_dir": str(run.dir), "config": to_dict(cfg), "steps": step, "wall_time_s": round(wall, 1),
         "processes": world, "train_data": train_report.to_dict(), "record_changes": changes, "eval_data": eval_report.to_dict() if eval_report else None,
         "train_truncation": train_truncation.to_dict(), "before": before, "after": after,
         "first_train_loss": history[0]["loss"] if history else None,
         "last_train_loss": history[-1]["loss"] if history else None,
+        "skipped_steps": sum(1 for r in history if r.get("skipped")),
+        "resumed_from": str(resumed.checkpoint) if resumed else None,
     }
     accelerator.wait_for_everyone()
+    run.save_final(lambda folder: save_model(folder, reward_mean=reward_mean, reward_std=reward_std,
+                                             reward_stats_source=stats_source), METADATA_FILE)
     if main:
-        save_checkpoint(run_dir, accelerator.unwrap_model(model), tokenizer, encoder, base_model=cfg.model,
-                        reward_mean=reward_mean, reward_std=reward_std, reward_stats_source=stats_source,
-                        padding_side=cfg.padding_side)
-        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-        if last_eval_rewards:  # per-completion held-out rewards, so metrics can be recomputed without the model
-            with open(run_dir / "eval_rewards.jsonl", "w") as f:
-                for ex, r in zip(eval_ex, last_eval_rewards):
+        (run.dir / "report.json").write_text(json.dumps(report, indent=2))
+        if last_eval.get("step") == step:  # per-completion held-out rewards, so metrics can be recomputed without the model
+            with open(run.dir / "eval_rewards.jsonl", "w") as f:
+                for ex, r in zip(eval_ex, last_eval["rewards"]):
                     f.write(json.dumps({"source": ex.source, "ranking": ex.ranking, "ties": ex.ties,
                                         "rewards": [float(x) for x in r]}) + "\n")
-        (run_dir / "report.md").write_text(render_report(report))
-        metrics_file.close()
+        (run.dir / "report.md").write_text(render_report(report))
         say(summary_lines(report))
+    run.close()
     accelerator.wait_for_everyone()
     return report
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot train, before anything loads."""
+    if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
+        raise ValueError("batch_size and micro_batch_size must be at least 1")
+    if cfg.loss not in LOSS_NAMES:
+        raise ValueError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(LOSS_NAMES)}")
+    if cfg.report_to not in ("none", "tensorboard", "wandb"):
+        raise ValueError(f"report_to must be 'none', 'tensorboard' or 'wandb', got {cfg.report_to!r}")
+    if cfg.max_bad_steps < 1:
+        raise ValueError(f"max_bad_steps must be at least 1, got {cfg.max_bad_steps}")
+    if cfg.epochs > 1:
+        warnings.warn(f"epochs={cfg.epochs}: reward models tend to overfit after one epoch; "
+                      "compare held-out accuracy per epoch before trusting the last one.", stacklevel=3)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -238,23 +250,30 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
 def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              cfg: TrainConfig, lengths: list[int],
              micro_loss: Callable[[list[int]], tuple[torch.Tensor, float, float]], *,
-             log: Callable[[dict[str, Any]], None], run_eval: Callable[[int], Any], started: float,
-             desc: str = "train") -> list[dict[str, Any]]:
+             run: Run, run_eval: Callable[[int], Any], save_model: Callable[[Path], None], started: float,
+             resumed: Resumed | None = None, desc: str = "train") -> list[dict[str, Any]]:
     """The optimisation loop (shared by classifier RMs and ``rewardkit.judges.genrm``); returns the step log.
 
     ``micro_loss(indices)`` returns the per-record losses of a micro-batch of record indices, the
     number of correctly ordered pairs and the summed best-minus-worst margin (for the log).
+    A resumed run replays the seeded batch order and skips the steps already done, so it sees the
+    same batches as the uninterrupted run. A step whose loss or gradient norm is not finite is
+    skipped (no update) and logged with ``skipped``; ``max_bad_steps`` of them in a row stop the run.
     """
     rank, world = accelerator.process_index, accelerator.num_processes
     device = accelerator.device
     total_steps = math.ceil(len(lengths) / cfg.batch_size) * cfg.epochs
     rng = np.random.default_rng(cfg.seed)
-    history: list[dict[str, Any]] = []
-    bar = tqdm(total=total_steps, disable=not accelerator.is_main_process, desc=desc, unit="step")
-    step = 0
+    history: list[dict[str, Any]] = list(resumed.history) if resumed else []
+    start = resumed.step if resumed else 0
+    bar = tqdm(total=total_steps, initial=start, disable=not accelerator.is_main_process, desc=desc, unit="step")
+    step, bad = 0, 0
     model.train()
     for epoch in range(cfg.epochs):
         for batch in make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
+            if step < start:  # done before the run was interrupted
+                step += 1
+                continue
             shard = np.array_split(np.asarray(batch), world)[rank].tolist()
             n_micro = math.ceil(math.ceil(len(batch) / world) / cfg.micro_batch_size)
             stats = torch.zeros(3, device=device)  # loss sum, correct, margin sum
@@ -268,27 +287,44 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
                 with sync:
                     accelerator.backward(losses.sum() * world / len(batch))
                 stats += torch.tensor([losses.detach().sum().item(), correct * weight, margin * weight], device=device)
+            loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
             grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                          if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
-            optimizer.step()
-            scheduler.step()
+            finite = math.isfinite(loss) and (cfg.max_grad_norm <= 0 or math.isfinite(float(grad_norm)))
+            if finite:
+                optimizer.step()
+                scheduler.step()
+                bad = 0
+            else:
+                bad += 1
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
-            if not math.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss} at step {step} (epoch {epoch}); lower --learning-rate "
-                                       f"(now {cfg.learning_rate}) or check the data for extreme inputs")
             record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
                       "margin": margin, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                       "records": len(batch), "elapsed_s": round(time.time() - started, 2)}
+            if not finite:
+                record["skipped"] = True
             history.append(record)
-            if step % cfg.log_every == 0 or step == total_steps:
-                log(record)
+            if step % cfg.log_every == 0 or step == total_steps or not finite:
+                run.log(record)
+            if bad >= cfg.max_bad_steps:
+                from rewardkit.run import latest_checkpoint
+
+                last = latest_checkpoint(run.dir)
+                skipped = sum(1 for r in history if r.get("skipped"))
+                raise TrainingDiverged(
+                    f"the loss or gradient was not finite for {bad} steps in a row (step {step}, epoch {epoch}; "
+                    f"{skipped} steps skipped in all, each logged in metrics.jsonl). Lower --learning-rate (now "
+                    f"{cfg.learning_rate}) or check the data for extreme inputs. "
+                    + (f"Last usable checkpoint: {last} (--resume {last})." if last else
+                       "No checkpoint was written (--save-every N writes them)."))
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
             if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
                 run_eval(step)
                 model.train()
+            if cfg.save_every and finite and (step % cfg.save_every == 0 or step == total_steps):
+                run.save(step, save_model, optimizer, scheduler)
     bar.close()
     return history
 
@@ -318,18 +354,40 @@ def order_stats(rewards: torch.Tensor, pairs: list[tuple[int, int, bool]], ranki
     return correct, float(rewards[ranking[0]] - rewards[ranking[-1]])
 
 
+def loss_floor(cfg: TrainConfig, records: list[PreferenceExample]) -> float | None:
+    """The lowest mean loss the data allows, when the loss's chance level is log 2 (bt, bt_softplus, balanced);
+    None for losses whose chance level is elsewhere (margin, Plackett-Luce).
+
+    A record whose completions are all tied trains toward Δr = 0, where its loss is log 2; with label
+    smoothing ε a strict pair's loss cannot go below the binary entropy H(ε). So a tie-heavy dataset
+    cannot reach 0, and "not learning" must be judged against this floor, not against 0.
+    """
+    if cfg.loss not in ("bt", "bt_softplus", "balanced") or not records:
+        return None
+    eps = cfg.label_smoothing
+    strict_floor = -(eps * math.log(eps) + (1 - eps) * math.log(1 - eps)) if 0 < eps < 1 else 0.0
+    ties = sum(1 for ex in records if ex.is_tie)
+    return (ties * math.log(2) + (len(records) - ties) * strict_floor) / len(records)
+
+
 def learning_warning(history: list[dict[str, Any]], before: dict | None, after: dict | None,
-                     loss_at_chance: bool = True) -> str | None:
+                     loss_floor: float | None = 0.0) -> str | None:
     """A plain signal for the classic failure: a run that stayed at chance (pain point 10).
 
-    The loss test applies only when chance costs log 2 per record (``loss_at_chance``); the margin
-    and Plackett-Luce losses sit elsewhere at chance, so for them only held-out accuracy is checked.
+    Chance costs log 2 per record for bt / bt_softplus / balanced; the data's floor (``loss_floor``) is
+    what a perfect model would reach. The run "did not learn" when the mean loss of its last quarter
+    closed less than 2 % of the gap between the two. For losses whose chance level is elsewhere
+    (``loss_floor=None``: margin, Plackett-Luce) only held-out accuracy is checked.
     """
-    tail = history[-max(1, len(history) // 4):]
+    tail = [r for r in history[-max(1, len(history) // 4):] if not r.get("skipped")]
     tail_loss = sum(r["loss"] for r in tail) / len(tail) if tail else None
-    if loss_at_chance and tail_loss is not None and tail_loss > 0.68:
-        return (f"the training loss did not fall below log 2 = 0.693 (mean over the last quarter of steps: {tail_loss:.3f}); the model "
-                "is not separating chosen from rejected. Check the data, or raise --learning-rate / train on more pairs.")
+    chance = math.log(2)
+    if loss_floor is not None and tail_loss is not None and chance - loss_floor > 1e-6:
+        learned = (chance - tail_loss) / (chance - loss_floor)
+        if learned < 0.02:
+            return (f"the training loss stayed at chance (mean over the last quarter of steps: {tail_loss:.3f}; chance "
+                    f"log 2 = 0.693, the data's floor {loss_floor:.3f}); the model is not separating chosen from "
+                    "rejected. Check the data, or raise --learning-rate / train on more pairs.")
     if before and after and after["accuracy"] <= before["accuracy"]:
         return (f"held-out accuracy did not improve ({before['accuracy']:.4f} → {after['accuracy']:.4f}); "
                 "the model may be overfitting the training pairs or learning something that does not transfer.")

@@ -28,14 +28,13 @@ from __future__ import annotations
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate.utils import set_seed
 from transformers import get_scheduler
 
 from rewardkit.batching import TruncationStats, pad_batch
@@ -51,10 +50,13 @@ from rewardkit.judges.judge import (
 )
 from rewardkit.judges.templates import _UNSET
 from rewardkit.model import freeze_lower_layers
+from rewardkit.run import Run, load_weights
 from rewardkit.train import (
     check_records,
+    check_train_config,
     learning_warning,
     load_examples,
+    loss_floor,
     make_optimizer,
     optimise,
     prepare_records,
@@ -87,21 +89,17 @@ def genrm_rewards(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor,
 
 
 def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
-    """Fine-tune a causal LM so that its verifier P(Yes) ranks chosen above rejected (eq. 3 on logit P(Yes))."""
+    """Fine-tune a causal LM so that its verifier P(Yes) ranks chosen above rejected (eq. 3 on logit P(Yes)).
+
+    The same recipe as ``rewardkit.train.train`` on the same :class:`rewardkit.run.Run` (checkpoints,
+    resume, trackers, non-finite steps); what differs is the model, the encoding and the reward."""
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     main, say = accelerator.is_main_process, accelerator.print
     set_seed(cfg.seed)
-    if cfg.batch_size < 1 or cfg.micro_batch_size < 1:
-        raise ValueError("batch_size and micro_batch_size must be at least 1")
+    check_train_config(cfg)
     if cfg.template != "auto":
         raise ValueError("a GenRM is rendered with its judge template; set --judge-template, not --template")
-    if cfg.epochs > 1:
-        warnings.warn(f"epochs={cfg.epochs}: reward models tend to overfit after one epoch", stacklevel=2)
-    name = [cfg.run_name or time.strftime("genrm-%Y%m%d-%H%M%S")]
-    broadcast_object_list(name)
-    run_dir = Path(cfg.output_dir) / name[0]
-    if (run_dir / "metrics.jsonl").exists() and not cfg.overwrite:
-        raise ValueError(f"run folder {run_dir} already holds a run; pick another --run-name or pass --overwrite")
+    run = Run.open(accelerator, cfg, "genrm-%Y%m%d-%H%M%S")
     started = time.time()
 
     # ---- model and data
@@ -133,10 +131,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     say(f"verdict tokens: {judge.verdicts.to_dict()}")
     say(f"trainable parameters: {n_trainable:,} of {sum(p.numel() for p in model.parameters()):,}")
     say(f"processes: {accelerator.num_processes} ({accelerator.distributed_type}), device: {accelerator.device}")
-    accelerator.wait_for_everyone()
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    run.begin(to_dict(cfg))
 
     # ---- optimisation (the loop of rewardkit.train, with r = logit P(Yes) instead of a scalar head)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
@@ -149,23 +144,27 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     world = accelerator.num_processes
     eval_judge = Judge(accelerator.unwrap_model(wrapped), tokenizer, judge.template, judge.max_length, cfg.model)
     scorer = JudgeScorer(eval_judge, seed=cfg.seed)
-    metrics_file = open(run_dir / "metrics.jsonl", "w") if main else None
-
-    def log(record: dict[str, Any]) -> None:
-        if metrics_file:
-            metrics_file.write(json.dumps(record) + "\n")
-            metrics_file.flush()
+    resumed = run.resume(lambda folder: load_weights(eval_judge.model, folder), optimizer, scheduler)
+    if resumed:
+        say(f"resumed from {resumed.checkpoint} at step {resumed.step} of {total_steps}")
+    last_eval: dict[str, Any] = {}
 
     def run_eval(step: int) -> dict[str, Any] | None:
         if not eval_ex:
             return None
         result = metrics_from_rewards(eval_ex, sharded_rewards(accelerator, scorer, eval_ex))
-        log({"step": step, "split": "eval", **result})
+        last_eval.update(step=step, result=result)
+        run.log({"step": step, "split": "eval", **result})
         say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
             f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
         return result
 
-    before = run_eval(0) if cfg.eval_before else None
+    def save_model(folder: Path) -> None:
+        r = last_eval.get("result") or {}
+        save_genrm(folder, eval_judge, base_model=cfg.model, reward_mean=r.get("reward_mean"),
+                   reward_std=r.get("reward_std"))
+
+    before = resumed.evals.get(0) if resumed else (run_eval(0) if cfg.eval_before else None)
     lengths = [sum(len(ids) for ids in record) for record in encoded]
 
     def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
@@ -174,31 +173,32 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
         rewards = flat_rewards.split([len(encoded[i]) for i in micro])
         return records_loss(cfg, [train_ex[i] for i in micro], [pairs[i] for i in micro], rewards)
 
-    history = optimise(accelerator, wrapped, optimizer, scheduler, cfg, lengths, micro_loss, log=log,
-                       run_eval=run_eval, started=started, desc="train genrm")
+    history = optimise(accelerator, wrapped, optimizer, scheduler, cfg, lengths, micro_loss, run=run,
+                       run_eval=run_eval, save_model=save_model, started=started, resumed=resumed, desc="train genrm")
     step = len(history)
     after = run_eval(step)
 
     wall = time.time() - started
-    warning = learning_warning(history, before, after, loss_at_chance=cfg.loss in ("bt", "bt_softplus", "balanced"))
+    warning = learning_warning(history, before, after, loss_floor=loss_floor(cfg, train_ex))
     if warning:
         say(f"WARNING: {warning}")
     report = {
-        "warning": warning, "run_dir": str(run_dir), "config": to_dict(cfg), "steps": step,
+        "warning": warning, "run_dir": str(run.dir), "config": to_dict(cfg), "steps": step,
         "wall_time_s": round(wall, 1), "processes": world, "train_data": train_report.to_dict(),
         "record_changes": changes, "eval_data": eval_report.to_dict() if eval_report else None, "train_truncation": train_truncation.to_dict(), "before": before, "after": after,
         "first_train_loss": history[0]["loss"] if history else None,
         "last_train_loss": history[-1]["loss"] if history else None,
+        "skipped_steps": sum(1 for r in history if r.get("skipped")),
+        "resumed_from": str(resumed.checkpoint) if resumed else None,
     }
     accelerator.wait_for_everyone()
+    run.save_final(save_model, JUDGE_METADATA_FILE)
     if main:
-        save_genrm(run_dir, eval_judge, base_model=cfg.model,
-                   reward_mean=after["reward_mean"] if after else None, reward_std=after["reward_std"] if after else None)
-        (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-        (run_dir / "report.md").write_text(render_report(report).replace("# rewardkit training report",
+        (run.dir / "report.json").write_text(json.dumps(report, indent=2))
+        (run.dir / "report.md").write_text(render_report(report).replace("# rewardkit training report",
                                                                          "# rewardkit GenRM training report"))
-        metrics_file.close()
         say(summary_lines(report))
+    run.close()
     accelerator.wait_for_everyone()
     return report
 

@@ -322,6 +322,9 @@ def load_judge(model: str, kind: str | None = None, template: str | None = None,
                system_prompt: str | None = _UNSET, max_length: int | None = None) -> Judge:
     """A judge on any causal LM: a hub id, local folder, ``.gguf`` file, built-in name (``smollm2-135m``),
     or a trained GenRM run folder (its ``rewardkit_judge.json`` supplies kind, template and max_length)."""
+    from rewardkit.checkpoint import check_finished_run
+
+    check_finished_run(model, JUDGE_METADATA_FILE)
     source = resolve_backbone(model)
     meta_path = Path(source) / JUDGE_METADATA_FILE
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}

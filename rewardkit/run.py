@@ -1,0 +1,291 @@
+"""A training run on disk: its folder, config, metrics, trackers, atomic checkpoints and resume.
+
+Both trainers (``rewardkit.train`` for classifier RMs, ``rewardkit.judges.genrm`` for GenRMs) open a
+:class:`Run` and hand it what is theirs (how to save their model); everything about surviving a
+crash lives here:
+
+* ``runs/<name>/`` holds ``train_config.json``, ``metrics.jsonl`` (one JSON line per logged step and
+  per evaluation), ``checkpoints/step-NNNNNN/`` and, at the end, the final model (today's layout: a
+  Hugging Face folder plus ``rewardkit.json``), ``report.json`` and ``report.md``.
+* **Atomic checkpoints.** A checkpoint is written into ``checkpoints/.tmp-step-NNNNNN/`` — the model
+  folder as the trainer saves it (``rewardkit.json`` included, so it loads and scores on its own), plus
+  ``trainer_state.pt`` (optimizer, scheduler, step, every process's RNG states) — and renamed into
+  place only when complete. A crash while writing leaves a ``.tmp-`` folder that nothing reads (it is
+  removed at the next start). The final model is written the same way, then moved into the run folder
+  with ``rewardkit.json`` last: a run folder without it is an unfinished run, and loading one is an
+  error that says so (``rewardkit.checkpoint``), never a silent bare backbone.
+* **Resume.** ``--resume auto`` continues the run named by ``--run-name`` from its latest complete
+  checkpoint, ``--resume PATH`` from that checkpoint folder. The config must be the one the run was
+  started with, except fields that only change bookkeeping (:data:`MAY_CHANGE_ON_RESUME`); any other
+  difference is refused, naming the fields. Model, optimizer, scheduler and RNG states and the data
+  position are restored, and ``metrics.jsonl`` is cut back to the checkpoint's step and continued, so a
+  resumed run computes exactly what the uninterrupted run computes (tested to 1e-6 after SIGKILL).
+* **Trackers.** ``--report-to tensorboard|wandb`` logs the same scalars as ``metrics.jsonl`` through
+  ``accelerate``'s trackers; wandb runs offline unless ``WANDB_MODE`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
+
+from rewardkit.config import to_dict
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.pt"
+RUN_FILES = ("metrics.jsonl", "report.json", "report.md", "eval_rewards.jsonl", "train_config.json")
+# Fields that change how a run is watched or saved, not what it computes: a resumed run may change them.
+MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "save_every", "keep_checkpoints", "report_to", "log_every",
+                                  "eval_every", "max_bad_steps"})
+# Failure injection for the crash tests: SIGKILL this process after writing checkpoint step N's files but
+# before renaming them into place (a real kill at the worst moment). Not a user setting.
+CRASH_IN_SAVE_ENV = "REWARDKIT_CRASH_IN_SAVE_AT_STEP"
+
+
+@dataclass
+class Resumed:
+    """What a resumed run starts from."""
+
+    step: int
+    checkpoint: Path
+    history: list[dict[str, Any]]  # the train lines of metrics.jsonl up to ``step``
+    evals: dict[int, dict[str, Any]]  # eval lines by step
+
+
+class Run:
+    """One training run's folder and bookkeeping. Create with :meth:`open`; every process holds one."""
+
+    def __init__(self, accelerator: Accelerator, cfg: Any, run_dir: Path, resume_from: Path | None):
+        self.accelerator, self.cfg, self.dir = accelerator, cfg, run_dir
+        self.main = accelerator.is_main_process
+        self.resume_from = resume_from
+        self._metrics = None
+        self._tracker: Any = None  # an accelerate tracker (tensorboard / wandb), main process only
+
+    # ---- opening
+
+    @classmethod
+    def open(cls, accelerator: Accelerator, cfg: Any, default_name: str) -> Run:
+        """Resolve the run folder (the same on every process), check it against ``--overwrite`` / ``--resume``."""
+        name = [cfg.run_name or time.strftime(default_name)]
+        broadcast_object_list(name)  # every process must write to the same run folder
+        run_dir = Path(cfg.output_dir) / name[0]
+        resume = getattr(cfg, "resume", None)
+        if cfg.save_every < 0 or cfg.keep_checkpoints < 1:
+            raise ValueError(f"save_every must be >= 0 and keep_checkpoints >= 1 (got {cfg.save_every}, "
+                             f"{cfg.keep_checkpoints})")
+        if resume and cfg.overwrite:
+            raise ValueError("--resume continues a run and --overwrite deletes it: pass one of them")
+        resume_from = None
+        if resume:
+            resume_from = latest_checkpoint(run_dir) if resume == "auto" else Path(resume)
+            if resume_from is None:
+                raise ValueError(f"--resume auto: {run_dir} has no complete checkpoint to resume from "
+                                 f"(looked in {run_dir / CHECKPOINTS}); train with --save-every N to write them")
+            if not (resume_from / STATE_FILE).is_file():
+                raise ValueError(f"--resume {resume}: {resume_from} is not a complete rewardkit checkpoint "
+                                 f"(no {STATE_FILE}); pass a checkpoints/step-N folder or 'auto'")
+            if resume != "auto":
+                run_dir = resume_from.parent.parent  # runs/<name>/checkpoints/step-N
+            check_resumable(run_dir, cfg)
+        elif (run_dir / "metrics.jsonl").exists() or (run_dir / CHECKPOINTS).exists():
+            if not cfg.overwrite:
+                raise ValueError(f"run folder {run_dir} already holds a run; continue it with --resume auto, pick "
+                                 "another --run-name, or pass --overwrite to delete it")
+        return cls(accelerator, cfg, run_dir, resume_from)
+
+    def begin(self, config: dict[str, Any]) -> None:
+        """Create the folder (deleting an old run's files with --overwrite), write the config, open the metrics."""
+        self.accelerator.wait_for_everyone()  # the folder is made only once model and data have loaded
+        if self.main:
+            if self.cfg.overwrite and self.dir.exists():
+                clear_run(self.dir)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for tmp in (self.dir / CHECKPOINTS).glob(".tmp-*"):  # left by a crash while saving
+                shutil.rmtree(tmp, ignore_errors=True)
+            if not self.resume_from:
+                (self.dir / "train_config.json").write_text(json.dumps(config, indent=2))
+        self.accelerator.wait_for_everyone()
+        report_to = getattr(self.cfg, "report_to", "none")
+        if report_to != "none" and self.main:
+            from accelerate.tracking import TensorBoardTracker, WandBTracker
+
+            if report_to == "wandb":
+                os.environ.setdefault("WANDB_MODE", "offline")  # offline-safe: sync later with `wandb sync`
+                self._tracker = WandBTracker(self.dir.name, dir=str(self.dir))
+            else:
+                self._tracker = TensorBoardTracker(self.dir.name, str(self.dir / "tensorboard"))
+            self._tracker.start()  # what accelerate's init_trackers does for each tracker
+            self._tracker.store_init_configuration({k: v for k, v in config.items()
+                                                    if isinstance(v, (int, float, str, bool))})
+
+    # ---- metrics
+
+    def resume(self, load_model: Callable[[Path], None], optimizer: torch.optim.Optimizer, scheduler: Any) -> Resumed | None:
+        """Restore model (``load_model(checkpoint_folder)``), optimizer, scheduler and RNG states; cut
+        ``metrics.jsonl`` back to the checkpoint's step. None for a fresh run."""
+        if not self.resume_from:
+            self._metrics = open(self.dir / "metrics.jsonl", "w") if self.main else None
+            return None
+        folder = self.resume_from
+        state = torch.load(folder / STATE_FILE, weights_only=False)
+        load_model(folder)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        rng = state["rng"][min(self.accelerator.process_index, len(state["rng"]) - 1)]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        step = int(state["step"])
+        lines = read_metrics(self.dir / "metrics.jsonl")
+        kept = [r for r in lines if r.get("step", 0) <= step]
+        self.accelerator.wait_for_everyone()
+        if self.main:
+            with open(self.dir / "metrics.jsonl", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
+            self._metrics = open(self.dir / "metrics.jsonl", "a")
+        self.accelerator.wait_for_everyone()
+        return Resumed(step=step, checkpoint=folder, history=[r for r in kept if r.get("split") == "train"],
+                       evals={r["step"]: r for r in kept if r.get("split") == "eval"})
+
+    def log(self, record: dict[str, Any]) -> None:
+        if self._metrics:
+            self._metrics.write(json.dumps(record) + "\n")
+            self._metrics.flush()
+        if self._tracker:
+            prefix = record.get("split", "train")
+            scalars = {f"{prefix}/{k}": v for k, v in record.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
+            self._tracker.log(scalars, step=record.get("step", 0))
+
+    # ---- checkpoints
+
+    def save(self, step: int, save_model: Callable[[Path], None], optimizer: torch.optim.Optimizer,
+             scheduler: Any) -> Path:
+        """Write checkpoint ``step`` atomically (every process must call this); keep the newest ``keep_checkpoints``."""
+        root = self.dir / CHECKPOINTS
+        final, tmp = root / f"step-{step:06d}", root / f".tmp-step-{step:06d}"
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+        rngs = gather_objects(self.accelerator, rng)
+        if self.main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_model(tmp)
+            torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": rngs, "processes": self.accelerator.num_processes}, tmp / STATE_FILE)
+            if os.environ.get(CRASH_IN_SAVE_ENV) == str(step):
+                os.kill(os.getpid(), 9)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            complete = sorted(p for p in root.glob("step-*") if (p / STATE_FILE).is_file())
+            for old in complete[:-self.cfg.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def save_final(self, save_model: Callable[[Path], None], metadata_file: str) -> None:
+        """The final model into the run folder, with ``metadata_file`` (``rewardkit.json``) moved in last."""
+        if not self.main:
+            return
+        tmp = self.dir / ".tmp-final"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        save_model(tmp)
+        (self.dir / metadata_file).unlink(missing_ok=True)
+        for path in sorted(tmp.iterdir(), key=lambda p: p.name == metadata_file):
+            os.replace(path, self.dir / path.name)
+        tmp.rmdir()
+
+    def close(self) -> None:
+        if self._metrics:
+            self._metrics.close()
+            self._metrics = None
+        if self._tracker:
+            self._tracker.finish()
+            self._tracker = None
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run (``checkpoints/step-N`` with its trainer state), or None."""
+    complete = sorted(p for p in (Path(run_dir) / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
+    return complete[-1] if complete else None
+
+
+def check_resumable(run_dir: Path, cfg: Any) -> None:
+    """Refuse to resume with a config that computes something else, naming the fields that differ."""
+    saved_file = run_dir / "train_config.json"
+    if not saved_file.is_file():
+        raise ValueError(f"cannot resume: {saved_file} is missing, so the run's config is unknown")
+    saved, now = json.loads(saved_file.read_text()), to_dict(cfg)
+    differ = sorted(k for k in set(saved) | set(now)
+                    if k not in MAY_CHANGE_ON_RESUME and k != "run_name" and saved.get(k) != now.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} (run) vs {now.get(k)!r} (now)" for k in differ)
+        raise ValueError(f"cannot resume {run_dir}: the config differs from the run's in {detail}. Resume with the "
+                         f"same settings (only {', '.join(sorted(MAY_CHANGE_ON_RESUME - {'resume', 'overwrite'}))} "
+                         "may change), or start a new run")
+
+
+def clear_run(run_dir: Path) -> None:
+    """--overwrite: remove an old run's files (metrics, reports, checkpoints, final model) but nothing else."""
+    for name in (*RUN_FILES, CHECKPOINTS, "tensorboard", ".tmp-final"):
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for path in run_dir.iterdir():  # the final model's files
+        if path.is_file() and (path.suffix in (".safetensors", ".json", ".jinja", ".txt", ".model")
+                               or path.name.startswith("tokenizer")):
+            path.unlink()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by the kill: everything after it is gone too
+    return out
+
+
+def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
+    """``obj`` from every process, in rank order (a single process: ``[obj]``)."""
+    if accelerator.num_processes == 1:
+        return [obj]
+    from torch import distributed as dist
+
+    out: list[Any] = [None] * accelerator.num_processes
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def load_weights(module: torch.nn.Module, folder: Path) -> None:
+    """Load a ``save_pretrained`` folder's weights into ``module`` in place (tied weights may be absent)."""
+    from safetensors.torch import load_file
+
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    state: dict[str, torch.Tensor] = {}
+    for name in files:
+        state.update(load_file(folder / name))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k and getattr(module.config, "tie_word_embeddings", False)}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"checkpoint {folder} does not match the model: missing {sorted(set(missing) - tied)}, "
+                         f"unexpected {sorted(unexpected)}")
