@@ -276,3 +276,25 @@ def test_not_learning_is_judged_against_the_data_floor():
     assert "chance" in learning_warning([{"loss": 0.68}] * 8, None, None, loss_floor=0.0)
     assert loss_floor(TrainConfig(loss="plackett_luce"), [strict]) is None
     assert loss_floor(TrainConfig(loss="bt", label_smoothing=0.1), [strict]) == pytest.approx(0.3251, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_genrm_runs_survive_the_same_way(tiny_model_dir, data, tmp_path):
+    """The GenRM trainer runs on the same Run: a kill while saving, then --resume auto, equals the whole run."""
+    base = ["train-genrm", "--model", str(tiny_model_dir), "--train-data", str(data[0]), "--output-dir", str(tmp_path),
+            "--batch-size", "4", "--micro-batch-size", "4", "--learning-rate", "1e-3", "--max-length", "256",
+            "--save-every", "2", "--no-eval-before"]
+    finish(launch([*base, "--run-name", "whole"]))
+    proc = launch([*base, "--run-name", "torn"], env={**ENV, CRASH_IN_SAVE_ENV: "6"})
+    proc.communicate(timeout=600)
+    assert proc.returncode == -signal.SIGKILL
+    from rewardkit.judges.judge import load_judge
+    from rewardkit.model import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match="did not finish"):
+        load_judge(str(tmp_path / "torn"))
+    finish(launch([*base, "--run-name", "torn", "--resume", "auto"]))
+    report = json.loads((tmp_path / "torn" / "report.json").read_text())
+    assert report["resumed_from"].endswith("step-000004")
+    assert max_weight_diff(tmp_path / "torn", tmp_path / "whole") <= 1e-6
+    assert lines_without_time(tmp_path / "torn") == lines_without_time(tmp_path / "whole")
