@@ -138,7 +138,7 @@ def worker(spec: dict[str, Any]) -> None:
 
 
 def offline(a: argparse.Namespace, folder: Path) -> dict[str, Any]:
-    data = f"{DATA}[-{a.pairs}:]"
+    data = f"{a.data}[-{a.pairs}:]"
     common = {"folder": str(folder), "data": data, "threads": a.threads}
     sweep = {}
     for b in [int(x) for x in a.sweep.split(",")]:
@@ -167,7 +167,7 @@ def load_requests(a: argparse.Namespace) -> list[dict[str, Any]]:
     """Requests of 1–8 completions for one HH prompt: the pair's own replies plus replies of other prompts."""
     from rewardkit.data.record import completion_text
 
-    examples = hh_examples(f"{DATA}[:{a.server_pool}]")
+    examples = hh_examples(f"{a.data}[:{a.server_pool}]")
     replies = [completion_text(c)[:a.completion_chars] for ex in examples for c in ex.completions]
     rng = random.Random(a.seed)
     out = []
@@ -343,6 +343,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", default=str(DATA), help="HH helpful-base file (default: ../shared/data/...)")
     p.add_argument("--parts", default="offline,server")
     p.add_argument("--pairs", type=int, default=500, help="offline: last N helpful-base pairs (2N completions)")
     p.add_argument("--sweep", default="1,2,4,8,16,32", help="offline: baseline batch sizes to try")

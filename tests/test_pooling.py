@@ -134,3 +134,25 @@ def test_chat_template_and_completion_boundary(tiny):
     assert full == "<|im_start|>user\nWhat is 2 + 2?<|im_end|>\n<|im_start|>assistant\n4.<|im_end|>\n"
     assert full.startswith(head) and head.endswith("<|im_start|>assistant\n")
     assert enc.encode(prompt, [{"role": "assistant", "content": "4."}]) == tok(full, add_special_tokens=False)["input_ids"]
+
+
+def test_empty_prompt_keeps_one_bos_and_counts_no_truncation(tiny):
+    """Issue 14.1: with an empty prompt the leading BOS was taken for a completion token, so the record
+    went down the "completion too long" path: BOS twice and a truncation counted though nothing was cut."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+
+    _, tok = tiny
+    tok = copy.deepcopy(tok)  # a tokenizer that adds BOS, as Llama's do
+    tok.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{tok.bos_token} $A", special_tokens=[(tok.bos_token, tok.bos_token_id)])
+    enc = Encoder(tok, max_length=256, template="raw")
+    stats = TruncationStats()
+    ex = PreferenceExample(prompt=[], completions=[[{"role": "assistant", "content": "the answer is good"}],
+                                                   [{"role": "assistant", "content": "bad"}]])
+    ids = enc.encode_examples([ex], stats)[0]
+    for seq in ids:
+        assert seq[0] == tok.bos_token_id and seq.count(tok.bos_token_id) == 1
+    assert stats.completion_truncated == 0 and stats.prompt_truncated == 0 and stats.sequences == 2
+    assert ids[0] == tok(enc.render([], ex.completions[0])[1])["input_ids"]  # the text's own tokens, nothing cut
