@@ -183,7 +183,7 @@ def load_requests(a: argparse.Namespace) -> list[dict[str, Any]]:
 
 def start_server(folder: Path, a: argparse.Namespace, dynamic: bool) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "rewardkit.cli", "serve", str(folder), "--port", "0", "--threads", str(a.threads),
-           "--max-batch-tokens", str(a.max_batch_tokens), "--max-wait-ms", str(a.max_wait_ms),
+           "--max-batch-tokens", str(a.server_batch_tokens), "--max-wait-ms", str(a.max_wait_ms),
            "--max-queue", "100000", "--request-timeout-s", "3600"]
     if not dynamic:
         cmd.append("--no-dynamic-batching")
@@ -310,8 +310,8 @@ def render(a: argparse.Namespace, off: dict | None, srv: dict | None, wall: floa
         lines += [f"### Server under load: {a.clients} concurrent clients × {a.requests} requests", "",
                   f"`POST /v1/score`, 1–8 completions per request (mean {srv['completions_per_request']:.2f}); prompt = "
                   f"the last user turn of an HH prompt (≤ {a.prompt_chars} characters), completions = HH replies (≤ "
-                  f"{a.completion_chars} characters). Server: `rewardkit serve` on loopback, max batch tokens "
-                  f"{a.max_batch_tokens}, max wait {a.max_wait_ms} ms; one warm-up request before timing.", "",
+                  f"{a.completion_chars} characters). Server: `rewardkit serve` on loopback, dynamic batch budget "
+                  f"{a.server_batch_tokens} tokens, max wait {a.max_wait_ms} ms; one warm-up request before timing.", "",
                   "| server | errors | completions/s | requests/s | p50 latency s | p99 latency s | requests per forward call | peak RSS MB |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, rs in (("dynamic batching (default)", d), ("one request per forward (--no-dynamic-batching)", s)):
@@ -348,7 +348,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=500, help="offline: last N helpful-base pairs (2N completions)")
     p.add_argument("--sweep", default="1,2,4,8,16,32", help="offline: baseline batch sizes to try")
     p.add_argument("--sweep-pairs", type=int, default=48, help="offline: pairs used for the batch-size sweep")
-    p.add_argument("--max-batch-tokens", type=int, default=16384)
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="rewardkit's tokens per forward pass (default: rewardkit's own, 2048 on CPU)")
+    p.add_argument("--server-batch-tokens", type=int, default=16384, help="server: tokens per dynamic batch")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--clients", type=int, default=64)
     p.add_argument("--requests", type=int, default=3, help="server: requests per client")

@@ -112,7 +112,8 @@ class EvalConfig(JudgeOptions):
     max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
     template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
-    max_batch_tokens: int = _f(16384, "Padded tokens per scoring batch.")
+    max_batch_tokens: int | None = _f(None, "Tokens per forward pass (real tokens with prefix sharing, padded otherwise; "
+                                      "judges: padded). Default: 2048 on CPU (cache-friendly), 16384 on GPU.")
     seed: int = _f(42, "Seeds everything random: the new score head when --model is an untrained backbone, and the "
                    "bootstrap resamples. Recorded in the output.")
     padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
@@ -144,7 +145,8 @@ class ScoreConfig(JudgeOptions):
                     "rows get rewards and P(a ≻ b); {prompt, completions: [...]} rows get rewards; {text} rows "
                     "(an already-rendered conversation) get a reward.")
     output: str | None = _f(None, "Write JSONL here (default: standard output).")
-    max_batch_tokens: int = _f(16384, "Tokens per forward pass (real tokens when prefix sharing, padded otherwise).")
+    max_batch_tokens: int | None = _f(None, "Tokens per forward pass (real tokens with prefix sharing, padded otherwise; "
+                                      "judges: padded). Default: 2048 on CPU (cache-friendly), 16384 on GPU.")
     max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
     template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
     prefix_sharing: bool = _f(True, "Score each prompt once for all its completions, packed without padding (exact).")
@@ -167,7 +169,9 @@ class ServeConfig(JudgeOptions):
                     "LM (a GenRM run folder is a judge by itself).")
     host: str = _f("127.0.0.1", "Interface to listen on (0.0.0.0 for every interface).")
     port: int = _f(8000, "TCP port (0: any free port; the chosen one is printed).")
-    max_batch_tokens: int = _f(16384, "Token budget of one forward pass: requests are batched together up to it.")
+    max_batch_tokens: int = _f(16384, "Token budget of one dynamic batch: waiting requests are scored together up to "
+                               "it (in forward passes of --forward-batch-tokens).")
+    forward_batch_tokens: int | None = _f(None, "Tokens per forward pass inside a batch. Default: 2048 on CPU, 16384 on GPU.")
     max_wait_ms: float = _f(5.0, "Dynamic batching: how long the first waiting request may wait for others to join.")
     dynamic_batching: bool = _f(True, "Batch concurrent requests into shared forward passes. --no-dynamic-batching "
                                 "runs one request per forward pass (the measurement baseline).")

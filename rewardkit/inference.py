@@ -21,7 +21,7 @@ Scorers: :class:`RewardModelScorer` (a rewardkit checkpoint, a plain Hugging Fac
 :func:`load_scorer`) and ``rewardkit.judges.JudgeScorer`` (LLM judges and trained GenRMs).
 
 Classifier forward passes: groups sorted by size and cut into batches of at most ``max_batch_tokens``
-real tokens, each prompt computed once and groups packed without padding (``rewardkit.sharing``),
+real tokens (default :func:`forward_token_budget`), each prompt computed once and groups packed without padding (``rewardkit.sharing``),
 where the model supports it exactly; otherwise sequences sorted by length into padded batches of at
 most ``max_batch_tokens`` padded tokens. Both give the same rewards (tested to 1e-4), in any input
 order, batch size or padding side.
@@ -179,7 +179,18 @@ def group_batches(sizes: list[int], budget: int) -> list[list[int]]:
     return batches
 
 
-def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int, *, max_batch_tokens: int = 16384,
+def forward_token_budget(device: torch.device) -> int:
+    """Default tokens per forward pass: 2,048 on CPU, 16,384 on GPU.
+
+    On CPU a smaller pass keeps each layer's activations in cache: scoring 32 HH pairs with SmolLM2-135M
+    on the 2-core machine of BENCHMARKS.md ran at ~850 tokens/s with 1,024-token passes vs ~710 with one
+    16,384-token pass (alternating runs; 512–2,048 were within noise of each other, 256 slower). A GPU
+    needs large passes to fill the device.
+    """
+    return 16384 if device.type == "cuda" else 2048
+
+
+def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int, *, max_batch_tokens: int | None = None,
                   max_batch_size: int = 64, padding_side: str = "right", prefix_sharing: bool = True,
                   progress: bool = False) -> tuple[list[np.ndarray], str, int]:
     """Rewards of already-encoded groups → (per group rewards, path taken, forward passes run).
@@ -189,6 +200,7 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
     """
     from rewardkit.sharing import group_rewards, sharing_unsupported_reason
 
+    max_batch_tokens = max_batch_tokens or forward_token_budget(next(model.parameters()).device)
     was_training = model.training
     model.eval()
     try:
@@ -232,7 +244,7 @@ class RewardModelScorer:
     kind: str  # "rewardkit-checkpoint", "hf-sequence-classification" or "backbone (untrained head)"
     metadata: dict[str, Any] = field(default_factory=dict)
     head_seed: int | None = None  # seed of a newly initialised head (untrained backbones only)
-    max_batch_tokens: int = 16384
+    max_batch_tokens: int | None = None  # per forward pass; None: forward_token_budget(device)
     max_batch_size: int = 64
     padding_side: str = "right"
     progress: bool = False
@@ -278,7 +290,8 @@ class RewardModelScorer:
             "template": self.encoder.template, "max_length": self.encoder.max_length,
             "end_of_turn": self.encoder.end_of_turn(),
             "pad_token_id": self.encoder.tokenizer.pad_token_id,
-            "max_batch_tokens": self.max_batch_tokens, "padding_side": self.padding_side,
+            "max_batch_tokens": self.max_batch_tokens or forward_token_budget(next(self.model.parameters()).device),
+            "padding_side": self.padding_side,
             "prefix_sharing": self.prefix_sharing,
         }
         if self.head_seed is not None:
@@ -320,7 +333,7 @@ def model_kind(name_or_path: str) -> str:
 
 
 def load_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
-                max_batch_tokens: int = 16384, max_batch_size: int = 64, padding_side: str = "right",
+                max_batch_tokens: int | None = None, max_batch_size: int = 64, padding_side: str = "right",
                 seed: int = 42, progress: bool = False, prefix_sharing: bool = True) -> RewardModelScorer:
     """A scorer for ``spec``: a rewardkit run folder, a Hugging Face reward model (folder or hub id),
     a ``.gguf`` file or a built-in backbone name (untrained head initialised from ``seed``).
@@ -349,7 +362,7 @@ def load_scorer(spec: str, *, max_length: int | None = None, template: str | Non
                              padding_side=padding_side, progress=progress, prefix_sharing=prefix_sharing)
 
 
-def score_token_ids(model: RewardModel, sequences: list[list[int]], pad_id: int, *, max_batch_tokens: int = 16384,
+def score_token_ids(model: RewardModel, sequences: list[list[int]], pad_id: int, *, max_batch_tokens: int | None = None,
                     max_batch_size: int = 64, padding_side: str = "right", progress: bool = False) -> np.ndarray:
     """Rewards of already-tokenized single sequences on the padded path, in input order."""
     rewards, _, _ = reward_groups(model, [[s] for s in sequences], pad_id, max_batch_tokens=max_batch_tokens,

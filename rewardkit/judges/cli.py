@@ -34,7 +34,7 @@ def is_judge_checkpoint(model: str) -> bool:
     return (Path(model).expanduser() / JUDGE_METADATA_FILE).is_file()
 
 
-def build_scorer(model: str, jc: JudgeConfig, *, seed: int = 42, max_batch_tokens: int = 16384,
+def build_scorer(model: str, jc: JudgeConfig, *, seed: int = 42, max_batch_tokens: int | None = None,
                  max_length: int | None = None, progress: bool = False):
     """A ``JudgeScorer`` from the flags."""
     from rewardkit.judges.judge import JudgeScorer, load_judge
@@ -45,7 +45,7 @@ def build_scorer(model: str, jc: JudgeConfig, *, seed: int = 42, max_batch_token
                        max_length=jc.judge_max_length or max_length)
     return JudgeScorer(judge, mode=jc.judge_mode, order=jc.judge_order, samples=jc.judge_samples,
                        temperature=jc.judge_temperature, max_new_tokens=jc.judge_max_new_tokens, seed=seed,
-                       max_batch_tokens=max_batch_tokens, progress=progress)
+                       max_batch_tokens=max_batch_tokens or 16384, progress=progress)
 
 
 def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str, Any]:
@@ -84,7 +84,8 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
 
 
 def load_any_scorer(model: str, jc: JudgeOptions, *, max_length: int | None = None, template: str | None = None,
-                    max_batch_tokens: int = 16384, seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
+                    max_batch_tokens: int | None = None, seed: int = 42, progress: bool = False,
+                    prefix_sharing: bool = True,
                     complete_turn: bool = True):
     """The scorer ``--model`` (and the judge flags) name: a judge / trained GenRM, or a classifier reward model
     (``rewardkit.inference.load_scorer``). What ``score``, ``rerank`` and ``serve`` load."""

@@ -203,7 +203,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
     async def model_info() -> dict[str, Any]:
         return {**info, "normalization": normalization,
                 "limits": {k: getattr(cfg, k) for k in ("max_request_bytes", "max_items", "max_request_tokens",
-                                                        "max_queue", "request_timeout_s", "max_batch_tokens",
+                                                        "max_queue", "request_timeout_s", "max_batch_tokens", "forward_batch_tokens",
                                                         "max_wait_ms", "dynamic_batching")}}
 
     return app
