@@ -138,7 +138,20 @@ class ReportConfig:
 
 
 @dataclass
-class ScoreConfig(JudgeOptions):
+class ScoringOptions(JudgeOptions):
+    """How inputs are turned into rewards: the flags ``score``, ``rerank`` and ``serve`` share."""
+
+    max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
+    template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
+    prefix_sharing: bool = _f(True, "Score each prompt once for all its completions, packed without padding (exact).")
+    complete_turn: bool = _f(True, "Rendered text inputs ('text' rows, /get_reward queries): append the template's "
+                             "end-of-turn marker when it is missing, so the reward is read where training read it. "
+                             "--no-complete-turn scores the text exactly as sent.")
+    seed: int = _f(42, "Seed of the new head when --model is an untrained backbone, and of judge sampling.")
+
+
+@dataclass
+class ScoreConfig(ScoringOptions):
     model: str = _f("", "A trained rewardkit run folder / checkpoint, a Hugging Face reward model, or with --judge any "
                     "causal LM (or a GenRM run).")
     input: str = _f("", "JSONL: {prompt, completion} rows get a reward; {prompt, a, b} or {prompt, chosen, rejected} "
@@ -147,13 +160,6 @@ class ScoreConfig(JudgeOptions):
     output: str | None = _f(None, "Write JSONL here (default: standard output).")
     max_batch_tokens: int | None = _f(None, "Tokens per forward pass (real tokens with prefix sharing, padded otherwise; "
                                       "judges: padded). Default: 2048 on CPU (cache-friendly), 16384 on GPU.")
-    max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
-    template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
-    prefix_sharing: bool = _f(True, "Score each prompt once for all its completions, packed without padding (exact).")
-    complete_turn: bool = _f(True, "Rendered 'text' inputs: append the template's end-of-turn marker when it is "
-                             "missing, so the reward is read where training read it. --no-complete-turn scores "
-                             "the text exactly as sent.")
-    seed: int = _f(42, "Seed of the new head when --model is an untrained backbone, and of judge sampling.")
 
 
 @dataclass
@@ -164,7 +170,7 @@ class RerankConfig(ScoreConfig):
 
 
 @dataclass
-class ServeConfig(JudgeOptions):
+class ServeConfig(ScoringOptions):
     model: str = _f("", "What to serve: a rewardkit run folder, a Hugging Face reward model, or with --judge a causal "
                     "LM (a GenRM run folder is a judge by itself).")
     host: str = _f("127.0.0.1", "Interface to listen on (0.0.0.0 for every interface).")
@@ -180,12 +186,6 @@ class ServeConfig(JudgeOptions):
     max_request_tokens: int = _f(65536, "Most tokens one request may cost after truncation (413 above).")
     max_queue: int = _f(1024, "Most requests waiting for the model; above it requests get 503 with Retry-After.")
     request_timeout_s: float = _f(60.0, "A request not scored within this many seconds gets 504.")
-    max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
-    template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
-    prefix_sharing: bool = _f(True, "Compute a prompt once for all its completions in a request (exact).")
-    complete_turn: bool = _f(True, "Rendered text (/get_reward queries, 'text' fields): append a missing end-of-turn "
-                             "marker, as training rendered it.")
-    seed: int = _f(42, "Seed of the new head when --model is an untrained backbone, and of judge sampling.")
     threads: int = _f(0, "torch CPU threads for the model (0: torch's default).")
 
 
