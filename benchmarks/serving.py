@@ -312,7 +312,7 @@ def render(a: argparse.Namespace, off: dict | None, srv: dict | None, wall: floa
                   f"the last user turn of an HH prompt (≤ {a.prompt_chars} characters), completions = HH replies (≤ "
                   f"{a.completion_chars} characters). Server: `rewardkit serve` on loopback, dynamic batch budget "
                   f"{a.server_batch_tokens} tokens, max wait {a.max_wait_ms} ms; one warm-up request before timing.", "",
-                  "| server | errors | completions/s | requests/s | p50 latency s | p99 latency s | requests per forward call | peak RSS MB |",
+                  "| server | errors | completions/s | requests/s | p50 latency s | p99 latency s | requests per batch (one `Scorer.run`) | peak RSS MB |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, rs in (("dynamic batching (default)", d), ("one request per forward (--no-dynamic-batching)", s)):
             errs = sum(sum(r["errors"].values()) for r in rs)
