@@ -72,7 +72,7 @@ def hh_examples(spec: str, limit: int | None = None) -> list[Any]:
 # ------------------------------------------------------------------------------------ part 1: offline
 
 
-def plain_transformers(folder: Path, examples: list[Any], batch: int, threads: int) -> dict[str, Any]:
+def plain_transformers(folder: Path, examples: list[Any], batch: int, threads: int, device: str) -> dict[str, Any]:
     """The usual loop: render, tokenize per batch (padding=True), forward, read logits."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -80,7 +80,7 @@ def plain_transformers(folder: Path, examples: list[Any], batch: int, threads: i
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(folder)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval().to(device)
     t1 = time.perf_counter()
     texts = [tok.apply_chat_template(ex.prompt + c, tokenize=False) for ex in examples for c in ex.completions]
     rewards, tokenize_s, tokens, padded = [], 0.0, 0, 0
@@ -92,20 +92,21 @@ def plain_transformers(folder: Path, examples: list[Any], batch: int, threads: i
             tokenize_s += time.perf_counter() - ts
             tokens += int(enc["attention_mask"].sum())
             padded += enc["input_ids"].numel()
-            rewards += model(**enc).logits[:, 0].tolist()
+            rewards += model(**enc.to(device)).logits[:, 0].tolist()
     t3 = time.perf_counter()
     return {"load_s": t1 - t0, "score_s": t3 - t2 - tokenize_s, "tokenize_s": tokenize_s + (t2 - t1),
             "total_s": t3 - t0, "rewards": rewards, "tokens": tokens, "padded_tokens": padded}
 
 
-def rewardkit_scoring(folder: Path, examples: list[Any], threads: int, max_batch_tokens: int) -> dict[str, Any]:
+def rewardkit_scoring(folder: Path, examples: list[Any], threads: int, max_batch_tokens: int | None,
+                      device: str) -> dict[str, Any]:
     import torch
 
     from rewardkit.inference import load_scorer
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    scorer = load_scorer(str(folder), max_batch_tokens=max_batch_tokens)
+    scorer = load_scorer(str(folder), max_batch_tokens=max_batch_tokens, device=device)
     t1 = time.perf_counter()
     prepared = scorer.prepare(examples)
     t2 = time.perf_counter()
@@ -130,16 +131,16 @@ def worker(spec: dict[str, Any]) -> None:
 
     examples = hh_examples(spec["data"], spec.get("limit"))
     if spec["fn"] == "hf":
-        res = plain_transformers(Path(spec["folder"]), examples, spec["batch"], spec["threads"])
+        res = plain_transformers(Path(spec["folder"]), examples, spec["batch"], spec["threads"], spec["device"])
     else:
-        res = rewardkit_scoring(Path(spec["folder"]), examples, spec["threads"], spec["max_batch_tokens"])
+        res = rewardkit_scoring(Path(spec["folder"]), examples, spec["threads"], spec["max_batch_tokens"], spec["device"])
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(res))
 
 
 def offline(a: argparse.Namespace, folder: Path) -> dict[str, Any]:
     data = f"{a.data}[-{a.pairs}:]"
-    common = {"folder": str(folder), "data": data, "threads": a.threads}
+    common = {"folder": str(folder), "data": data, "threads": a.threads, "device": a.device}
     sweep = {}
     for b in [int(x) for x in a.sweep.split(",")]:
         r = in_subprocess("hf", batch=b, limit=a.sweep_pairs, **common)
@@ -184,7 +185,7 @@ def load_requests(a: argparse.Namespace) -> list[dict[str, Any]]:
 def start_server(folder: Path, a: argparse.Namespace, dynamic: bool) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "rewardkit.cli", "serve", str(folder), "--port", "0", "--threads", str(a.threads),
            "--max-batch-tokens", str(a.server_batch_tokens), "--max-wait-ms", str(a.max_wait_ms),
-           "--max-queue", "100000", "--request-timeout-s", "3600"]
+           "--max-queue", "100000", "--request-timeout-s", "3600", "--device", a.device]
     if not dynamic:
         cmd.append("--no-dynamic-batching")
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -343,6 +344,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (benchmarks/gpu_check.sh)")
     p.add_argument("--data", default=str(DATA), help="HH helpful-base file (default: ../shared/data/...)")
     p.add_argument("--parts", default="offline,server")
     p.add_argument("--pairs", type=int, default=500, help="offline: last N helpful-base pairs (2N completions)")

@@ -123,6 +123,8 @@ class EvalConfig(JudgeOptions):
     tie_threshold: float | None = _f(None, "The model calls a pair tied when |σ(Δr) − 0.5| < this. Default: rate-matched "
                                      "(as many model ties as annotator ties; see docs/decisions.md).")
     calibration_bins: int = _f(10, "Equal-width confidence bins on [0.5, 1] for ECE and the reliability diagram.")
+    device: str = _f("auto", "Where the model runs: 'auto' (the first GPU if there is one, else the CPU), 'cpu', "
+                     "'cuda' or 'cuda:N'.")
     prefix_sharing: bool = _f(True, "Score each prompt once for all its completions, packed without padding (exact; "
                               "used when the model supports it). --no-prefix-sharing scores padded sequences.")
     bootstrap_samples: int = _f(1000, "Bootstrap resamples (of prompts) for confidence intervals; 0 disables them.")
@@ -148,6 +150,8 @@ class ScoringOptions(JudgeOptions):
                              "end-of-turn marker when it is missing, so the reward is read where training read it. "
                              "--no-complete-turn scores the text exactly as sent.")
     seed: int = _f(42, "Seed of the new head when --model is an untrained backbone, and of judge sampling.")
+    device: str = _f("auto", "Where the model runs: 'auto' (the first GPU if there is one, else the CPU), 'cpu', "
+                     "'cuda' or 'cuda:N'.")
 
 
 @dataclass

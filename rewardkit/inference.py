@@ -179,6 +179,19 @@ def group_batches(sizes: list[int], budget: int) -> list[list[int]]:
     return batches
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' → the first CUDA device when there is one, else the CPU; anything else as torch spells it."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device {device!r} is not a device torch knows ({e}); use auto, cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this torch sees no CUDA device; use --device cpu")
+    return resolved
+
+
 def forward_token_budget(device: torch.device) -> int:
     """Default tokens per forward pass: 2,048 on CPU, 16,384 on GPU.
 
@@ -334,7 +347,8 @@ def model_kind(name_or_path: str) -> str:
 
 def load_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
                 max_batch_tokens: int | None = None, max_batch_size: int = 64, padding_side: str = "right",
-                seed: int = 42, progress: bool = False, prefix_sharing: bool = True) -> RewardModelScorer:
+                seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
+                device: str = "auto") -> RewardModelScorer:
     """A scorer for ``spec``: a rewardkit run folder, a Hugging Face reward model (folder or hub id),
     a ``.gguf`` file or a built-in backbone name (untrained head initialised from ``seed``).
 
@@ -356,6 +370,7 @@ def load_scorer(spec: str, *, max_length: int | None = None, template: str | Non
     # Seeded before loading so an untrained head matches `rewardkit train --seed` and is the same every run.
     set_seed(seed)
     model, encoder, meta = load_checkpoint(spec, max_length, template)
+    model.to(resolve_device(device))
     return RewardModelScorer(model, encoder, name=spec, kind=kind, metadata=meta,
                              head_seed=seed if kind.startswith("backbone") else None,
                              max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,

@@ -358,3 +358,13 @@ def test_cli_serve_user_errors_are_one_line(tmp_path, capsys):
     assert "rewardkit serve: error:" in err and "not found" in err
     assert cli(["serve"]) == 2
     assert "serve needs a model" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without a GPU")
+def test_asking_for_a_gpu_that_is_not_there_is_a_clear_error(run_dir, tmp_path, capsys):
+    inp = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "completion": "a"}])
+    assert cli(["score", "--model", str(run_dir), "--input", str(inp), "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert cli(["score", "--model", str(run_dir), "--input", str(inp), "--device", "cpu",
+                "--output", str(tmp_path / "o.jsonl")]) == 0
+

@@ -35,14 +35,14 @@ def is_judge_checkpoint(model: str) -> bool:
 
 
 def build_scorer(model: str, jc: JudgeConfig, *, seed: int = 42, max_batch_tokens: int | None = None,
-                 max_length: int | None = None, progress: bool = False):
+                 max_length: int | None = None, progress: bool = False, device: str = "auto"):
     """A ``JudgeScorer`` from the flags."""
     from rewardkit.judges.judge import JudgeScorer, load_judge
     from rewardkit.judges.templates import _UNSET
 
     system = _UNSET if jc.judge_system_prompt is None else jc.judge_system_prompt
     judge = load_judge(model, kind=jc.judge, template=jc.judge_template, system_prompt=system,
-                       max_length=jc.judge_max_length or max_length)
+                       max_length=jc.judge_max_length or max_length, device=device)
     return JudgeScorer(judge, mode=jc.judge_mode, order=jc.judge_order, samples=jc.judge_samples,
                        temperature=jc.judge_temperature, max_new_tokens=jc.judge_max_new_tokens, seed=seed,
                        max_batch_tokens=max_batch_tokens or 16384, progress=progress)
@@ -62,7 +62,7 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
         raise ValueError("eval needs --model and --data")
     section_map = load_section_map(cfg.sections) if cfg.sections else None
     scorer = build_scorer(cfg.model, jc, seed=cfg.seed, max_batch_tokens=cfg.max_batch_tokens,
-                          max_length=cfg.max_length, progress=True)
+                          max_length=cfg.max_length, progress=True, device=cfg.device)
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
     started = time.time()
@@ -85,16 +85,15 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
 
 def load_any_scorer(model: str, jc: JudgeOptions, *, max_length: int | None = None, template: str | None = None,
                     max_batch_tokens: int | None = None, seed: int = 42, progress: bool = False,
-                    prefix_sharing: bool = True,
-                    complete_turn: bool = True):
+                    prefix_sharing: bool = True, complete_turn: bool = True, device: str = "auto"):
     """The scorer ``--model`` (and the judge flags) name: a judge / trained GenRM, or a classifier reward model
     (``rewardkit.inference.load_scorer``). What ``score``, ``rerank`` and ``serve`` load."""
     if jc.judge or is_judge_checkpoint(model):
         return build_scorer(model, jc, seed=seed, max_batch_tokens=max_batch_tokens, max_length=max_length,
-                            progress=progress)
+                            progress=progress, device=device)
     from rewardkit.inference import load_scorer
 
     scorer = load_scorer(model, max_length=max_length, template=template, max_batch_tokens=max_batch_tokens,
-                         seed=seed, progress=progress, prefix_sharing=prefix_sharing)
+                         seed=seed, progress=progress, prefix_sharing=prefix_sharing, device=device)
     scorer.complete_turn = complete_turn
     return scorer

@@ -319,7 +319,7 @@ def _allocate(lengths: dict[str, int], budget: int) -> dict[str, int]:
 
 
 def load_judge(model: str, kind: str | None = None, template: str | None = None,
-               system_prompt: str | None = _UNSET, max_length: int | None = None) -> Judge:
+               system_prompt: str | None = _UNSET, max_length: int | None = None, device: str = "cpu") -> Judge:
     """A judge on any causal LM: a hub id, local folder, ``.gguf`` file, built-in name (``smollm2-135m``),
     or a trained GenRM run folder (its ``rewardkit_judge.json`` supplies kind, template and max_length)."""
     from rewardkit.checkpoint import check_finished_run
@@ -348,7 +348,9 @@ def load_judge(model: str, kind: str | None = None, template: str | None = None,
     hf.config.pad_token_id = tokenizer.pad_token_id
     if hf.generation_config is not None:
         hf.generation_config.pad_token_id = tokenizer.pad_token_id
-    judge = Judge(hf.eval(), tokenizer, tpl, max_length=max_length or meta.get("max_length", 1024), name=model)
+    from rewardkit.inference import resolve_device
+
+    judge = Judge(hf.to(resolve_device(device)).eval(), tokenizer, tpl, max_length=max_length or meta.get("max_length", 1024), name=model)
     judge.reward_stats = {k: meta[k] for k in ("reward_mean", "reward_std") if meta.get(k) is not None}
     return judge
 

@@ -27,7 +27,7 @@ def load_served_scorer(cfg: ServeConfig) -> Scorer:
         raise ValueError("serve needs a model: rewardkit serve RUN (a run folder, HF reward model, or --judge LM)")
     return load_any_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                            max_batch_tokens=cfg.forward_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
-                           complete_turn=cfg.complete_turn)
+                           complete_turn=cfg.complete_turn, device=cfg.device)
 
 
 def _server(scorer: Scorer, cfg: ServeConfig):
