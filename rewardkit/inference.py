@@ -195,10 +195,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 def forward_token_budget(device: torch.device) -> int:
     """Default tokens per forward pass: 2,048 on CPU, 16,384 on GPU.
 
-    On CPU a smaller pass keeps each layer's activations in cache: scoring 32 HH pairs with SmolLM2-135M
-    on the 2-core machine of BENCHMARKS.md ran at ~850 tokens/s with 1,024-token passes vs ~710 with one
-    16,384-token pass (alternating runs; 512–2,048 were within noise of each other, 256 slower). A GPU
-    needs large passes to fill the device.
+    On CPU a smaller pass keeps each layer's activations in cache. ``python benchmarks/forward_budget.py``
+    (SmolLM2-135M, 32 HH pairs, the 2-core machine of BENCHMARKS.md, budgets alternating in one process):
+    1,024-token passes ran at a median 736 tokens/s (664–812) vs 606 (602–693) for one 16,384-token
+    pass; an earlier probe of the same kind put 512–2,048 within noise of each other and 256 lower.
+    A GPU needs large passes to fill the device.
     """
     return 16384 if device.type == "cuda" else 2048
 

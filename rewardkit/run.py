@@ -46,6 +46,9 @@ from rewardkit.config import to_dict
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
 RUN_FILES = ("metrics.jsonl", "report.json", "report.md", "eval_rewards.jsonl", "train_config.json")
+MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+               "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json",
+               "merges.txt", "rewardkit.json", "rewardkit_judge.json")
 # Fields that change how a run is watched or saved, not what it computes: a resumed run may change them.
 MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "save_every", "keep_checkpoints", "report_to", "log_every",
                                   "eval_every", "max_bad_steps"})
@@ -246,9 +249,8 @@ def clear_run(run_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    for path in run_dir.iterdir():  # the final model's files
-        if path.is_file() and (path.suffix in (".safetensors", ".json", ".jinja", ".txt", ".model")
-                               or path.name.startswith("tokenizer")):
+    for path in run_dir.iterdir():  # the final model's files, by the names save_pretrained gives them
+        if path.is_file() and any(path.match(pattern) for pattern in MODEL_FILES):
             path.unlink()
 
 

@@ -27,9 +27,12 @@ from rewardkit.data.readers import DataError, RecordError, parse_messages, parse
 from rewardkit.inference import Group, Scorer, ScoreResult, score
 from rewardkit.losses import sigmoid
 
+ROW_HINT = ("Rows need 'completion', 'completions' or 'a' and 'b' (each with an optional 'prompt'), or an "
+            "already-rendered 'text'.")
 
-def parse_score_row(row: Any, location: str) -> Group:
-    """The group a row asks to score (see the module docstring for the shapes)."""
+
+def parse_score_row(row: Any, location: str, hint: str = ROW_HINT) -> Group:
+    """The group a row asks to score (see the module docstring for the shapes); ``hint`` ends an error."""
     if not isinstance(row, dict):
         raise DataError(f"{location}: expected a JSON object, got {type(row).__name__}")
     try:
@@ -58,8 +61,7 @@ def parse_score_row(row: Any, location: str) -> Group:
         ex = parse_record(row, location)
         return Group(prompt=ex.prompt, completions=ex.completions, source=location)
     except RecordError as e:
-        raise DataError(f"{location}: {e} Rows need 'completion', 'completions' or 'a' and 'b' (each with an "
-                        "optional 'prompt'), or an already-rendered 'text'.") from None
+        raise DataError(f"{location}: {e} {hint}".strip()) from None
 
 
 def _completion(value: Any, name: str, prompt: list) -> list:
@@ -106,7 +108,7 @@ def score_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] 
         if t.prompt_truncated or t.completion_truncated:
             res["truncated"] = {"prompt": t.prompt_truncated, "completion": t.completion_truncated}
         if result.details is not None:
-            res["judge"] = _jsonable(result.details[k])
+            res["judge"] = jsonable(result.details[k])
         out.append(res)
     return out, result
 
@@ -133,15 +135,16 @@ def rerank_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str]
     return scored, result
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A judge's details as JSON: NaN → null, numpy scalars → Python, sampled reply texts left out."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, (np.floating, np.integer)):
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items() if k != "replies"}
+        return {k: jsonable(v) for k, v in value.items() if k != "replies"}
     if isinstance(value, list):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 

@@ -32,9 +32,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewardkit.config import ServeConfig
-from rewardkit.data.readers import DataError, RecordError, parse_messages, strip_prompt
+from rewardkit.data.readers import DataError
 from rewardkit.inference import Group, Prepared, Scorer, ScoreResult
 from rewardkit.losses import sigmoid
+from rewardkit.score import jsonable, parse_score_row
 from rewardkit.serve.batcher import Batcher, QueueFull, ShuttingDown
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -173,7 +174,13 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
                 raise HTTPException(422, "'texts' must be a non-empty list of non-empty strings")
             group = Group(texts=list(body.texts), prompt_text=body.prompt_text)
         else:
-            group = _group(body)
+            if not body.completions:
+                raise HTTPException(422, "'completions' must hold at least one completion")
+            row = {"prompt": _plain(body.prompt), "completions": [_plain(c) for c in body.completions]}
+            try:  # the same parsing as `rewardkit score` rows (text or messages, prompt stripped from completions)
+                group = parse_score_row(row, "request body", hint="")
+            except DataError as e:
+                raise HTTPException(422, str(e)) from None
         result = await run([group])
         rewards = [_num(v) for v in result.rewards[0]]
         out: dict[str, Any] = {
@@ -188,9 +195,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
         if len(rewards) == 2:
             out["p_first_beats_second"] = out["pairwise"][0][1]
         if result.details is not None:
-            from rewardkit.score import _jsonable
-
-            out["judge"] = _jsonable(result.details)
+            out["judge"] = jsonable(result.details)
         return out
 
     @app.get("/health")
@@ -213,23 +218,8 @@ def _num(v: float) -> float | None:
     return None if math.isnan(v) else float(v)
 
 
-def _group(body: ScoreRequest) -> Group:
-    def messages(value: Content, name: str, role: str) -> list[dict[str, str]]:
-        raw = value if isinstance(value, str) else [m.model_dump() for m in value]
-        try:
-            return parse_messages(raw, name, role)
-        except RecordError as e:
-            raise HTTPException(422, f"{name}: {e}") from None
-
-    prompt = messages(body.prompt, "prompt", "user") if body.prompt else []
-    if not body.completions:
-        raise HTTPException(422, "'completions' must hold at least one completion")
-    completions = []
-    for i, c in enumerate(body.completions):
-        if isinstance(c, str) and not c:
-            raise HTTPException(422, f"completions[{i}] is empty")
-        completions.append(strip_prompt(messages(c, f"completions[{i}]", "assistant"), prompt))
-    return Group(prompt=prompt, completions=completions)
+def _plain(value: Content | None) -> Any:
+    return value if value is None or isinstance(value, str) else [m.model_dump() for m in value]
 
 
 class BodyLimit:
