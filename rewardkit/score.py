@@ -76,7 +76,8 @@ def normaliser(info: dict[str, Any]):
     return (lambda r: (r - mean) / std) if mean is not None and std else None
 
 
-def _float(v: float) -> float | None:
+def reward_value(v: float) -> float | None:
+    """A reward as JSON: a float, or None where a judge gave no verdict (NaN)."""
     return None if math.isnan(v) else float(v)
 
 
@@ -90,7 +91,7 @@ def score_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] 
     out = []
     for k, (row, r) in enumerate(zip(rows, result.rewards)):
         res = dict(row)
-        values = [_float(v) for v in r]
+        values = [reward_value(v) for v in r]
         if "completions" in row:
             res["rewards"] = values
             if norm:

@@ -21,7 +21,6 @@ in ``truncated``, never dropped.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -35,7 +34,7 @@ from rewardkit.config import ServeConfig
 from rewardkit.data.readers import DataError
 from rewardkit.inference import Group, Prepared, Scorer, ScoreResult
 from rewardkit.losses import sigmoid
-from rewardkit.score import jsonable, parse_score_row
+from rewardkit.score import jsonable, normaliser, parse_score_row, reward_value
 from rewardkit.serve.batcher import Batcher, QueueFull, ShuttingDown
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -98,6 +97,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
     normalization = (f"(r - {mean:.6g}) / {std:.6g}: the checkpoint's reward statistics"
                      f" ({info.get('reward_stats_source', 'recorded')})" if mean is not None and std else
                      "none: this model records no reward statistics (mean/std), so rewards are not normalised")
+    norm = normaliser(info)
     state: dict[str, Batcher] = {}
 
     @asynccontextmanager
@@ -159,7 +159,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
         rewards: list[float | None] = [None] * len(body.query)
         for k, r in zip(keys, result.rewards):
             for i, v in zip(by_prompt[k], r):
-                rewards[i] = _num(v)
+                rewards[i] = reward_value(v)
         t = result.truncation_total()
         return {"rewards": rewards, "scores": rewards,
                 "extra_logs": {"truncated_prompt": t.prompt_truncated, "truncated_completion": t.completion_truncated,
@@ -182,11 +182,10 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
             except DataError as e:
                 raise HTTPException(422, str(e)) from None
         result = await run([group])
-        rewards = [_num(v) for v in result.rewards[0]]
+        rewards = [reward_value(v) for v in result.rewards[0]]
         out: dict[str, Any] = {
             "model": scorer.name, "rewards": rewards, "normalization": normalization,
-            "rewards_normalized": ([None if r is None else (r - mean) / std for r in rewards]
-                                   if mean is not None and std else None),
+            "rewards_normalized": [None if r is None else norm(r) for r in rewards] if norm else None,
             "pairwise": [[None if a is None or b is None else sigmoid(a - b) for b in rewards] for a in rewards],
             "truncated": {"prompt": result.truncation[0].prompt_truncated,
                           "completion": result.truncation[0].completion_truncated},
@@ -212,10 +211,6 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
                                                         "max_wait_ms", "dynamic_batching")}}
 
     return app
-
-
-def _num(v: float) -> float | None:
-    return None if math.isnan(v) else float(v)
 
 
 def _plain(value: Content | None) -> Any:
