@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from rewardkit.data.record import Message, PreferenceExample
+from rewardkit.errors import UserError
 
 _RAW_ROLE = {"user": "Human", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
@@ -69,11 +70,11 @@ class Encoder:
         if self.template == "auto":
             self.template = "chat" if getattr(self.tokenizer, "chat_template", None) else "raw"
         if self.template not in ("chat", "raw"):
-            raise ValueError(f"template must be 'auto', 'chat' or 'raw', got {self.template!r}")
+            raise UserError(f"template must be 'auto', 'chat' or 'raw', got {self.template!r}")
         if self.template == "chat" and not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError("template='chat' but this tokenizer has no chat template; use template='raw'")
+            raise UserError("template='chat' but this tokenizer has no chat template; use template='raw'")
         if self.max_length < 8:
-            raise ValueError(f"max_length must be at least 8, got {self.max_length}")
+            raise UserError(f"max_length must be at least 8, got {self.max_length}")
 
     def render(self, prompt: list[Message], completion: list[Message]) -> tuple[str, str]:
         """(prompt text, full text); the full text starts with the prompt text."""
@@ -89,7 +90,7 @@ class Encoder:
             head = apply(prompt, tokenize=False, add_generation_prompt=with_cue)
             if full.startswith(head):
                 return head, full
-        raise ValueError("the chat template does not render the prompt as a prefix of the conversation")
+        raise UserError("the chat template does not render the prompt as a prefix of the conversation")
 
     def encode(self, prompt: list[Message], completion: list[Message], stats: TruncationStats | None = None) -> list[int]:
         return self.encode_many([(prompt, completion)], stats)[0]
@@ -218,7 +219,7 @@ class Encoder:
 def pad_batch(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """Pad to the longest sequence → (input_ids, attention_mask)."""
     if side not in ("left", "right"):
-        raise ValueError(f"padding side must be 'left' or 'right', got {side!r}")
+        raise UserError(f"padding side must be 'left' or 'right', got {side!r}")
     width = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)

@@ -15,6 +15,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from rewardkit.batching import Encoder
+from rewardkit.errors import UserError
 from rewardkit.model import RewardModel, load_reward_model
 from rewardkit.pooling import POOLING_RULE
 
@@ -68,7 +69,7 @@ def load_checkpoint(name_or_path: str, max_length: int | None = None, template: 
     check_finished_run(name_or_path)
     meta = read_metadata(name_or_path) if Path(name_or_path).is_dir() else {}
     if meta and meta.get("pooling", POOLING_RULE) != POOLING_RULE:
-        raise ValueError(f"{name_or_path}: pooling rule {meta['pooling']!r} is not supported by this rewardkit")
+        raise UserError(f"{name_or_path}: pooling rule {meta['pooling']!r} is not supported by this rewardkit")
     model, tok = load_reward_model(name_or_path)
     encoder = Encoder(tok, max_length=max_length or meta.get("max_length", 1024),
                       template=template or meta.get("template", "auto"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from rewardkit.config import (
@@ -28,6 +29,7 @@ from rewardkit.config import (
     load_config,
     to_dict,
 )
+from rewardkit.errors import UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,8 +62,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = vars(_parser().parse_args(argv))
     command, config_path = args.pop("command"), args.pop("config")
-    from rewardkit.data import DataError
-    from rewardkit.model import ModelLoadError
     from rewardkit.train import TrainingDiverged
 
     try:
@@ -91,10 +91,16 @@ def main(argv: list[str] | None = None) -> int:
             run_score(load_config(RerankConfig, config_path, **args), rerank=True)
         else:
             run_score(load_config(ScoreConfig, config_path, **args))
-    except (DataError, ModelLoadError, TrainingDiverged, ValueError, FileNotFoundError) as e:
-        # User mistakes get one clear line, not a stack trace.
+    except (UserError, TrainingDiverged, OSError) as e:
+        # A user's mistake (or a file the system refuses: missing, unreadable, a folder) gets one clear line.
         print(f"rewardkit {command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception:
+        # Anything else is a bug in rewardkit: keep the traceback, and do not call it the user's fault.
+        traceback.print_exc()
+        print(f"rewardkit {command}: internal error (a bug in rewardkit, not in your input). Please report it with "
+              "the command line and the traceback above.", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -108,7 +114,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     if cfg.judge or (cfg.model and is_judge_checkpoint(cfg.model)):
         return run_judge_eval(cfg)
     if not cfg.model or not cfg.data:
-        raise ValueError("eval needs --model and --data")
+        raise UserError("eval needs --model and --data")
     section_map = load_section_map(cfg.sections) if cfg.sections else None  # a bad map fails before loading
     scorer = load_scorer(cfg.model, max_length=cfg.max_length, template=cfg.template,
                          max_batch_tokens=cfg.max_batch_tokens, padding_side=cfg.padding_side, seed=cfg.seed,
@@ -143,7 +149,7 @@ def run_report(cfg: ReportConfig) -> None:
 
     inputs = [s.strip() for s in cfg.inputs.split(",") if s.strip()]
     if not inputs:
-        raise ValueError("report needs an eval results JSON (or a folder holding one): rewardkit report EVAL.json")
+        raise UserError("report needs an eval results JSON (or a folder holding one): rewardkit report EVAL.json")
     html = write_report(inputs, cfg.output_dir)
     print(f"report: {html}")
 
@@ -154,7 +160,7 @@ def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
 
     command = "rerank" if rerank else "score"
     if not cfg.model or not cfg.input:
-        raise ValueError(f"{command} needs --model and --input")
+        raise UserError(f"{command} needs --model and --input")
     rows, locations = read_jsonl(cfg.input)  # a bad file fails before the model loads
     scorer = load_any_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                              max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -14,90 +16,135 @@ from typing import Any, TypeVar
 
 import yaml
 
+from rewardkit.errors import ConfigError
+
 T = TypeVar("T")
 
+# The loss names of rewardkit.losses.LOSS_NAMES (a test keeps the two equal; config does not import torch).
+LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
 
-def _f(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+
+def _f(default: Any, help: str = "", *, choices: tuple[str, ...] | None = None, within: str | None = None) -> Any:
+    """A field with its help text and, where it has one, its allowed values: ``choices`` (strings) or
+    ``within``, an interval such as ``"[0, 0.5)"`` or ``"[1, inf)"`` (checked by :func:`check_fields`)."""
+    if within is not None:
+        _interval(within)  # a malformed range is a bug here, caught at import
+    return field(default=default, metadata={"help": help, "choices": choices, "within": within})
+
+
+_INTERVAL = re.compile(r"^([\[(])\s*(-inf|[-+0-9.e]+)\s*,\s*(inf|[-+0-9.e]+)\s*([\])])$")
+
+
+def _interval(spec: str) -> tuple[float, float, bool, bool]:
+    m = _INTERVAL.match(spec)
+    if not m:
+        raise AssertionError(f"malformed range {spec!r}")
+    return float(m[2]), float(m[3]), m[1] == "[", m[4] == "]"
+
+
+class ConfigBase:
+    """Every config checks its fields' ranges and choices when it is built: from Python, YAML or flags."""
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+def check_fields(config: Any) -> None:
+    """The one place where a config's values are checked against their fields' ``choices`` and ``within``;
+    the error names the field (as flag and YAML key) and what it accepts."""
+    for f in dataclasses.fields(config):
+        value, meta = getattr(config, f.name), f.metadata
+        if value is None:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{flag} ({f.name}) must be one of {', '.join(map(repr, meta['choices']))}; "
+                              f"got {value!r}")
+        if meta.get("within"):
+            lo, hi, lo_closed, hi_closed = _interval(meta["within"])
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (value >= lo if lo_closed else value > lo) and (value <= hi if hi_closed else value < hi)
+            if not ok:
+                raise ConfigError(f"{flag} ({f.name}) must be in {meta['within']}; got {value!r}")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigBase):
     model: str = _f("smollm2-135m", "Backbone: hub id, local folder, .gguf file, or built-in name 'smollm2-135m'.")
     train_data: str = _f("builtin:synthetic", "Training data: a file (.jsonl/.jsonl.gz/.json/.parquet/.csv, optionally sliced "
                          "like 'f.jsonl[:1000]'), a hub dataset id, or 'builtin:synthetic'.")
     eval_data: str | None = _f(None, "Held-out data (same forms). Default: the built-in held-out split when training on "
                                "builtin:synthetic, else none.")
     split: str = _f("train", "Split to read when data is a hub dataset id.")
-    max_length: int = _f(1024, "Tokens per sequence; longer ones lose prompt tokens from the left, never the completion's end.")
-    template: str = _f("auto", "'chat' (the tokenizer's chat template), 'raw' (Human:/Assistant: text) or 'auto'.")
+    max_length: int = _f(1024, within="[8, inf)", help="Tokens per sequence; longer ones lose prompt tokens from the left, never the completion's end.")
+    template: str = _f("auto", choices=("auto", "chat", "raw"), help="'chat' (the tokenizer's chat template), 'raw' (Human:/Assistant: text) or 'auto'.")
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
     output_dir: str = _f("runs", "Runs are written to <output_dir>/<run_name>/.")
     run_name: str | None = _f(None, "Run folder name; default: a timestamp.")
     overwrite: bool = _f(False, "Replace an existing run folder of the same name (otherwise that is an error).")
-    loss: str = _f("bt", "Training loss: 'bt' (eq. 3), 'bt_softplus' (eq. 4), 'margin' (eq. 5, needs margins), 'balanced' "
+    loss: str = _f("bt", choices=LOSS_NAMES, help="Training loss: 'bt' (eq. 3), 'bt_softplus' (eq. 4), 'margin' (eq. 5, needs margins), 'balanced' "
                    "(eq. 6: all C(K,2) pairs of a ranking weighted 1/C(K,2)) or 'plackett_luce' (K-wise).")
-    label_smoothing: float = _f(0.0, "Label smoothing ε for noisy labels: pairwise target 1 − ε instead of 1 (bt, margin, balanced).")
-    reward_center_coef: float = _f(0.0, "Reward centering c (Eisenstein et al. 2023): adds c·(r_w + r_l)² per pair.")
-    reward_l2_coef: float = _f(0.0, "Per-score L2 β (Open-Assistant): adds β/2·(r_w² + r_l²) per pair.")
-    margin_source: str = _f("none", "Margins for eq. 5: 'none', 'field' (the record's 'margin': a number, or a Likert "
+    label_smoothing: float = _f(0.0, within="[0, 0.5)", help="Label smoothing ε for noisy labels: pairwise target 1 − ε instead of 1 (bt, margin, balanced).")
+    reward_center_coef: float = _f(0.0, within="[0, inf)", help="Reward centering c (Eisenstein et al. 2023): adds c·(r_w + r_l)² per pair.")
+    reward_l2_coef: float = _f(0.0, within="[0, inf)", help="Per-score L2 β (Open-Assistant): adds β/2·(r_w² + r_l²) per pair.")
+    margin_source: str = _f("none", choices=("none", "field", "scores"), help="Margins for eq. 5: 'none', 'field' (the record's 'margin': a number, or a Likert "
                             "category such as 'significantly better' mapped by likert_margins when read) or 'scores' "
                             "(margin_scale × score difference, e.g. UltraFeedback 1–10 ratings).")
-    margin_scale: float = _f(1.0, "With margin_source=scores: margin = margin_scale × (score_w − score_l).")
+    margin_scale: float = _f(1.0, within="(0, inf)", help="With margin_source=scores: margin = margin_scale × (score_w − score_l).")
     likert_margins: str = _f("llama2-large", "How Likert 'margin' categories become numbers: 'llama2-large' (3/2/1/0), "
                              "'llama2-small' (1, 2/3, 1/3, 0) or a mapping 'significantly better=3,better=2,...'.")
     flatten_rankings: bool = _f(False, "Train on each ranking's C(K,2) pairs as independent records (the unbalanced baseline).")
     drop_ties: bool = _f(False, "Skip records whose completions are all tied (counted and reported).")
-    epochs: int = _f(1, "Passes over the data. One is the default; the literature finds more epochs overfit.")
-    batch_size: int = _f(16, "Records (pairs or rankings) per optimizer step (global, across processes and accumulation).")
-    micro_batch_size: int = _f(4, "Records per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")
-    learning_rate: float = _f(2e-5, "Peak AdamW learning rate.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    warmup_ratio: float = _f(0.05, "Fraction of steps spent warming up linearly from 0.")
-    lr_schedule: str = _f("cosine", "Decay after warmup: 'cosine', 'linear' or 'constant'.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm (0 disables).")
+    epochs: int = _f(1, within="[1, inf)", help="Passes over the data. One is the default; the literature finds more epochs overfit.")
+    batch_size: int = _f(16, within="[1, inf)", help="Records (pairs or rankings) per optimizer step (global, across processes and accumulation).")
+    micro_batch_size: int = _f(4, within="[1, inf)", help="Records per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")
+    learning_rate: float = _f(2e-5, within="(0, inf)", help="Peak AdamW learning rate.")
+    weight_decay: float = _f(0.0, within="[0, inf)", help="AdamW weight decay.")
+    warmup_ratio: float = _f(0.05, within="[0, 1]", help="Fraction of steps spent warming up linearly from 0.")
+    lr_schedule: str = _f("cosine", choices=("cosine", "linear", "constant"), help="Decay after warmup: 'cosine', 'linear' or 'constant'.")
+    max_grad_norm: float = _f(1.0, within="[0, inf)", help="Gradient clipping norm (0 disables).")
     seed: int = _f(42, "Seed for head init, shuffling and everything random.")
     group_by_length: bool = _f(True, "Build batches from pairs of similar length (less padding); batch order stays random.")
-    eval_every: int = _f(0, "Evaluate every N optimizer steps (0: only before and after training).")
+    eval_every: int = _f(0, within="[0, inf)", help="Evaluate every N optimizer steps (0: only before and after training).")
     eval_before: bool = _f(True, "Evaluate the untrained model first, so the report shows before and after.")
-    log_every: int = _f(1, "Write training metrics every N optimizer steps.")
-    padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
+    log_every: int = _f(1, within="[1, inf)", help="Write training metrics every N optimizer steps.")
+    padding_side: str = _f("right", choices=("left", "right"), help="Padding side used in batches (results do not depend on it).")
     prefix_sharing: bool = _f(True, "Compute each prompt once for all its completions and pack records without padding "
                               "(exact; used when the model supports it). --no-prefix-sharing runs the plain padded batches.")
-    mixed_precision: str = _f("no", "'no', 'bf16' or 'fp16' (GPU). Keep 'no' on CPU: bf16 matmuls are far slower there.")
-    trainable_layers: int = _f(0, "Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
+    mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"), help="'no', 'bf16' or 'fp16' (GPU). Keep 'no' on CPU: bf16 matmuls are far slower there.")
+    trainable_layers: int = _f(0, within="[0, inf)", help="Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
                                "Cuts the backward pass to those blocks: a cheaper partial fine-tune.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
-    save_every: int = _f(0, "Write a checkpoint every N optimizer steps (and at the last step) under "
+    save_every: int = _f(0, within="[0, inf)", help="Write a checkpoint every N optimizer steps (and at the last step) under "
                          "<run>/checkpoints/step-N, atomically; 0: only the final model.")
-    keep_checkpoints: int = _f(2, "Keep the newest N checkpoints; older ones are deleted once a newer one is complete.")
+    keep_checkpoints: int = _f(2, within="[1, inf)", help="Keep the newest N checkpoints; older ones are deleted once a newer one is complete.")
     resume: str | None = _f(None, "Continue a run: 'auto' (the run named by --run-name, from its latest complete "
                             "checkpoint) or a checkpoint folder. The config must match the run's (bookkeeping "
                             "fields such as --save-every may change).")
-    max_bad_steps: int = _f(3, "A step whose loss or gradient is NaN/inf is skipped and counted; this many in a row "
+    max_bad_steps: int = _f(3, within="[1, inf)", help="A step whose loss or gradient is NaN/inf is skipped and counted; this many in a row "
                             "stop the run (the last checkpoint stays usable).")
-    report_to: str = _f("none", "Also log the metrics to 'tensorboard' (<run>/tensorboard) or 'wandb' (offline unless "
+    report_to: str = _f("none", choices=("none", "tensorboard", "wandb"), help="Also log the metrics to 'tensorboard' (<run>/tensorboard) or 'wandb' (offline unless "
                         "WANDB_MODE says otherwise), through accelerate's trackers; 'none' writes metrics.jsonl only.")
 
 
 @dataclass
-class JudgeOptions:
+class JudgeOptions(ConfigBase):
     """Flags shared by ``eval`` and ``score`` that turn a causal LM into an LLM judge (docs/judges.md)."""
 
-    judge: str | None = _f(None, "Use the model as an LLM judge: 'pairwise' (A or B), 'pointwise' (1-10 rating) or "
+    judge: str | None = _f(None, choices=("pairwise", "pointwise", "verifier"), help="Use the model as an LLM judge: 'pairwise' (A or B), 'pointwise' (1-10 rating) or "
                            "'verifier' (reward = logit P(Yes)). A trained GenRM run folder is a verifier by itself.")
     judge_template: str | None = _f(None, "Judge prompt: a file (.txt/.md = the user message; .yaml/.json = all "
                                     "template fields) or the text itself, with {prompt} and {response} (pointwise, "
                                     "verifier) or {response_a} {response_b} (pairwise). Default: built-in (docs/judges.md).")
     judge_system_prompt: str | None = _f(None, "Judge system prompt (file or text; '' for none). Default: the template's.")
-    judge_mode: str = _f("probability", "'probability': read verdict-token probabilities (deterministic, graded); "
+    judge_mode: str = _f("probability", choices=("probability", "sample"), help="'probability': read verdict-token probabilities (deterministic, graded); "
                          "'sample': generate --judge-samples replies and vote (unparseable replies are counted).")
-    judge_order: str = _f("both", "Pairwise: 'both' orders combined (mean log-odds), 'random' (one seeded order per "
+    judge_order: str = _f("both", choices=("both", "random", "as_given"), help="Pairwise: 'both' orders combined (mean log-odds), 'random' (one seeded order per "
                           "pair) or 'as_given' (first completion shown as A).")
-    judge_samples: int = _f(5, "Sampling mode: replies per judge prompt.")
-    judge_temperature: float = _f(1.0, "Sampling mode: temperature.")
-    judge_max_new_tokens: int = _f(64, "Sampling mode: tokens generated per reply.")
-    judge_max_length: int | None = _f(None, "Judge prompt token budget; longer prompts are cut and counted "
+    judge_samples: int = _f(5, within="[1, inf)", help="Sampling mode: replies per judge prompt.")
+    judge_temperature: float = _f(1.0, within="(0, inf)", help="Sampling mode: temperature.")
+    judge_max_new_tokens: int = _f(64, within="[1, inf)", help="Sampling mode: tokens generated per reply.")
+    judge_max_length: int | None = _f(None, within="[32, inf)", help="Judge prompt token budget; longer prompts are cut and counted "
                                       "(default: --max-length, the GenRM's saved one, or 1024).")
 
 
@@ -109,31 +156,31 @@ class EvalConfig(JudgeOptions):
     split: str = _f("test", "Split to read when data is a hub dataset id.")
     output: str | None = _f(None, "Write the metrics JSON here, and the per-example rewards beside it "
                             "(eval.json → eval.rewards.jsonl); default: print only.")
-    max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
-    template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
+    max_length: int | None = _f(None, within="[8, inf)", help="Override the checkpoint's max_length (default: the one it was trained with).")
+    template: str | None = _f(None, choices=("auto", "chat", "raw"), help="Override the checkpoint's template (default: the one it was trained with).")
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
-    max_batch_tokens: int | None = _f(None, "Tokens per forward pass (real tokens with prefix sharing, padded otherwise; "
+    max_batch_tokens: int | None = _f(None, within="[1, inf)", help="Tokens per forward pass (real tokens with prefix sharing, padded otherwise; "
                                       "judges: padded). Default: 2048 on CPU (cache-friendly), 16384 on GPU.")
     seed: int = _f(42, "Seeds everything random: the new score head when --model is an untrained backbone, and the "
                    "bootstrap resamples. Recorded in the output.")
-    padding_side: str = _f("right", "Padding side used in batches (results do not depend on it).")
+    padding_side: str = _f("right", choices=("left", "right"), help="Padding side used in batches (results do not depend on it).")
     sections: str | None = _f(None, "RewardBench sections: 'rewardbench-v1' (its subset map, math-prm up-weighted) or a "
                               "JSON/YAML file {sections: {name: [subsets]}, weights: {subset: multiplier}}. Overall "
                               "accuracy is then the mean of sections.")
-    tie_threshold: float | None = _f(None, "The model calls a pair tied when |σ(Δr) − 0.5| < this. Default: rate-matched "
+    tie_threshold: float | None = _f(None, within="[0, 0.5]", help="The model calls a pair tied when |σ(Δr) − 0.5| < this. Default: rate-matched "
                                      "(as many model ties as annotator ties; see docs/decisions.md).")
-    calibration_bins: int = _f(10, "Equal-width confidence bins on [0.5, 1] for ECE and the reliability diagram.")
+    calibration_bins: int = _f(10, within="[1, inf)", help="Equal-width confidence bins on [0.5, 1] for ECE and the reliability diagram.")
     device: str = _f("auto", "Where the model runs: 'auto' (the first GPU if there is one, else the CPU), 'cpu', "
                      "'cuda' or 'cuda:N'.")
     prefix_sharing: bool = _f(True, "Score each prompt once for all its completions, packed without padding (exact; "
                               "used when the model supports it). --no-prefix-sharing scores padded sequences.")
-    bootstrap_samples: int = _f(1000, "Bootstrap resamples (of prompts) for confidence intervals; 0 disables them.")
+    bootstrap_samples: int = _f(1000, within="[0, inf)", help="Bootstrap resamples (of prompts) for confidence intervals; 0 disables them.")
     report: str | None = _f(None, "After evaluating, write the visual report (PNGs + report.html) to this folder "
                             "(and the results to <folder>/eval.json unless --output is given).")
 
 
 @dataclass
-class ReportConfig:
+class ReportConfig(ConfigBase):
     inputs: str = _f("", "Eval results JSON file(s) written by `rewardkit eval --output` (their .rewards.jsonl beside "
                      "them), or folders holding one; several, comma-separated, are shown side by side.")
     output_dir: str | None = _f(None, "Folder for the PNGs and report.html (default: <first input's folder>/report).")
@@ -143,8 +190,8 @@ class ReportConfig:
 class ScoringOptions(JudgeOptions):
     """How inputs are turned into rewards: the flags ``score``, ``rerank`` and ``serve`` share."""
 
-    max_length: int | None = _f(None, "Override the checkpoint's max_length (default: the one it was trained with).")
-    template: str | None = _f(None, "Override the checkpoint's template (default: the one it was trained with).")
+    max_length: int | None = _f(None, within="[8, inf)", help="Override the checkpoint's max_length (default: the one it was trained with).")
+    template: str | None = _f(None, choices=("auto", "chat", "raw"), help="Override the checkpoint's template (default: the one it was trained with).")
     prefix_sharing: bool = _f(True, "Score each prompt once for all its completions, packed without padding (exact).")
     complete_turn: bool = _f(True, "Rendered text inputs ('text' rows, /get_reward queries): append the template's "
                              "end-of-turn marker when it is missing, so the reward is read where training read it. "
@@ -162,7 +209,7 @@ class ScoreConfig(ScoringOptions):
                     "rows get rewards and P(a ≻ b); {prompt, completions: [...]} rows get rewards; {text} rows "
                     "(an already-rendered conversation) get a reward.")
     output: str | None = _f(None, "Write JSONL here (default: standard output).")
-    max_batch_tokens: int | None = _f(None, "Tokens per forward pass (real tokens with prefix sharing, padded otherwise; "
+    max_batch_tokens: int | None = _f(None, within="[1, inf)", help="Tokens per forward pass (real tokens with prefix sharing, padded otherwise; "
                                       "judges: padded). Default: 2048 on CPU (cache-friendly), 16384 on GPU.")
 
 
@@ -178,19 +225,19 @@ class ServeConfig(ScoringOptions):
     model: str = _f("", "What to serve: a rewardkit run folder, a Hugging Face reward model, or with --judge a causal "
                     "LM (a GenRM run folder is a judge by itself).")
     host: str = _f("127.0.0.1", "Interface to listen on (0.0.0.0 for every interface).")
-    port: int = _f(8000, "TCP port (0: any free port; the chosen one is printed).")
-    max_batch_tokens: int = _f(16384, "Token budget of one dynamic batch: waiting requests are scored together up to "
+    port: int = _f(8000, within="[0, 65535]", help="TCP port (0: any free port; the chosen one is printed).")
+    max_batch_tokens: int = _f(16384, within="[1, inf)", help="Token budget of one dynamic batch: waiting requests are scored together up to "
                                "it (in forward passes of --forward-batch-tokens).")
-    forward_batch_tokens: int | None = _f(None, "Tokens per forward pass inside a batch. Default: 2048 on CPU, 16384 on GPU.")
-    max_wait_ms: float = _f(5.0, "Dynamic batching: how long the first waiting request may wait for others to join.")
+    forward_batch_tokens: int | None = _f(None, within="[1, inf)", help="Tokens per forward pass inside a batch. Default: 2048 on CPU, 16384 on GPU.")
+    max_wait_ms: float = _f(5.0, within="[0, inf)", help="Dynamic batching: how long the first waiting request may wait for others to join.")
     dynamic_batching: bool = _f(True, "Batch concurrent requests into shared forward passes. --no-dynamic-batching "
                                 "runs one request per forward pass (the measurement baseline).")
-    max_request_bytes: int = _f(8_000_000, "Largest request body accepted (413 above).")
-    max_items: int = _f(256, "Most completions (or queries) in one request (413 above).")
-    max_request_tokens: int = _f(65536, "Most tokens one request may cost after truncation (413 above).")
-    max_queue: int = _f(1024, "Most requests waiting for the model; above it requests get 503 with Retry-After.")
-    request_timeout_s: float = _f(60.0, "A request not scored within this many seconds gets 504.")
-    threads: int = _f(0, "torch CPU threads for the model (0: torch's default).")
+    max_request_bytes: int = _f(8_000_000, within="[1, inf)", help="Largest request body accepted (413 above).")
+    max_items: int = _f(256, within="[1, inf)", help="Most completions (or queries) in one request (413 above).")
+    max_request_tokens: int = _f(65536, within="[1, inf)", help="Most tokens one request may cost after truncation (413 above).")
+    max_queue: int = _f(1024, within="[1, inf)", help="Most requests waiting for the model; above it requests get 503 with Retry-After.")
+    request_timeout_s: float = _f(60.0, within="(0, inf)", help="A request not scored within this many seconds gets 504.")
+    threads: int = _f(0, within="[0, inf)", help="torch CPU threads for the model (0: torch's default).")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) -> T:
@@ -201,15 +248,15 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) 
         try:
             loaded = json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)
         except (json.JSONDecodeError, yaml.YAMLError) as e:
-            raise ValueError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {e}") from None
+            raise ConfigError(f"{path}: not valid {'JSON' if str(path).endswith('.json') else 'YAML'}: {e}") from None
         if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of config fields")
+            raise ConfigError(f"{path}: expected a mapping of config fields")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+        raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         kind = _base_type(hints[key])
@@ -219,7 +266,7 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) 
         if value is None and hints[key] is not kind:  # Optional field
             ok = True
         if not ok:
-            raise ValueError(f"{cls.__name__}.{key} must be {kind.__name__}, got {value!r}")
+            raise ConfigError(f"{cls.__name__}.{key} must be {kind.__name__}, got {value!r}")
     return cls(**values)
 
 
@@ -236,11 +283,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         kind = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         # argparse %-formats help strings: a literal % ("~30% more compute") must be doubled
-        help_text = f"{f.metadata.get('help', '')} (default: {f.default})".replace("%", "%%")
+        allowed = f"; range {f.metadata['within']}" if f.metadata.get("within") else ""
+        help_text = f"{f.metadata.get('help', '')} (default: {f.default}{allowed})".replace("%", "%%")
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text)
+            parser.add_argument(flag, dest=f.name, type=kind, default=None, help=help_text,
+                                choices=f.metadata.get("choices"))
 
 
 def to_dict(config: Any) -> dict[str, Any]:

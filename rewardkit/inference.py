@@ -39,6 +39,7 @@ import torch
 
 from rewardkit.batching import Encoder, TruncationStats, length_sorted_batches, pad_batch
 from rewardkit.data.record import Message
+from rewardkit.errors import UserError
 from rewardkit.model import ModelLoadError, RewardModel, resolve_backbone
 from rewardkit.pooling import POOLING_RULE
 
@@ -63,9 +64,9 @@ class Group:
 
     def __post_init__(self) -> None:
         if self.texts is not None and self.completions:
-            raise ValueError("a group holds either completions (messages) or rendered texts, not both")
+            raise UserError("a group holds either completions (messages) or rendered texts, not both")
         if not len(self):
-            raise ValueError("a group needs at least one completion")
+            raise UserError("a group needs at least one completion")
 
     def __len__(self) -> int:
         return len(self.texts) if self.texts is not None else len(self.completions)
@@ -186,9 +187,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as e:
-        raise ValueError(f"device {device!r} is not a device torch knows ({e}); use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"device {device!r} is not a device torch knows ({e}); use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this torch sees no CUDA device; use --device cpu")
+        raise UserError(f"device {device!r} asked for, but this torch sees no CUDA device; use --device cpu")
     return resolved
 
 
@@ -366,7 +367,7 @@ def load_scorer(spec: str, *, max_length: int | None = None, template: str | Non
     from rewardkit.checkpoint import load_checkpoint
 
     if not spec:
-        raise ValueError("no model given: pass a rewardkit run folder, a Hugging Face reward model or a backbone")
+        raise UserError("no model given: pass a rewardkit run folder, a Hugging Face reward model or a backbone")
     kind = model_kind(spec)
     # Seeded before loading so an untrained head matches `rewardkit train --seed` and is the same every run.
     set_seed(seed)

@@ -19,8 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rewardkit.errors import UserError
 
-class TieError(ValueError):
+
+class TieError(UserError):
     """A loss that cannot represent equal preference was given a tie."""
 
 
@@ -67,7 +69,7 @@ def soft_bradley_terry_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, ta
 def label_smoothed_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, epsilon: float) -> torch.Tensor:
     """Eq. 3 with label smoothing ε: the label says y_w ≻ y_l with probability 1 − ε."""
     if not 0.0 <= epsilon < 0.5:
-        raise ValueError(f"label smoothing must be in [0, 0.5), got {epsilon}")
+        raise UserError(f"label smoothing must be in [0, 0.5), got {epsilon}")
     return soft_bradley_terry_loss(r_chosen, r_rejected, 1.0 - epsilon)
 
 
@@ -133,15 +135,15 @@ def check_record(name: str, k: int, tied: bool, margin: float | None, where: str
     """Raise, naming the record, if loss ``name`` cannot train on a record of ``k`` completions (with a tie,
     or without a margin); the message says which flag to use instead."""
     if name not in LOSS_NAMES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
+        raise UserError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     if name in ("bt", "bt_softplus", "margin") and k != 2:
-        raise ValueError(f"{where}: loss '{name}' takes pairs, this record ranks {k} completions; use "
+        raise UserError(f"{where}: loss '{name}' takes pairs, this record ranks {k} completions; use "
                          "--loss balanced (eq. 6) or --loss plackett_luce, or --flatten-rankings to train on its pairs")
     if tied and name in ("margin", "plackett_luce"):
         raise TieError(f"{where}: this record is a tie, which loss '{name}' cannot represent; use --loss bt or "
                        "--loss balanced (ties get target 1/2), or --drop-ties to skip tied records (counted)")
     if name == "margin" and margin is None:
-        raise ValueError(f"{where}: loss 'margin' needs a margin for every record; set --margin-source "
+        raise UserError(f"{where}: loss 'margin' needs a margin for every record; set --margin-source "
                          "(field or scores) or add a 'margin' field")
 
 
@@ -182,7 +184,7 @@ def record_loss(
         loss = balanced_pairwise_loss(rewards, pairs, label_smoothing)
     else:  # plackett_luce (check_record has refused unknown names)
         if label_smoothing:
-            raise ValueError("label smoothing is defined for pairwise losses (bt, bt_softplus, margin, balanced), "
+            raise UserError("label smoothing is defined for pairwise losses (bt, bt_softplus, margin, balanced), "
                              "not for plackett_luce")
         loss = plackett_luce_loss(rewards[list(ranking)])
     if center_coef:

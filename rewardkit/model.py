@@ -29,6 +29,7 @@ from transformers import (
 )
 from transformers import logging as hf_logging
 
+from rewardkit.errors import UserError
 from rewardkit.pooling import pool_last, position_ids_from_mask
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ SMOLLM2_ALIASES = ("smollm2-135m", "smollm2-135m-instruct", "smollm2")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError):
     """A backbone could not be found or loaded; the message says what to do."""
 
 
@@ -190,7 +191,7 @@ def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:
         raise ModelLoadError(f"{type(hf).__name__}: cannot find its transformer blocks to freeze; "
                              "use --trainable-layers 0 (train everything)")
     if trainable_layers > len(blocks):
-        raise ValueError(f"trainable_layers={trainable_layers} but the model has only {len(blocks)} blocks")
+        raise UserError(f"trainable_layers={trainable_layers} but the model has only {len(blocks)} blocks")
     for p in backbone.parameters():
         p.requires_grad_(False)
     trainable = [*blocks[len(blocks) - trainable_layers:], *[m for n, m in backbone.named_children()

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from rewardkit.errors import UserError
+
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
@@ -50,9 +52,9 @@ def find_eval_json(spec: str | Path) -> Path:
         if len(found) == 1:
             return found[0]
         if found:
-            raise ValueError(f"{path} holds several eval results ({', '.join(str(p) for p in found)}); "
+            raise UserError(f"{path} holds several eval results ({', '.join(str(p) for p in found)}); "
                              "name the one to report")
-        raise ValueError(f"{path} holds no eval results; write them first with "
+        raise UserError(f"{path} holds no eval results; write them first with "
                          f"`rewardkit eval --model MODEL --data DATA --output {path / 'eval.json'}`")
     raise FileNotFoundError(f"no such eval results file or folder: {spec}")
 
@@ -70,9 +72,9 @@ def load_eval(spec: str | Path) -> EvalRun:
     try:
         result = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
     if not isinstance(result, dict) or "pairwise_accuracy" not in result or "calibration" not in result:
-        raise ValueError(f"{path}: not a rewardkit eval result (no 'pairwise_accuracy'/'calibration'); "
+        raise UserError(f"{path}: not a rewardkit eval result (no 'pairwise_accuracy'/'calibration'); "
                          "write one with `rewardkit eval --output FILE.json`")
     records = None
     sidecar = path.parent / result.get("rewards_file", path.name.removesuffix(".json") + ".rewards.jsonl")
@@ -83,7 +85,7 @@ def load_eval(spec: str | Path) -> EvalRun:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{sidecar}:{lineno}: not valid JSON ({e.msg})") from None
+                    raise UserError(f"{sidecar}:{lineno}: not valid JSON ({e.msg})") from None
     return EvalRun(path, result, records, label=Path(str(result.get("model", path.stem))).name or path.stem)
 
 
@@ -445,7 +447,7 @@ def _img(path: Path) -> str:
 def write_report(inputs: list[str | Path], output_dir: str | Path | None = None) -> Path:
     """Write the PNGs and ``report.html`` for one or more eval results; returns the HTML path."""
     if not inputs:
-        raise ValueError("no eval results given")
+        raise UserError("no eval results given")
     runs = [load_eval(s) for s in inputs]
     _unique_labels(runs)
     out = Path(output_dir) if output_dir else runs[0].path.parent / "report"

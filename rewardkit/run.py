@@ -42,6 +42,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from rewardkit.config import to_dict
+from rewardkit.errors import UserError
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.pt"
@@ -86,26 +87,23 @@ class Run:
         broadcast_object_list(name)  # every process must write to the same run folder
         run_dir = Path(cfg.output_dir) / name[0]
         resume = getattr(cfg, "resume", None)
-        if cfg.save_every < 0 or cfg.keep_checkpoints < 1:
-            raise ValueError(f"save_every must be >= 0 and keep_checkpoints >= 1 (got {cfg.save_every}, "
-                             f"{cfg.keep_checkpoints})")
         if resume and cfg.overwrite:
-            raise ValueError("--resume continues a run and --overwrite deletes it: pass one of them")
+            raise UserError("--resume continues a run and --overwrite deletes it: pass one of them")
         resume_from = None
         if resume:
             resume_from = latest_checkpoint(run_dir) if resume == "auto" else Path(resume)
             if resume_from is None:
-                raise ValueError(f"--resume auto: {run_dir} has no complete checkpoint to resume from "
+                raise UserError(f"--resume auto: {run_dir} has no complete checkpoint to resume from "
                                  f"(looked in {run_dir / CHECKPOINTS}); train with --save-every N to write them")
             if not (resume_from / STATE_FILE).is_file():
-                raise ValueError(f"--resume {resume}: {resume_from} is not a complete rewardkit checkpoint "
+                raise UserError(f"--resume {resume}: {resume_from} is not a complete rewardkit checkpoint "
                                  f"(no {STATE_FILE}); pass a checkpoints/step-N folder or 'auto'")
             if resume != "auto":
                 run_dir = resume_from.parent.parent  # runs/<name>/checkpoints/step-N
             check_resumable(run_dir, cfg)
         elif (run_dir / "metrics.jsonl").exists() or (run_dir / CHECKPOINTS).exists():
             if not cfg.overwrite:
-                raise ValueError(f"run folder {run_dir} already holds a run; continue it with --resume auto, pick "
+                raise UserError(f"run folder {run_dir} already holds a run; continue it with --resume auto, pick "
                                  "another --run-name, or pass --overwrite to delete it")
         return cls(accelerator, cfg, run_dir, resume_from)
 
@@ -230,13 +228,13 @@ def check_resumable(run_dir: Path, cfg: Any) -> None:
     """Refuse to resume with a config that computes something else, naming the fields that differ."""
     saved_file = run_dir / "train_config.json"
     if not saved_file.is_file():
-        raise ValueError(f"cannot resume: {saved_file} is missing, so the run's config is unknown")
+        raise UserError(f"cannot resume: {saved_file} is missing, so the run's config is unknown")
     saved, now = json.loads(saved_file.read_text()), to_dict(cfg)
     differ = sorted(k for k in set(saved) | set(now)
                     if k not in MAY_CHANGE_ON_RESUME and k != "run_name" and saved.get(k) != now.get(k))
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} (run) vs {now.get(k)!r} (now)" for k in differ)
-        raise ValueError(f"cannot resume {run_dir}: the config differs from the run's in {detail}. Resume with the "
+        raise UserError(f"cannot resume {run_dir}: the config differs from the run's in {detail}. Resume with the "
                          f"same settings (only {', '.join(sorted(MAY_CHANGE_ON_RESUME - {'resume', 'overwrite'}))} "
                          "may change), or start a new run")
 
@@ -289,5 +287,5 @@ def load_weights(module: torch.nn.Module, folder: Path) -> None:
     missing, unexpected = module.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k and getattr(module.config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:
-        raise ValueError(f"checkpoint {folder} does not match the model: missing {sorted(set(missing) - tied)}, "
+        raise UserError(f"checkpoint {folder} does not match the model: missing {sorted(set(missing) - tied)}, "
                          f"unexpected {sorted(unexpected)}")

@@ -198,3 +198,77 @@ def test_rerank_cli_ranks_by_the_score_rewards(run_dir, tmp_path, capsys):
     assert main(["rerank", "--model", str(run_dir), "--input", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:2" in err and "completions" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("field, value, shown", [
+    ("label_smoothing", -0.1, "[0, 0.5)"),   # ε < 0: the loss is unbounded below
+    ("label_smoothing", 0.5, "[0, 0.5)"),    # ε ≥ 0.5: the preference is inverted
+    ("warmup_ratio", 1.5, "[0, 1]"),
+    ("learning_rate", 0.0, "(0, inf)"),
+    ("micro_batch_size", 0, "[1, inf)"),
+    ("lr_schedule", "step", "'cosine', 'linear', 'constant'"),
+])
+def test_config_ranges_are_checked_when_the_config_is_built(field, value, shown, tmp_path):
+    """Issue 14.3: one check, at config time, from Python, YAML and flags alike; the message names the field."""
+    from rewardkit.errors import ConfigError
+
+    for build in (lambda: TrainConfig(**{field: value}), lambda: load_config(TrainConfig, None, **{field: value})):
+        with pytest.raises(ConfigError, match=rf"--{field.replace('_', '-')} \({field}\) must be .*{_re(shown)}"):
+            build()
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump({field: value}))
+    with pytest.raises(ConfigError, match=field):
+        load_config(TrainConfig, path)
+
+
+def _re(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+def test_every_default_is_inside_its_own_range_and_loss_names_agree():
+    from rewardkit.config import LOSS_NAMES, EvalConfig, ReportConfig, RerankConfig, ScoreConfig, ServeConfig
+    from rewardkit.judges.genrm import GenRMConfig
+    from rewardkit.losses import LOSS_NAMES as LOSSES
+
+    assert LOSS_NAMES == LOSSES
+    for cls in (TrainConfig, GenRMConfig, EvalConfig, ScoreConfig, RerankConfig, ServeConfig, ReportConfig):
+        cls()  # raises if a default broke its own range
+
+
+def test_label_smoothing_out_of_range_is_one_line_on_the_command_line(tmp_path):
+    res = cli("train", "--label-smoothing", "0.6", "--output-dir", str(tmp_path / "runs"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "--label-smoothing (label_smoothing) must be in [0, 0.5); got 0.6" in res.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_internal_errors_keep_their_traceback_and_user_errors_do_not(monkeypatch, capsys):
+    """Issue 14.7: a ValueError from inside rewardkit is a bug (traceback, exit 1), not 'bad input' (one line, 2)."""
+    import rewardkit.cli as cli_module
+    from rewardkit.errors import UserError
+
+    def bug(cfg):
+        raise ValueError("operands could not be broadcast together")  # what a numpy bug looks like
+
+    monkeypatch.setattr(cli_module, "run_report", bug)
+    assert cli_module.main(["report", "x.json"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "operands could not be broadcast" in err and "internal error" in err
+
+    def mistake(cfg):
+        raise UserError("x.json holds no eval results")
+
+    monkeypatch.setattr(cli_module, "run_report", mistake)
+    assert cli_module.main(["report", "x.json"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip() == "rewardkit report: error: x.json holds no eval results"
+
+
+def test_os_errors_other_than_not_found_are_one_line(run_dir, tmp_path):
+    folder = tmp_path / "a-folder.jsonl"
+    folder.mkdir()
+    res = cli("score", "--model", str(run_dir), "--input", str(folder))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert "a-folder.jsonl" in res.stderr

@@ -30,6 +30,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from rewardkit.data.record import PreferenceExample
+from rewardkit.errors import UserError
 
 LLAMA2_LARGE: dict[str, float] = {
     "significantly better": 3.0, "better": 2.0, "slightly better": 1.0, "negligibly better": 0.0, "unsure": 0.0,
@@ -62,7 +63,7 @@ def parse_likert(spec: str | Mapping[str, float] | None) -> dict[str, float]:
             if not part.strip():
                 continue
             if "=" not in part:
-                raise ValueError(
+                raise UserError(
                     f"Likert mapping {spec!r}: {part.strip()!r} has no '='; write 'category=value,…', "
                     f"e.g. 'significantly better=3,better=2,slightly better=1,negligibly better=0', "
                     f"or a preset: {', '.join(LIKERT_PRESETS)}."
@@ -72,18 +73,18 @@ def parse_likert(spec: str | Mapping[str, float] | None) -> dict[str, float]:
     elif isinstance(spec, Mapping):
         items = list(spec.items())
     else:
-        raise ValueError(f"Likert mapping must be a preset name, a 'category=value,…' string or a mapping, "
+        raise UserError(f"Likert mapping must be a preset name, a 'category=value,…' string or a mapping, "
                          f"got {type(spec).__name__}.")
     table: dict[str, float] = {}
     for key, value in items:
         if not isinstance(key, str) or not normalize_category(key):
-            raise ValueError(f"Likert mapping: category {key!r} must be non-empty text.")
+            raise UserError(f"Likert mapping: category {key!r} must be non-empty text.")
         name = normalize_category(key)
         if name in table:
-            raise ValueError(f"Likert mapping: category {name!r} is given twice.")
+            raise UserError(f"Likert mapping: category {name!r} is given twice.")
         table[name] = _category_value(name, value)
     if not table:
-        raise ValueError("Likert mapping is empty; give at least one 'category=value'.")
+        raise UserError("Likert mapping is empty; give at least one 'category=value'.")
     return table
 
 
@@ -102,7 +103,7 @@ def _category_value(name: str, value: object) -> float:
         except (ValueError, ZeroDivisionError):
             number = None
     if number is None or not math.isfinite(number) or number < 0:
-        raise ValueError(f"Likert mapping: the margin of {name!r} must be a number ≥ 0 (e.g. 2 or 2/3), got {value!r}.")
+        raise UserError(f"Likert mapping: the margin of {name!r} must be a number ≥ 0 (e.g. 2 or 2/3), got {value!r}.")
     return number
 
 
@@ -110,7 +111,7 @@ def likert_margin(category: str, likert: Mapping[str, float]) -> float:
     """The margin of one Likert category; an unknown category is an error listing the known ones."""
     name = normalize_category(category)
     if name not in likert:
-        raise ValueError(f"unknown preference category {category!r}; known: {', '.join(repr(k) for k in likert)} "
+        raise UserError(f"unknown preference category {category!r}; known: {', '.join(repr(k) for k in likert)} "
                          "(or give the margin as a number, or configure the Likert mapping).")
     return float(likert[name])
 
@@ -135,7 +136,7 @@ def pair_margins(example: PreferenceExample, scale: float = 1.0) -> list[float]:
                 for b, w, tied in pairs]
     if len(example.completions) == 2 and example.margin is not None:
         return [0.0 if pairs[0][2] else example.margin]
-    raise ValueError(f"{example.source}: no scores (or, for a pair, no margin) to compute margins from.")
+    raise UserError(f"{example.source}: no scores (or, for a pair, no margin) to compute margins from.")
 
 
 def apply_margins(examples: Sequence[PreferenceExample], source: str, scale: float = 1.0) -> list[PreferenceExample]:
@@ -148,9 +149,9 @@ def apply_margins(examples: Sequence[PreferenceExample], source: str, scale: flo
     from rewardkit.data.readers import DataError  # readers imports this module
 
     if source not in MARGIN_SOURCES:
-        raise ValueError(f"unknown margin source {source!r}; use one of {', '.join(MARGIN_SOURCES)}.")
+        raise UserError(f"unknown margin source {source!r}; use one of {', '.join(MARGIN_SOURCES)}.")
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"margin scale must be a finite number > 0, got {scale!r}.")
+        raise UserError(f"margin scale must be a finite number > 0, got {scale!r}.")
     out: list[PreferenceExample] = []
     missing: list[str] = []
     negative: list[str] = []

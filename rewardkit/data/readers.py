@@ -66,17 +66,18 @@ from typing import Any
 from rewardkit.data.hh import looks_like_hh, parse_hh
 from rewardkit.data.margins import likert_margin, parse_likert
 from rewardkit.data.record import Message, PreferenceExample, as_messages
+from rewardkit.errors import UserError
 
 _SLICE = re.compile(r"^(?P<path>.+?)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 _ROLES = {"system", "user", "assistant", "tool"}
 SKIP_HINT = "Fix the record, or pass --skip-bad-records to skip such records (they are counted and reported)."
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data; the message names the file and line and says what to do."""
 
 
-class RecordError(ValueError):
+class RecordError(UserError):
     """One record is bad; ``reason`` is a short category used for skip counts."""
 
     def __init__(self, reason: str, detail: str):

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from rewardkit.data.readers import ReadReport
 from rewardkit.data.record import PreferenceExample
+from rewardkit.errors import UserError
 
 CAPITALS = [
     ("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome"), ("Spain", "Madrid"), ("Japan", "Tokyo"),
@@ -125,7 +126,7 @@ def synthetic_pairs(split: str = "train", n: int | None = None, seed: int = 0) -
 
 def builtin_dataset(spec: str, split: str) -> tuple[list[PreferenceExample], ReadReport]:
     if spec != "builtin:synthetic":
-        raise ValueError(f"unknown built-in dataset {spec!r}; available: 'builtin:synthetic'")
+        raise UserError(f"unknown built-in dataset {spec!r}; available: 'builtin:synthetic'")
     examples = synthetic_pairs(split)
     report = ReadReport(source=f"{spec} ({split} split)", records=len(examples), loaded=len(examples))
     return examples, report

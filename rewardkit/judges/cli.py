@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rewardkit.config import EvalConfig, JudgeOptions, to_dict
+from rewardkit.errors import UserError
 
 
 def _f(default: Any, help: str) -> Any:
@@ -59,7 +60,7 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
 
     jc = jc or cfg
     if not cfg.model or not cfg.data:
-        raise ValueError("eval needs --model and --data")
+        raise UserError("eval needs --model and --data")
     section_map = load_section_map(cfg.sections) if cfg.sections else None
     scorer = build_scorer(cfg.model, jc, seed=cfg.seed, max_batch_tokens=cfg.max_batch_tokens,
                           max_length=cfg.max_length, progress=True, device=cfg.device)

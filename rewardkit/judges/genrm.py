@@ -39,6 +39,7 @@ from transformers import get_scheduler
 
 from rewardkit.batching import TruncationStats, pad_batch
 from rewardkit.config import TrainConfig, to_dict
+from rewardkit.errors import UserError
 from rewardkit.evaluate import metrics_from_rewards
 from rewardkit.judges.judge import (
     JUDGE_METADATA_FILE,
@@ -98,7 +99,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
     check_train_config(cfg)
     if cfg.template != "auto":
-        raise ValueError("a GenRM is rendered with its judge template; set --judge-template, not --template")
+        raise UserError("a GenRM is rendered with its judge template; set --judge-template, not --template")
     run = Run.open(accelerator, cfg, "genrm-%Y%m%d-%H%M%S")
     started = time.time()
 

@@ -47,6 +47,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from rewardkit.batching import TruncationStats, length_sorted_batches, pad_batch
 from rewardkit.data.record import PreferenceExample
+from rewardkit.errors import UserError
 from rewardkit.evaluate import metrics_from_rewards
 from rewardkit.inference import Group, Prepared, ScoreResult, score
 from rewardkit.judges.parse import majority, parse_verdict, vote
@@ -96,7 +97,7 @@ def resolve_verdict_tokens(tokenizer: PreTrainedTokenizerBase, template: JudgeTe
         for s in spellings:
             ids = tokenizer(context + s + template.verdict_suffix, add_special_tokens=False)["input_ids"]
             if ids[:len(ctx_ids)] != ctx_ids or len(ids) == len(ctx_ids):
-                raise ValueError(f"{template.source}: verdict {s!r} merges with the end of the judge prompt "
+                raise UserError(f"{template.source}: verdict {s!r} merges with the end of the judge prompt "
                                  f"(answer_prefix {template.answer_prefix!r}) into one token, so the model would not "
                                  "emit it as a separate token. End answer_prefix with a bracket or a newline, or move "
                                  "a trailing space into the verdict spellings (verdicts: {'Yes': [' Yes'], ...})")
@@ -107,7 +108,7 @@ def resolve_verdict_tokens(tokenizer: PreTrainedTokenizerBase, template: JudgeTe
         n = next((k for k in range(1, len(ids) + 1) if all(o[:k] != ids[:k] for o in others)), None)
         if n is None:
             clash = next(t for o, t, o_ids in full if o != owner and o_ids[:len(ids)] == ids)
-            raise ValueError(f"{template.source}: verdicts {s!r} and {clash!r} are not distinguishable by their "
+            raise UserError(f"{template.source}: verdicts {s!r} and {clash!r} are not distinguishable by their "
                              "tokens; set verdict_suffix (e.g. ']]') so that no verdict is a prefix of another")
         chosen.append((owner, s, ids[:n]))
     # Within one label, a spelling whose prefix extends another's is already counted by the shorter one.
@@ -189,7 +190,7 @@ class Judge:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, template: JudgeTemplate,
                  max_length: int = 1024, name: str = "judge"):
         if max_length < 32:
-            raise ValueError(f"judge max_length must be at least 32, got {max_length}")
+            raise UserError(f"judge max_length must be at least 32, got {max_length}")
         self.model, self.tokenizer, self.template = model, tokenizer, template
         self.max_length, self.name = max_length, name
         self.verdicts = resolve_verdict_tokens(tokenizer, template)
@@ -221,7 +222,7 @@ class Judge:
         budget = self.max_length - fixed - 4 * len(used)  # room for the […] markers
         for _ in range(4):
             if budget < 8:
-                raise ValueError(f"the judge template alone takes {fixed} tokens; raise max_length "
+                raise UserError(f"the judge template alone takes {fixed} tokens; raise max_length "
                                  f"(now {self.max_length}) or shorten the template")
             keep = _allocate({f: len(p) for f, p in pieces.items()}, budget)
             values = dict(query)
@@ -235,7 +236,7 @@ class Judge:
                 return list(ids), ("prompt" in keep and keep["prompt"] < len(pieces["prompt"]),
                                    any(keep[f] < len(pieces[f]) for f in keep if f != "prompt"))
             budget -= len(ids) - self.max_length
-        raise ValueError(f"could not fit a judge prompt into max_length={self.max_length}; raise it")
+        raise UserError(f"could not fit a judge prompt into max_length={self.max_length}; raise it")
 
     # ---- probability mode
 
@@ -268,7 +269,7 @@ class Judge:
                seed: int = 0, max_batch_tokens: int = 16384, progress: bool = False) -> list[list[str]]:
         """n sampled replies per judge prompt (seeded: the same inputs and settings give the same texts)."""
         if n < 1 or temperature <= 0:
-            raise ValueError(f"sampling needs samples >= 1 and temperature > 0 (got {n}, {temperature})")
+            raise UserError(f"sampling needs samples >= 1 and temperature > 0 (got {n}, {temperature})")
         torch.manual_seed(seed)
         device = next(self.model.parameters()).device
         out: list[list[str]] = [[] for _ in sequences]
@@ -330,7 +331,7 @@ def load_judge(model: str, kind: str | None = None, template: str | None = None,
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     kind = kind or meta.get("kind") or "pairwise"
     if meta and meta.get("kind") != kind:
-        raise ValueError(f"{model} was trained as a {meta['kind']} judge; run it as --judge {meta['kind']}")
+        raise UserError(f"{model} was trained as a {meta['kind']} judge; run it as --judge {meta['kind']}")
     if meta and template is None:
         saved = dict(meta["template"])
         if system_prompt is not _UNSET:
@@ -394,9 +395,9 @@ class JudgeScorer:
                  temperature: float = 1.0, max_new_tokens: int = 64, seed: int = 42, max_batch_tokens: int = 16384,
                  progress: bool = False):
         if mode not in MODES:
-            raise ValueError(f"judge mode must be one of {MODES}, got {mode!r}")
+            raise UserError(f"judge mode must be one of {MODES}, got {mode!r}")
         if order not in ORDERS:
-            raise ValueError(f"judge order must be one of {ORDERS}, got {order!r}")
+            raise UserError(f"judge order must be one of {ORDERS}, got {order!r}")
         self.judge, self.mode, self.order = judge, mode, order
         self.samples, self.temperature, self.max_new_tokens, self.seed = samples, temperature, max_new_tokens, seed
         self.max_batch_tokens, self.progress = max_batch_tokens, progress
@@ -428,7 +429,7 @@ class JudgeScorer:
         groups = [Group.of(g) for g in groups]
         for e, g in enumerate(groups):
             if g.texts is not None:
-                raise ValueError(f"{where[e]}: a judge needs the prompt and completions as fields (messages or "
+                raise UserError(f"{where[e]}: a judge needs the prompt and completions as fields (messages or "
                                  "prompt/completion text), not an already-rendered conversation")
         jobs: list[tuple[int, int, int, bool]] = []  # (group, i, j, i shown as A); pointwise: (group, i, -1, True)
         queries = []
@@ -436,7 +437,7 @@ class JudgeScorer:
             rng = np.random.default_rng(self.seed)
             for e, g in enumerate(groups):
                 if len(g.completions) < 2:
-                    raise ValueError(f"{where[e]}: a pairwise judge needs at least two completions per prompt; use "
+                    raise UserError(f"{where[e]}: a pairwise judge needs at least two completions per prompt; use "
                                      "--judge pointwise or verifier to score single completions")
                 for i in range(len(g.completions)):
                     for j in range(i + 1, len(g.completions)):

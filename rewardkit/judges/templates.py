@@ -32,6 +32,7 @@ import yaml
 from transformers import PreTrainedTokenizerBase
 
 from rewardkit.data.record import Message
+from rewardkit.errors import UserError
 
 KINDS = ("pairwise", "pointwise", "verifier")
 FIELDS = ("prompt", "response", "response_a", "response_b")
@@ -99,27 +100,27 @@ class JudgeTemplate:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"{self.source}: judge kind must be one of {KINDS}, got {self.kind!r}")
+            raise UserError(f"{self.source}: judge kind must be one of {KINDS}, got {self.kind!r}")
         if not self.verdicts:
             self.verdicts = default_verdicts(self.kind)
         self.verdicts = {str(k): [str(s) for s in (v if isinstance(v, list) else [v])] for k, v in self.verdicts.items()}
         missing = [f for f in _REQUIRED[self.kind] if "{" + f + "}" not in self.user]
         if missing:
-            raise ValueError(f"{self.source}: a {self.kind} template must contain "
+            raise UserError(f"{self.source}: a {self.kind} template must contain "
                              f"{', '.join('{' + f + '}' for f in missing)}; fields available: "
                              f"{', '.join('{' + f + '}' for f in ('prompt', *_REQUIRED[self.kind]))}")
         wrong = [f for f in set(_FIELD_RE.findall(self.user)) if f != "prompt" and f not in _REQUIRED[self.kind]]
         if wrong:
-            raise ValueError(f"{self.source}: field(s) {sorted(wrong)} cannot be used in a {self.kind} template")
+            raise UserError(f"{self.source}: field(s) {sorted(wrong)} cannot be used in a {self.kind} template")
         if self.kind == "pairwise" and set(self.verdicts) != {"A", "B"}:
-            raise ValueError(f"{self.source}: pairwise verdict labels must be 'A' and 'B', got {sorted(self.verdicts)}")
+            raise UserError(f"{self.source}: pairwise verdict labels must be 'A' and 'B', got {sorted(self.verdicts)}")
         if self.kind == "verifier" and set(self.verdicts) != {"Yes", "No"}:
-            raise ValueError(f"{self.source}: verifier verdict labels must be 'Yes' and 'No', got {sorted(self.verdicts)}")
+            raise UserError(f"{self.source}: verifier verdict labels must be 'Yes' and 'No', got {sorted(self.verdicts)}")
         if self.kind == "pointwise":
             try:
                 [float(k) for k in self.verdicts]
             except ValueError:
-                raise ValueError(f"{self.source}: pointwise verdict labels must be numbers, got {sorted(self.verdicts)}") from None
+                raise UserError(f"{self.source}: pointwise verdict labels must be numbers, got {sorted(self.verdicts)}") from None
 
     def fill(self, **values: str) -> str:
         """The user message with its fields replaced in one pass (values are never re-scanned)."""
@@ -145,7 +146,7 @@ def default_template(kind: str) -> JudgeTemplate:
                              verdict_suffix="]]")
     if kind == "verifier":
         return JudgeTemplate("verifier", VERIFIER_USER, VERIFIER_SYSTEM)
-    raise ValueError(f"judge kind must be one of {KINDS}, got {kind!r}")
+    raise UserError(f"judge kind must be one of {KINDS}, got {kind!r}")
 
 
 _UNSET: Any = object()
@@ -162,22 +163,22 @@ def load_template(kind: str, template: str | None = None, system_prompt: str | N
         path = Path(template).expanduser()
         is_file = len(template) < 4096 and "\n" not in template and path.is_file()
         if not is_file and "{" not in template and re.search(r"\.(ya?ml|json|txt|md|jinja)$", template):
-            raise ValueError(f"judge template file not found: {template}")
+            raise UserError(f"judge template file not found: {template}")
         if is_file and path.suffix in (".yaml", ".yml", ".json"):
             text = path.read_text()
             try:
                 spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
             except (json.JSONDecodeError, yaml.YAMLError) as e:
-                raise ValueError(f"{template}: not valid {path.suffix[1:].upper()}: {e}") from None
+                raise UserError(f"{template}: not valid {path.suffix[1:].upper()}: {e}") from None
             if not isinstance(spec, dict) or "user" not in spec:
-                raise ValueError(f"{template}: expected a mapping with at least 'user' "
+                raise UserError(f"{template}: expected a mapping with at least 'user' "
                                  "(and optionally system, answer_prefix, verdicts, verdict_suffix)")
             known = {f.name for f in dataclasses.fields(JudgeTemplate)} - {"kind", "source"}
             unknown = sorted(set(spec) - known - {"kind"})
             if unknown:
-                raise ValueError(f"{template}: unknown template field(s) {unknown}; known: {sorted(known)}")
+                raise UserError(f"{template}: unknown template field(s) {unknown}; known: {sorted(known)}")
             if spec.get("kind", kind) != kind:
-                raise ValueError(f"{template}: template is for a {spec['kind']} judge, but the judge is {kind}")
+                raise UserError(f"{template}: template is for a {spec['kind']} judge, but the judge is {kind}")
             values = {**{k: getattr(base, k) for k in ("system", "answer_prefix", "verdict_suffix")},
                       **{k: v for k, v in spec.items() if k != "kind"}}
             if "verdicts" not in spec:

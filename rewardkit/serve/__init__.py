@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rewardkit.config import ServeConfig
+from rewardkit.errors import UserError
 from rewardkit.inference import Scorer
 
 
@@ -24,7 +25,7 @@ def load_served_scorer(cfg: ServeConfig) -> Scorer:
     from rewardkit.judges.cli import load_any_scorer
 
     if not cfg.model:
-        raise ValueError("serve needs a model: rewardkit serve RUN (a run folder, HF reward model, or --judge LM)")
+        raise UserError("serve needs a model: rewardkit serve RUN (a run folder, HF reward model, or --judge LM)")
     return load_any_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                            max_batch_tokens=cfg.forward_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
                            complete_turn=cfg.complete_turn, device=cfg.device)
@@ -41,7 +42,7 @@ def _server(scorer: Scorer, cfg: ServeConfig):
         sock.bind((cfg.host, cfg.port))
     except OSError as e:
         sock.close()
-        raise ValueError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}; pick another --port "
+        raise UserError(f"cannot listen on {cfg.host}:{cfg.port}: {e.strerror}; pick another --port "
                          "(0 picks a free one)") from None
     # A large backlog: a burst of clients connecting at once must queue in the kernel, not be refused.
     sock.listen(2048)
@@ -56,8 +57,6 @@ def serve(cfg: ServeConfig) -> None:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    if cfg.max_batch_tokens < 1 or cfg.max_items < 1 or cfg.max_request_tokens < 1 or cfg.request_timeout_s <= 0:
-        raise ValueError("max_batch_tokens, max_items, max_request_tokens and request_timeout_s must be positive")
     scorer = load_served_scorer(cfg)
     server, sock = _server(scorer, cfg)
     host, port = sock.getsockname()[:2]

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rewardkit.config import ServeConfig
 from rewardkit.data.readers import DataError
+from rewardkit.errors import UserError
 from rewardkit.inference import Group, Prepared, Scorer, ScoreResult
 from rewardkit.losses import sigmoid
 from rewardkit.score import jsonable, normaliser, parse_score_row, reward_value
@@ -120,7 +121,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
                                      "split the request")
         try:
             prepared: Prepared = await run_in_threadpool(scorer.prepare, groups)
-        except (ValueError, DataError) as e:
+        except UserError as e:
             raise HTTPException(400, str(e)) from None
         if prepared.tokens > cfg.max_request_tokens:
             raise HTTPException(413, f"the request costs {prepared.tokens} tokens after truncation, over "
@@ -133,7 +134,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
             raise HTTPException(503, str(e), headers={"Retry-After": "5"}) from None
         except TimeoutError:
             raise HTTPException(504, f"not scored within request_timeout_s={cfg.request_timeout_s}") from None
-        except (ValueError, DataError) as e:
+        except UserError as e:
             raise HTTPException(400, str(e)) from None
         except Exception as e:  # noqa: BLE001 - a fault inside the model fails this request only, as JSON
             raise HTTPException(500, f"internal error while scoring: {type(e).__name__}: {e}") from None
