@@ -135,8 +135,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg)
-    scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    scheduler = make_scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     pad_id, world = tokenizer.pad_token_id, accelerator.num_processes
     plain = accelerator.unwrap_model(model)
@@ -239,6 +238,37 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+    """Linear warmup over ``warmup_ratio`` of the steps, then ``lr_schedule``.
+
+    transformers' ``constant`` ignores warmup steps, so 'constant' maps to ``constant_with_warmup``:
+    the help promises warmup for every schedule."""
+    name = "constant_with_warmup" if cfg.lr_schedule == "constant" else cfg.lr_schedule
+    return get_scheduler(name, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
+                         num_training_steps=total_steps)
+
+
+def count_gradient_syncs(model: torch.nn.Module) -> list[int]:
+    """Count DDP's gradient all-reduces (one per bucket per synchronised backward) through a comm hook
+    that wraps the default all-reduce; a one-element list, [0] forever on a single process.
+
+    Logged per step as ``grad_syncs``, so a run shows that accumulation really skips the sync of all
+    but the last micro-batch (issue 14.6: PyTorch's ``no_sync`` only works when the forward runs inside it).
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    calls = [0]
+    if isinstance(model, DistributedDataParallel):
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+        def counting_allreduce(state, bucket):  # unannotated: DDP checks annotations against its own types
+            calls[0] += 1
+            return allreduce_hook(state, bucket)
+
+        model.register_comm_hook(None, counting_allreduce)
+    return calls
+
+
 def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              cfg: TrainConfig, lengths: list[int],
              micro_loss: Callable[[list[int]], tuple[torch.Tensor, float, float]], *,
@@ -260,6 +290,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
     start = resumed.step if resumed else 0
     bar = tqdm(total=total_steps, initial=start, disable=not accelerator.is_main_process, desc=desc, unit="step")
     step, bad = 0, 0
+    syncs = count_gradient_syncs(model)
     model.train()
     for epoch in range(cfg.epochs):
         for batch in make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
@@ -273,16 +304,19 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
                 micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
                 # A process with no records left still runs a zero-weight pass so gradient sync lines up.
                 weight = 1.0 if micro else 0.0
-                losses, correct, margin = micro_loss(micro or batch[:1])
-                losses = losses * weight
+                # DDP decides in the forward whether the next backward all-reduces, so the forward must run
+                # inside no_sync too: only the last micro-batch of a step synchronises gradients.
                 sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
                 with sync:
+                    losses, correct, margin = micro_loss(micro or batch[:1])
+                    losses = losses * weight
                     accelerator.backward(losses.sum() * world / len(batch))
                 stats += torch.tensor([losses.detach().sum().item(), correct * weight, margin * weight], device=device)
             loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
             grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                          if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
             finite = math.isfinite(loss) and (cfg.max_grad_norm <= 0 or math.isfinite(float(grad_norm)))
+            lr = scheduler.get_last_lr()[0]  # the rate this step's update uses (read before the scheduler moves on)
             if finite:
                 optimizer.step()
                 scheduler.step()
@@ -292,8 +326,10 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
             optimizer.zero_grad(set_to_none=True)
             step += 1
             record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
-                      "margin": margin, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                      "margin": margin, "lr": lr, "grad_norm": float(grad_norm),
                       "records": len(batch), "elapsed_s": round(time.time() - started, 2)}
+            if world > 1:
+                record["grad_syncs"], syncs[0] = syncs[0], 0
             if not finite:
                 record["skipped"] = True
             history.append(record)

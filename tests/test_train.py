@@ -125,6 +125,13 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     print("max |loss(1 process) - loss(2 processes)| =", max(abs(a - b) for a, b in zip(l1, l2)))
     assert max(abs(a - b) for a, b in zip(l1, l2)) < 1e-5, (l1, l2)
     assert l1[-1] < l1[0]
+    # Issue 14.6: accumulation must not all-reduce per micro-batch. Steps 1-5 run 2 micro-batches per process,
+    # the step of 2 pairs runs 1, so every step must show the same count of all-reduces (one per DDP bucket);
+    # with the forward outside no_sync the count was [2, 2, 2, 2, 1, 2].
+    rows = [json.loads(x) for x in (Path(cfg.output_dir) / "two" / "metrics.jsonl").read_text().splitlines()]
+    syncs = [r["grad_syncs"] for r in rows if r["split"] == "train"]
+    print("gradient all-reduces per step (2 processes):", syncs)
+    assert len(syncs) == 6 and syncs[0] >= 1 and set(syncs) == {syncs[-1]}, syncs
 
 
 def test_learning_warning_flags_a_run_stuck_at_chance():
@@ -176,3 +183,20 @@ def test_optimizer_is_fused_adamw_with_the_unfused_update():
     for a, b in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert not torch.allclose(model[1].weight, start)  # it did train
+
+
+@pytest.mark.parametrize("schedule", ["constant", "linear", "cosine"])
+def test_every_schedule_warms_up_and_the_log_shows_the_rate_each_step_used(tiny_model_dir, tmp_path, schedule):
+    """Issue 14.4: 'constant' kept warmup off (transformers' constant ignores it), and the logged lr was the
+    next step's. 96 pairs / 8 = 12 steps, warmup 0.25 → 3 steps: the rates used are 0, 1/3, 2/3 of the peak."""
+    cfg = tiny_config(tiny_model_dir, tmp_path, lr_schedule=schedule, warmup_ratio=0.25, eval_before=False,
+                      learning_rate=1e-3)
+    train(cfg)
+    rows = [json.loads(x) for x in (Path(cfg.output_dir) / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if r["split"] == "train"]
+    assert len(lrs) == 12
+    assert lrs[:4] == pytest.approx([0.0, 1e-3 / 3, 2e-3 / 3, 1e-3], abs=1e-9), lrs
+    if schedule == "constant":
+        assert lrs[3:] == pytest.approx([1e-3] * 9)
+    else:  # decays after warmup, reaching 0 only after the last step
+        assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] > 0

@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from transformers import get_scheduler
 
 from rewardkit.batching import TruncationStats, pad_batch
 from rewardkit.config import TrainConfig, to_dict
@@ -59,6 +58,7 @@ from rewardkit.train import (
     load_examples,
     loss_floor,
     make_optimizer,
+    make_scheduler,
     optimise,
     prepare_records,
     records_loss,
@@ -138,8 +138,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg)
-    scheduler = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    scheduler = make_scheduler(optimizer, cfg, total_steps)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     device, pad_id = accelerator.device, tokenizer.pad_token_id
     world = accelerator.num_processes
