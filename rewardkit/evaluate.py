@@ -9,6 +9,11 @@ apart: they enter the tie and 3-way metrics only.
   section map — the mean of section scores. On pair data it equals ``pairwise_accuracy``.
 * ``pairwise_accuracy``: fraction of strict pairs with Δr > 0; a reward tie (Δr == 0) is wrong and
   counted in ``ties``.
+* ``reward_mean`` / ``reward_std`` (top level and per subset): over **completions**, each counted
+  once (mean and population std of every reward of the examples), not over pair sides, where a
+  completion would count once per pair it is in (the chosen of a best-of-4 three times).
+* with a section map naming ``ties_subsets`` (``rewardbench-v2``), those subsets are scored with
+  RewardBench 2's Ties rule (``rewardbench.ties_score``), its terms under ``ties_subset_scores``.
 * calibration of σ(Δr) (eq. 2): each strict pair is scored by the confidence of the predicted
   winner, max(σ(Δr), 1 − σ(Δr)), against whether that prediction was right; ECE over equal-width
   bins on [0.5, 1] (Guo et al. 2017); Brier = mean (1 − σ(Δr))², the squared error of the
@@ -48,7 +53,15 @@ import numpy as np
 
 from rewardkit.data.record import PreferenceExample, completion_text
 from rewardkit.losses import sigmoid
-from rewardkit.rewardbench import SectionMap, example_credit, section_scores
+from rewardkit.rewardbench import (
+    TIES_WEIGHTS,
+    SectionMap,
+    example_credit,
+    section_scores,
+    ties_items,
+    ties_row,
+    ties_score,
+)
 
 # Buckets of len(better) − len(worse) in characters; HH replies are a few hundred characters long.
 LENGTH_EDGES: tuple[float, ...] = (-500, -150, -50, 50, 150, 500)
@@ -126,10 +139,13 @@ def calibration(p_label: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
 
 def pair_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, len_chosen: np.ndarray, len_rejected: np.ndarray,
                  n_bins: int = 10) -> dict[str, float]:
-    """Accuracy, reward ties, margin, ECE, Brier, length baseline and reward statistics of strict pairs."""
+    """Accuracy, reward ties, margin, ECE, Brier and length baseline of strict pairs.
+
+    No reward statistics: a completion is in as many pairs as it has partners, so they would weigh
+    completions by pair count; :func:`completion_reward_stats` takes the completions themselves.
+    """
     delta = np.asarray(r_chosen, dtype=np.float64) - np.asarray(r_rejected, dtype=np.float64)
     cal = calibration(sigmoid(delta), n_bins)
-    both = np.concatenate([r_chosen, r_rejected])
     return {
         "pairs": int(len(delta)),
         "accuracy": float((delta > 0).mean()),
@@ -138,9 +154,13 @@ def pair_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, len_chosen: np.nd
         "ece": cal["ece"],
         "brier": cal["brier"],
         "length_baseline_accuracy": float((np.asarray(len_chosen) > np.asarray(len_rejected)).mean()),
-        "reward_mean": float(both.mean()),
-        "reward_std": float(both.std()),
     }
+
+
+def completion_reward_stats(rewards: list[np.ndarray]) -> dict[str, float]:
+    """``reward_mean`` / ``reward_std`` (population) over every completion of ``rewards``, each once."""
+    everything = np.concatenate(rewards)
+    return {"reward_mean": float(everything.mean()), "reward_std": float(everything.std())}
 
 
 # ---------------------------------------------------------------------------------------- bootstrap
@@ -399,8 +419,8 @@ def metrics_from_rewards(
     correct = (strict.r_a > strict.r_b).astype(np.float64)
 
     result: dict[str, Any] = pair_metrics(strict.r_a, strict.r_b, strict.len_a, strict.len_b, calibration_bins)
+    result.update(completion_reward_stats(rewards))
     all_rewards = np.concatenate(rewards)
-    result["reward_mean"], result["reward_std"] = float(all_rewards.mean()), float(all_rewards.std())
     result["pairwise_accuracy"] = result["accuracy"]
     result["pairwise_accuracy_ci"] = boot.ci(correct, strict.example)
     result.update(rewardbench_metrics(examples, rewards, boot, section_map))
@@ -436,6 +456,7 @@ def metrics_from_rewards(
             if sel.any():
                 sub = strict.select(sel)
                 subsets[name] = pair_metrics(sub.r_a, sub.r_b, sub.len_a, sub.len_b, calibration_bins)
+                subsets[name].update(completion_reward_stats([rewards[i] for i in ix]))  # the top level's definition
                 subsets[name]["accuracy_ci"] = boot.ci(correct[sel], sub.example)
         result["subsets"] = subsets
     result["bootstrap"] = boot.describe()
@@ -444,24 +465,60 @@ def metrics_from_rewards(
     return result
 
 
+def ties_replicates(rows_example: np.ndarray, items: dict[str, tuple[np.ndarray, np.ndarray]],
+                    boot: Bootstrap) -> np.ndarray | None:
+    """Bootstrap replicates of a Ties score: its terms are means of items, so each term is resampled
+    like an accuracy (on the run's one resample matrix) and the weighted sum taken per resample.
+    ``rows_example[j]`` is the example index of Ties row j."""
+    if boot.counts is None:
+        return None
+    total = np.zeros(boot.samples)
+    for name, w in TIES_WEIGHTS.items():
+        values, rows = items[name]
+        if not len(values):
+            # As in ties_score: no prompt of a kind → accuracy 0; no pair → the score is nan anyway.
+            total = total + (0.0 if name in ("ref_accuracy", "tied_accuracy") else math.nan)
+            continue
+        total = total + w * boot.replicates(values, rows_example[rows])
+    return total
+
+
 def rewardbench_metrics(examples: list[PreferenceExample], rewards: list[np.ndarray], boot: Bootstrap,
                         section_map: SectionMap | None = None) -> dict[str, Any]:
     """RewardBench's results shape: ``accuracy``, ``num_prompts``, ``extra_results`` (per subset),
-    plus per-subset counts and intervals and, with a section map, sections and their intervals."""
+    plus per-subset counts and intervals and, with a section map, sections and their intervals.
+
+    Subsets in ``section_map.ties_subsets`` get RewardBench 2's Ties score instead of mean credit,
+    with its terms under ``ties_subset_scores``; one with no ref/tied pair has no official score
+    (nan), so it is left out of ``extra_results`` and its section is listed in ``missing_sections``.
+    """
     scored = [i for i, ex in enumerate(examples) if not ex.is_tie]
     credit = np.array([example_credit(examples[i].ranks, rewards[i]) for i in scored])
     index = np.array(scored, dtype=np.int64)
     subset_of = np.array([examples[i].subset or "all" for i in scored], dtype=object)
     names = sorted(set(subset_of))
-    acc = {s: float(credit[subset_of == s].mean()) for s in names}
+    ties_names = set(section_map.ties_subsets) if section_map is not None else set()
+    acc = {s: float(credit[subset_of == s].mean()) for s in names if s not in ties_names}
     count = {s: int((subset_of == s).sum()) for s in names}
-    reps = {s: boot.replicates(credit[subset_of == s], index[subset_of == s]) for s in names}
+    reps = {s: boot.replicates(credit[subset_of == s], index[subset_of == s]) for s in names if s not in ties_names}
+    ties: dict[str, dict[str, float]] = {}
+    for s in sorted(ties_names & set(names)):
+        ix = index[subset_of == s]
+        rows = [ties_row(examples[i], rewards[i]) for i in ix]
+        ties[s] = ties_score(rows)
+        if math.isnan(ties[s]["score"]):
+            continue
+        acc[s] = ties[s]["score"]
+        reps[s] = ties_replicates(ix, ties_items(rows), boot)
+    acc = {s: acc[s] for s in names if s in acc}  # subset order as before, Ties included
     out: dict[str, Any] = {
         "num_prompts": len(scored),
         "extra_results": acc,
         "subset_counts": count,
-        "subset_accuracy_ci": {s: boot.interval(reps[s]) for s in names},
+        "subset_accuracy_ci": {s: boot.interval(reps[s]) for s in acc},
     }
+    if ties:
+        out["ties_subset_scores"] = ties  # not "ties": that is the count of reward ties (pair_metrics)
     if section_map is None:
         # No sections: one section holding every subset, i.e. the example-weighted mean credit.
         out["accuracy"] = float(credit.mean())

@@ -13,15 +13,36 @@ RewardBench v1 (Lambert et al. 2024, arXiv 2403.13787):
 * overall = the unweighted mean of sections.
 
 RewardBench 2 (Malik et al. 2025, arXiv 2506.01937) scores best-of-N: 1 chosen vs N−1 rejected,
-credit 1 / (number of completions tied at the top score) when the chosen is among them, else 0.
+credit 1 / (number of completions tied at the top score) when the chosen is among them, else 0
+(allenai/reward-bench ``rewardbench/utils.py::reroll_and_score_dataset``). Its six domains
+(Factuality, Precise IF, Math, Safety, Focus, Ties) are the dataset's ``subset`` values, one domain
+each; the overall is the **unweighted** mean of the six domain scores ("Scores are first measured
+per-domain, and the final score is an unweighted average across all six domains", paper §3; the
+dataset card: "the leaderboard averages over these six subsets"). ``rewardbench-v2`` is that map.
+The Ties domain is not a mean of per-example credit: see :func:`ties_score`.
+
+**Subsamples (``rewardbench-v2``).** A domain is one subset, so its score is the subsample's
+estimate of that domain's score, and each domain weighs 1/6 in the overall whatever the number of
+its examples in the data. The official example counts (Factuality 475, Precise IF 160, Math 183,
+Safety 450, Focus 495, Ties 102; paper Table 2) therefore play no part: weighting domains by them —
+or by the subsample's own counts, which is what the headline without a map does — would give a
+different number from the official overall.
 
 **Record convention for best-of-N** (see :func:`best_of_n_example`): one ``PreferenceExample``
 with K = N completions, ``ranking[0]`` the chosen, the rejected listed after it and, when they are
 unordered among themselves, grouped in ``ties`` (tied-worst). The same credit rule generalises to
 any ranking: with T the completions at the top score and B the annotators' best group, credit =
 |T ∩ B| / |T| (for a single chosen this is RewardBench 2's rule). Records with K = 2 use v1's strict
-rule, so a reward tie on a pair earns 0, not ½. RewardBench 2's "Ties" subset has its own scoring
-and is not implemented.
+rule, so a reward tie on a pair earns 0, not ½.
+
+**Record convention for Ties** (see :func:`ties_row`): one ``PreferenceExample`` per dataset row,
+its ``num_correct`` correct answers tied-best and the incorrect ones tied-worst (e.g. a ranking
+record with ``scores`` [1, 1, 0, 0, 0]). RewardBench 2 tells a "ref" row (one correct answer) from a
+"tied" row (several) and pairs them by the ``id`` field ("ref:7" / "tied:7"); a rewardkit record has
+no id, so here the kind is read from the number of best completions and the pair is made by the
+prompt (its messages). That is the official pairing only when a ref row and its tied row share their
+prompt text (not checked against the dataset); otherwise the id has to reach the record. Subsets
+scored this way are listed in ``SectionMap.ties_subsets``.
 
 Sections with none of their subsets in the data are left out of the overall mean and listed in
 ``missing_sections`` (RewardBench's leaderboard would count them as 0); subsets present in the data
@@ -31,7 +52,8 @@ but absent from the map are listed in ``unmapped_subsets`` and do not enter any 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,14 +73,26 @@ REWARDBENCH_V1_SECTIONS: dict[str, list[str]] = {
 # RewardBench counts math-prm's 447 examples as 984 (its constants.py: "upweighting to be equal to code").
 REWARDBENCH_V1_WEIGHTS: dict[str, float] = {"math-prm": 984 / 447}
 
+# RewardBench 2: each domain is one subset of allenai/reward-bench-2 (its `subset` column) and one
+# section, so the mean of sections is the official unweighted mean of domains.
+REWARDBENCH_V2_SECTIONS: dict[str, list[str]] = {
+    name: [name] for name in ("Factuality", "Precise IF", "Math", "Safety", "Focus", "Ties")
+}
+REWARDBENCH_V2_TIES: list[str] = ["Ties"]
+
 
 @dataclass
 class SectionMap:
-    """Subset → section assignment and optional per-subset weights (multipliers of the example count)."""
+    """Subset → section assignment and optional per-subset weights (multipliers of the example count).
+
+    ``ties_subsets``: subsets scored with RewardBench 2's Ties rule (:func:`ties_score`) instead of
+    mean per-example credit.
+    """
 
     sections: dict[str, list[str]]
     weights: dict[str, float] = field(default_factory=dict)
     name: str = "custom"
+    ties_subsets: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
@@ -72,19 +106,24 @@ class SectionMap:
                 raise ValueError(f"section map: weight of {s!r} must be a positive number, got {w!r}")
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "sections": self.sections, "weights": self.weights}
+        return {"name": self.name, "sections": self.sections, "weights": self.weights,
+                "ties_subsets": self.ties_subsets}
 
 
 def load_section_map(spec: str | Mapping) -> SectionMap:
-    """``"rewardbench-v1"``, a JSON/YAML file, or a mapping, of the form
-    ``{"sections": {section: [subset, ...]}, "weights": {subset: multiplier}}`` (weights optional)."""
+    """``"rewardbench-v1"``, ``"rewardbench-v2"``, a JSON/YAML file, or a mapping, of the form
+    ``{"sections": {section: [subset, ...]}, "weights": {subset: multiplier}, "ties_subsets": [subset]}``
+    (weights and ties_subsets optional)."""
     if isinstance(spec, str) and spec.lower() in ("rewardbench-v1", "rewardbench"):
         return SectionMap(REWARDBENCH_V1_SECTIONS, dict(REWARDBENCH_V1_WEIGHTS), name="rewardbench-v1")
+    if isinstance(spec, str) and spec.lower() in ("rewardbench-v2", "rewardbench2"):
+        return SectionMap({k: list(v) for k, v in REWARDBENCH_V2_SECTIONS.items()}, name="rewardbench-v2",
+                          ties_subsets=list(REWARDBENCH_V2_TIES))
     name = "custom"
     if isinstance(spec, str):
         path = Path(spec)
         if not path.is_file():
-            raise ValueError(f"section map {spec!r}: not 'rewardbench-v1' and no such file")
+            raise ValueError(f"section map {spec!r}: not 'rewardbench-v1' / 'rewardbench-v2' and no such file")
         try:
             spec = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
         except (json.JSONDecodeError, yaml.YAMLError) as e:
@@ -94,7 +133,8 @@ def load_section_map(spec: str | Mapping) -> SectionMap:
         raise ValueError(f"section map {name}: expected {{'sections': {{section: [subsets]}}, 'weights': "
                          "{subset: multiplier}}}")
     sections = {str(k): [str(s) for s in v] for k, v in spec["sections"].items()}
-    return SectionMap(sections, {str(k): v for k, v in (spec.get("weights") or {}).items()}, name=name)
+    return SectionMap(sections, {str(k): v for k, v in (spec.get("weights") or {}).items()}, name=name,
+                      ties_subsets=[str(s) for s in spec.get("ties_subsets") or []])
 
 
 def example_credit(ranks: Sequence[int], rewards: np.ndarray) -> float:
@@ -147,3 +187,126 @@ def best_of_n_example(prompt: list[Message] | str, chosen: list[Message] | str,
         ties=[list(range(1, k))] if k > 2 else None,
         subset=subset, source=source,
     )
+
+
+# ------------------------------------------------------------------------------ RewardBench 2: Ties
+
+# Weights of the Ties score's terms, as in the official code (they sum to 1.01: the margin term is a
+# tie-breaker on top of the other four).
+TIES_WEIGHTS: dict[str, float] = {"tied_accuracy": 0.30, "ref_accuracy": 0.30, "correctness_preferred": 0.20,
+                                  "correctness_preferred_hard": 0.20, "correctness_margin_score": 0.01}
+
+
+@dataclass(frozen=True)
+class TiesRow:
+    """One row of a Ties subset: ``kind`` "ref" (one correct answer) or "tied" (several), ``key``
+    pairing a ref row with its tied row (the official ``prompt_id``), and per completion whether it
+    is correct and its reward."""
+
+    kind: str
+    key: Hashable
+    correct: tuple[bool, ...]
+    scores: tuple[float, ...]
+
+
+def ties_row(example: PreferenceExample, rewards: np.ndarray) -> TiesRow:
+    """A rewardkit record as a Ties row: correct = the annotators' best group; "tied" when it holds
+    more than one completion, else "ref" (the official definitions of the two kinds); key = the
+    prompt, since a record carries no id (see the module docstring)."""
+    ranks = np.asarray(example.ranks)
+    correct = ranks == ranks.min()
+    return TiesRow("tied" if correct.sum() > 1 else "ref", json.dumps(example.prompt, sort_keys=True),
+                   tuple(bool(c) for c in correct), tuple(float(x) for x in np.asarray(rewards, dtype=np.float64)))
+
+
+def ties_prompt_stats(correct: Sequence[bool], scores: Sequence[float]) -> tuple[bool, float | None, float]:
+    """(accurate, spread among correct answers, correct–incorrect margin) of one Ties prompt.
+
+    accurate = every correct answer scores strictly above every incorrect one; spread = best − worst
+    correct (None with a single correct answer); margin = worst correct − best incorrect.
+    As ``_compute_prompt_stats`` in allenai/reward-bench ``rewardbench/utils.py``.
+    """
+    good = [s for c, s in zip(correct, scores) if c]
+    bad = [s for c, s in zip(correct, scores) if not c]
+    if not good or not bad:
+        # The official code fails here too (max of an empty list); a clear message instead.
+        raise ValueError(f"a Ties row needs at least one correct and one incorrect completion, got "
+                         f"{len(good)} correct and {len(bad)} incorrect")
+    margin = min(good) - max(bad)
+    return margin > 0, (max(good) - min(good) if len(good) > 1 else None), margin
+
+
+def ties_items(rows: Iterable[TiesRow]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per term of the Ties score, its items' values and, per item, the index in ``rows`` of the row
+    it comes from (for resampling). The score's terms are plain means of these items.
+
+    * ``ref_accuracy`` / ``tied_accuracy``: one item per ref / tied prompt, ``accurate``;
+    * over prompts with both a ref and a tied row (margins of a ref row, spread of the tied row):
+      ``correctness_preferred`` = tied margin > spread; ``correctness_preferred_hard`` =
+      min(ref margin, tied margin) > spread; ``correctness_margin_score`` =
+      tanh(min(ref margin, tied margin) / spread − 1), with x/0 = ±inf (tanh → ±1) and 0/0 → 0,
+      as numpy's division and ``nan_to_num`` give in the official code.
+
+    Rows sharing (kind, key) are one prompt, their completions pooled, as the official grouping by
+    ``id`` does. Source: allenai/reward-bench ``rewardbench/utils.py::process_single_model``
+    (called by ``scripts/run_v2.py`` for the subset named "ties", any case).
+    """
+    groups: dict[tuple[str, Hashable], tuple[int, list[bool], list[float]]] = {}
+    for i, row in enumerate(rows):
+        if row.kind not in ("ref", "tied"):
+            raise ValueError(f"Ties row {i}: kind must be 'ref' or 'tied', got {row.kind!r}")
+        if len(row.correct) != len(row.scores):
+            raise ValueError(f"Ties row {i}: {len(row.correct)} correctness flags for {len(row.scores)} scores")
+        _, correct, scores = groups.setdefault((row.kind, row.key), (i, [], []))
+        correct.extend(row.correct)
+        scores.extend(row.scores)
+    stats: dict[str, dict[Hashable, tuple[int, tuple[bool, float | None, float]]]] = {"ref": {}, "tied": {}}
+    for (kind, key), (first, correct, scores) in groups.items():
+        st = ties_prompt_stats(correct, scores)
+        if kind == "tied" and st[1] is None:
+            # The official code would compare None with a margin and fail: a tied prompt has several answers.
+            raise ValueError(f"Ties row {first}: a 'tied' prompt needs at least two correct completions")
+        stats[kind][key] = (first, st)
+    ref, tied = stats["ref"], stats["tied"]
+    paired = [k for k in tied if k in ref]
+    spread = np.array([tied[k][1][1] for k in paired], dtype=np.float64)
+    margin_tied = np.array([tied[k][1][2] for k in paired], dtype=np.float64)
+    margin_min = np.minimum(np.array([ref[k][1][2] for k in paired], dtype=np.float64), margin_tied)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        margin_score = np.nan_to_num(np.tanh(margin_min / spread - 1), nan=0.0)
+    pair_rows = np.array([tied[k][0] for k in paired], dtype=np.int64)
+
+    def accurate(d: dict) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([float(v[1][0]) for v in d.values()]), np.array([v[0] for v in d.values()], dtype=np.int64))
+
+    return {
+        "ref_accuracy": accurate(ref),
+        "tied_accuracy": accurate(tied),
+        "correctness_preferred": ((margin_tied > spread).astype(np.float64), pair_rows),
+        "correctness_preferred_hard": ((margin_min > spread).astype(np.float64), pair_rows),
+        "correctness_margin_score": (margin_score, pair_rows),
+    }
+
+
+def ties_score(rows: Iterable[TiesRow]) -> dict[str, float]:
+    """RewardBench 2's Ties score and its terms, exactly as the official code computes them.
+
+    score = 0.30·tied_accuracy + 0.30·ref_accuracy + 0.20·correctness_preferred
+    + 0.20·correctness_preferred_hard + 0.01·correctness_margin_score, each term the mean of its
+    items (:func:`ties_items`). As in the official code, an accuracy with no prompt of its kind is
+    0, and the three margin terms are means over the paired prompts, so with no ref/tied pair they
+    and the score are nan. Source: allenai/reward-bench ``rewardbench/utils.py::process_single_model``
+    (with ``_compute_prompt_stats``), used by ``scripts/run_v2.py``.
+    """
+    items = ties_items(rows)
+    terms: dict[str, float] = {}
+    for name, (values, _) in items.items():
+        empty = 0.0 if name in ("ref_accuracy", "tied_accuracy") else math.nan
+        terms[name] = float(values.mean()) if len(values) else empty
+    return {
+        **terms,
+        "score": float(sum(w * terms[k] for k, w in TIES_WEIGHTS.items())),
+        "ref_prompts": len(items["ref_accuracy"][0]),
+        "tied_prompts": len(items["tied_accuracy"][0]),
+        "pairs": len(items["correctness_preferred"][0]),
+    }

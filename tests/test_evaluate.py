@@ -22,7 +22,8 @@ def test_pair_metrics_by_hand():
     expected_ece = 0.75 * abs(2 / 3 - s2) + 0.25 * abs(0 - 0.5)
     assert m["ece"] == pytest.approx(expected_ece)
     assert m["length_baseline_accuracy"] == 0.5  # longer wins in pairs 0 and 3; equal lengths count as wrong
-    assert m["reward_mean"] == pytest.approx(np.mean([2, 0, 1, -1, 0, 0, 3, -3]))
+    # Reward statistics are per completion, so they are not a pair metric (see metrics_from_rewards).
+    assert "reward_mean" not in m and "reward_std" not in m
 
 
 def test_perfectly_calibrated_large_margins_have_small_ece():
@@ -210,3 +211,27 @@ def test_non_finite_rewards_and_mismatched_lengths_are_errors():
         metrics_from_rewards(examples, [np.array([1.0, 0.0, 2.0])])
     with pytest.raises(ValueError, match="every pair in the data is a tie"):
         metrics_from_rewards([pair("q", "a", "b", ties=[[0, 1]])], [np.array([1.0, 0.0])])
+
+
+def test_reward_mean_counts_each_completion_once_top_level_and_per_subset():
+    # A best-of-4 record has 3 strict pairs (chosen vs each rejected): counting completions per pair
+    # would count the chosen 3 times. Both levels must average the 4 + 2 + 2 rewards once each.
+    bo4 = PreferenceExample(prompt=[{"role": "user", "content": "q"}],
+                            completions=[[{"role": "assistant", "content": c}] for c in "abcd"],
+                            ranking=[0, 1, 2, 3], ties=[[1, 2, 3]], subset="s")
+    examples = [bo4, pair("p", "good", "bad", subset="s"), pair("r", "good", "bad", subset="t")]
+    rewards = [np.array([9.0, 0.0, 1.0, 2.0]), np.array([1.0, 0.0]), np.array([4.0, 2.0])]
+    m = metrics_from_rewards(examples, rewards, bootstrap_samples=0)
+    everything = np.concatenate(rewards)
+    assert m["reward_mean"] == pytest.approx(everything.mean())
+    assert m["reward_std"] == pytest.approx(everything.std())
+    s = np.concatenate(rewards[:2])  # 9, 0, 1, 2, 1, 0: the chosen 9 once, not three times
+    assert m["subsets"]["s"]["reward_mean"] == pytest.approx(s.mean())
+    assert m["subsets"]["s"]["reward_std"] == pytest.approx(s.std())
+    assert m["subsets"]["t"]["reward_mean"] == pytest.approx(3.0)
+    # One subset holding everything reads the same as the top level: one definition under one name.
+    for ex in examples:
+        ex.subset = "all"
+    one = metrics_from_rewards(examples, rewards, bootstrap_samples=0)
+    assert one["subsets"]["all"]["reward_mean"] == pytest.approx(one["reward_mean"])
+    assert one["subsets"]["all"]["reward_std"] == pytest.approx(one["reward_std"])
