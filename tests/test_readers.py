@@ -670,3 +670,29 @@ def test_saved_hugging_face_dataset_folder(tmp_path):
     assert report.loaded == 1 and report.skipped == {"chosen == rejected": 1}
     with pytest.raises(DataError, match="no split 'validation'"):
         read_preferences(str(tmp_path / "ds"), split="validation")
+
+
+@pytest.mark.parametrize("record", [
+    {"chosen": "\n\nHuman: hi", "rejected": "\n\nHuman: hello"},                      # no Assistant turn at all
+    {"chosen": "\n\nHuman: hi\n\nAssistant: yo", "rejected": "\n\nHuman: hello"},    # one side has none
+    {"prompt": "hi", "chosen": [{"role": "user", "content": "again?"}], "rejected": "fine"},
+    {"prompt": "q", "completions": ["a", [{"role": "user", "content": "b"}]], "ranks": [0, 1]},
+])
+def test_a_completion_that_is_not_an_assistant_reply_is_a_bad_record(tmp_path, record):
+    """Issue 14.13: such records loaded as a 'pair' of user turns; now an error naming file:line, or a counted skip."""
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: c"})
+                    + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))}:2: .*not an assistant reply"):
+        read_preferences(str(path))
+    examples, report = read_preferences(str(path), skip_bad=True)
+    assert len(examples) == 1 and report.skipped == {"completion is not an assistant reply": 1}
+
+
+def test_a_turn_marker_inside_plain_completion_text_stays_text(tmp_path):
+    """Model outputs sometimes hallucinate a turn: with an explicit prompt that is still the assistant's text."""
+    text = "Sure.\n\nAssistant: more text"
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "chosen": text, "rejected": "no"}) + "\n")
+    (ex,), _ = read_preferences(str(path))
+    assert ex.completions[0] == [{"role": "assistant", "content": text}]

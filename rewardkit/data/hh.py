@@ -14,6 +14,12 @@ def looks_like_hh(text: str) -> bool:
     return "\n\nHuman:" in text and "\n\nAssistant:" in text
 
 
+def has_hh_turns(text: str) -> bool:
+    """An HH transcript, perhaps a broken one: both turn markers, or text that opens with one. A marker only in
+    the middle of plain text is kept as text (model outputs sometimes hallucinate "\n\nAssistant:" turns)."""
+    return looks_like_hh(text) or text.startswith(("\n\nHuman:", "\n\nAssistant:"))
+
+
 def parse_hh(text: str) -> list[Message]:
     """Split a transcript into turns. Text before the first marker is kept as a user turn."""
     parts = _TURN.split(text)

@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rewardkit.data.hh import looks_like_hh, parse_hh
+from rewardkit.data.hh import has_hh_turns, parse_hh
 from rewardkit.data.margins import likert_margin, parse_likert
 from rewardkit.data.record import Message, PreferenceExample, as_messages
 from rewardkit.errors import UserError
@@ -431,6 +431,7 @@ def _parse_pair(obj: dict, location: str, likert: Mapping[str, float] | None, no
     for name, completion in (("chosen", chosen), ("rejected", rejected)):
         if not _nonempty(completion):
             raise RecordError(f"empty '{name}'", f"field '{name}' is empty (no completion text after the prompt).")
+        _check_assistant_reply(completion, f"'{name}'")
     if chosen == rejected:
         raise RecordError("chosen == rejected", "'chosen' and 'rejected' are identical; the pair carries no preference.")
     return PreferenceExample(prompt=prompt, completions=[chosen, rejected], ranking=[0, 1], **extras)
@@ -491,6 +492,7 @@ def _parse_ranking(obj: dict, location: str) -> PreferenceExample:
     for i, completion in enumerate(completions):
         if not _nonempty(completion):
             raise RecordError("empty completion", f"completions[{i}] is empty.")
+        _check_assistant_reply(completion, f"completions[{i}]")
     _check_distinct(completions, "completions")
     if "margin" in obj and obj["margin"] is not None:
         raise RecordError("bad 'margin'", "a ranking cannot carry one 'margin'; margins for rankings come from 'scores'.")
@@ -712,9 +714,22 @@ def _nonempty(messages: list[Message]) -> bool:
     return any(m["content"].strip() for m in messages)
 
 
+def _check_assistant_reply(completion: list[Message], name: str) -> None:
+    """A completion is what the assistant says next: it must open with an assistant turn. A transcript with no
+    Assistant turn (``"\n\nHuman: hi"`` against ``"\n\nHuman: hello"``) would otherwise train the reward
+    model on user turns."""
+    if completion[0]["role"] != "assistant":
+        raise RecordError(
+            "completion is not an assistant reply",
+            f"{name} continues the conversation with a {completion[0]['role']} turn, not an assistant reply "
+            f"({completion[0]['content'][:60]!r}); each completion must start with the assistant's turn "
+            "(an HH transcript needs an '\n\nAssistant:' turn after the shared prompt).",
+        )
+
+
 def parse_messages(value: Any, name: str, role: str) -> list[Message]:
     if isinstance(value, str):
-        if looks_like_hh(value):
+        if has_hh_turns(value):
             turns = parse_hh(value)
             if turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"].strip() and name == "prompt":
                 turns = turns[:-1]  # "…\n\nAssistant:" ending a prompt is the generation cue, not a turn
@@ -739,7 +754,7 @@ def strip_prompt(completion: list[Message], prompt: list[Message]) -> list[Messa
 
 def _split_implicit(chosen: Any, rejected: Any) -> tuple[list[Message], list[Message], list[Message]]:
     """Find the prompt shared by chosen and rejected."""
-    if isinstance(chosen, str) and isinstance(rejected, str) and not (looks_like_hh(chosen) and looks_like_hh(rejected)):
+    if isinstance(chosen, str) and isinstance(rejected, str) and not (has_hh_turns(chosen) or has_hh_turns(rejected)):
         if not chosen.strip() or not rejected.strip():
             name = "chosen" if not chosen.strip() else "rejected"
             raise RecordError(f"empty '{name}'", f"field '{name}' is empty.")
