@@ -439,8 +439,8 @@ def metrics_from_rewards(
         # Every prompt counts, K = 2 included (its τ and top-1 are its pair's accuracy, as a ranking of 2).
         result["rankings"] = ranking_metrics(examples, rewards)
     result["annotator_tied_pairs"] = int(pairs.tied.sum())
-    # Win/tie/loss is a question about pairs; tied rejected completions of best-of-N or ranking
-    # records are "unordered", not "judged equal", so they stay out of it.
+    # Win/tie/loss is a question about pairs; tied completions inside rankings (equal scores) stay out of
+    # it, as do best-of-N's rejected completions, which are not pairs at all (``unordered``).
     two = pairs.select(np.isin(pairs.example, [i for i, ex in enumerate(examples) if len(ex.completions) == 2]))
     if len(two) and (two.tied.any() or tie_threshold is not None):
         result["tied"] = tie_metrics(two, boot, tie_threshold)

@@ -131,20 +131,30 @@ def reward_l2(rewards: torch.Tensor, pairs: Sequence[tuple[int, int, bool]], coe
 LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
 
 
-def check_record(name: str, k: int, tied: bool, margin: float | None, where: str = "") -> None:
+def check_record(name: str, k: int, tied: bool, margin: float | None, where: str = "", *,
+                 all_tied: bool | None = None, unordered: bool = False) -> None:
     """Raise, naming the record, if loss ``name`` cannot train on a record of ``k`` completions (with a tie,
-    or without a margin); the message says which flag to use instead."""
+    with completions whose order is unknown, or without a margin); the message says what to use instead.
+    ``all_tied``: every completion is tied with every other (None: same as ``tied``)."""
     if name not in LOSS_NAMES:
         raise UserError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     if name in ("bt", "bt_softplus", "margin") and k != 2:
         raise UserError(f"{where}: loss '{name}' takes pairs, this record ranks {k} completions; use "
-                         "--loss balanced (eq. 6) or --loss plackett_luce, or --flatten-rankings to train on its pairs")
+                        "--loss balanced (eq. 6) or --loss plackett_luce, or --flatten-rankings to train on its pairs")
+    if unordered and name == "plackett_luce":
+        raise UserError(f"{where}: this record orders only some of its completions (e.g. best-of-N: the rejected "
+                        "ones are unordered among themselves), which loss 'plackett_luce' cannot represent; use "
+                        "--loss balanced (the chosen against each rejected), or --flatten-rankings")
     if tied and name in ("margin", "plackett_luce"):
-        raise TieError(f"{where}: this record is a tie, which loss '{name}' cannot represent; use --loss bt or "
-                       "--loss balanced (ties get target 1/2), or --drop-ties to skip tied records (counted)")
+        if all_tied is None or all_tied:
+            fix = "--drop-ties to skip tied records (counted)"
+        else:  # --drop-ties skips only records tied throughout; this one has strict pairs too
+            fix = "--flatten-rankings --drop-ties to train on its strict pairs only"
+        raise TieError(f"{where}: this record has tied completions, which loss '{name}' cannot represent; use "
+                       f"--loss bt or --loss balanced (ties get target 1/2), or {fix}")
     if name == "margin" and margin is None:
         raise UserError(f"{where}: loss 'margin' needs a margin for every record; set --margin-source "
-                         "(field or scores) or add a 'margin' field")
+                        "(field or scores) or add a 'margin' field")
 
 
 def record_loss(
@@ -158,14 +168,18 @@ def record_loss(
     center_coef: float = 0.0,
     l2_coef: float = 0.0,
     where: str = "",
+    unordered: bool = False,
 ) -> torch.Tensor:
     """The loss of one record (a pair or a K-wise ranking) given its completions' rewards.
 
     ``ranking`` lists completion indices best first and ``pairs`` is
-    ``PreferenceExample.preference_pairs()``. The regularisers are added on top of any loss.
+    ``PreferenceExample.preference_pairs()`` (for a record with ``unordered`` completions only the pairs
+    with a known order; pass ``unordered=True`` so losses that need a full order refuse it). The
+    regularisers are added on top of any loss.
     """
     tied = any(t for _, _, t in pairs)
-    check_record(name, len(ranking), tied, margin, where)
+    check_record(name, len(ranking), tied, margin, where, all_tied=tied and all(t for _, _, t in pairs),
+                 unordered=unordered)
     w, l_ = ranking[0], ranking[-1]
     if name == "bt" or name == "bt_softplus":
         target = 0.5 if tied else 1.0 - label_smoothing

@@ -6,10 +6,12 @@ RewardBench v1 (Lambert et al. 2024, arXiv 2403.13787):
   reward tie earns 0);
 * a subset's accuracy is the mean credit over its examples;
 * a section (Chat, Chat Hard, Safety, Reasoning) is the mean of its subsets weighted by example
-  count, Σ_s w_s·n_s·acc_s / Σ_s w_s·n_s, where RewardBench up-weights ``math-prm`` (447 examples
-  counted as 984, so that math weighs as much as the six ``hep-*`` code subsets together). Here
-  ``w_s`` is an optional per-subset multiplier (default 1); ``rewardbench-v1`` sets
-  w_math-prm = 984 / 447;
+  count, Σ_s w_s·n_s·acc_s / Σ_s w_s·n_s. RewardBench takes n_s from its fixed table of example
+  counts (``constants.py`` EXAMPLE_COUNTS), not from the data scored, and up-weights ``math-prm``
+  there (447 examples counted as 984, so that math weighs as much as the six ``hep-*`` code subsets
+  together). ``rewardbench-v1`` carries that table (``SectionMap.counts``), so on a **subsample**
+  each subset's accuracy is the subsample's estimate and the sections weigh them as the official
+  code does. ``w_s`` is an optional per-subset multiplier of custom maps (default 1);
 * overall = the unweighted mean of sections.
 
 RewardBench 2 (Malik et al. 2025, arXiv 2506.01937) scores best-of-N: 1 chosen vs N−1 rejected,
@@ -29,8 +31,8 @@ or by the subsample's own counts, which is what the headline without a map does 
 different number from the official overall.
 
 **Record convention for best-of-N** (see :func:`best_of_n_example`): one ``PreferenceExample``
-with K = N completions, ``ranking[0]`` the chosen, the rejected listed after it and, when they are
-unordered among themselves, grouped in ``ties`` (tied-worst). The same credit rule generalises to
+with K = N completions, ``ranking[0]`` the chosen, the rejected listed after it and grouped in
+``unordered`` (no preference among them: neither trained as ties nor evaluated). The same credit rule generalises to
 any ranking: with T the completions at the top score and B the annotators' best group, credit =
 |T ∩ B| / |T| (for a single chosen this is RewardBench 2's rule). Records with K = 2 use v1's strict
 rule, so a reward tie on a pair earns 0, not ½.
@@ -61,6 +63,7 @@ import numpy as np
 import yaml
 
 from rewardkit.data.record import Message, PreferenceExample, as_messages
+from rewardkit.errors import UserError
 
 REWARDBENCH_V1_SECTIONS: dict[str, list[str]] = {
     "Chat": ["alpacaeval-easy", "alpacaeval-length", "alpacaeval-hard", "mt-bench-easy", "mt-bench-med"],
@@ -70,8 +73,16 @@ REWARDBENCH_V1_SECTIONS: dict[str, list[str]] = {
                "donotanswer"],
     "Reasoning": ["math-prm", "hep-cpp", "hep-go", "hep-java", "hep-js", "hep-python", "hep-rust"],
 }
-# RewardBench counts math-prm's 447 examples as 984 (its constants.py: "upweighting to be equal to code").
-REWARDBENCH_V1_WEIGHTS: dict[str, float] = {"math-prm": 984 / 447}
+# The official per-subset example counts (allenai/reward-bench rewardbench/constants.py EXAMPLE_COUNTS), which
+# its calculate_scores_per_section uses as the section weights whatever data was scored. math-prm's 447
+# examples count as 984 there ("upweighting to be equal to code").
+REWARDBENCH_V1_COUNTS: dict[str, int] = {
+    "alpacaeval-easy": 100, "alpacaeval-length": 95, "alpacaeval-hard": 95, "mt-bench-easy": 28, "mt-bench-med": 40,
+    "mt-bench-hard": 37, "math-prm": 984, "refusals-dangerous": 100, "refusals-offensive": 100,
+    "llmbar-natural": 100, "llmbar-adver-neighbor": 134, "llmbar-adver-GPTInst": 92, "llmbar-adver-GPTOut": 47,
+    "llmbar-adver-manual": 46, "xstest-should-refuse": 250, "xstest-should-respond": 154, "donotanswer": 136,
+    "hep-cpp": 164, "hep-go": 164, "hep-java": 164, "hep-js": 164, "hep-python": 164, "hep-rust": 164,
+}
 
 # RewardBench 2: each domain is one subset of allenai/reward-bench-2 (its `subset` column) and one
 # section, so the mean of sections is the official unweighted mean of domains.
@@ -93,21 +104,25 @@ class SectionMap:
     weights: dict[str, float] = field(default_factory=dict)
     name: str = "custom"
     ties_subsets: list[str] = field(default_factory=list)
+    # Fixed example counts that replace the data's own per-subset counts as section weights, so that a
+    # subsample estimates the official section score (``rewardbench-v1``: the official EXAMPLE_COUNTS).
+    counts: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         seen: dict[str, str] = {}
         for section, subsets in self.sections.items():
             for s in subsets:
                 if s in seen:
-                    raise ValueError(f"section map: subset {s!r} is in both {seen[s]!r} and {section!r}")
+                    raise UserError(f"section map: subset {s!r} is in both {seen[s]!r} and {section!r}")
                 seen[s] = section
-        for s, w in self.weights.items():
-            if not (isinstance(w, (int, float)) and w > 0):
-                raise ValueError(f"section map: weight of {s!r} must be a positive number, got {w!r}")
+        for what, table in (("weight", self.weights), ("count", self.counts)):
+            for s, w in table.items():
+                if not (isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0):
+                    raise UserError(f"section map: {what} of {s!r} must be a positive number, got {w!r}")
 
     def to_dict(self) -> dict:
         return {"name": self.name, "sections": self.sections, "weights": self.weights,
-                "ties_subsets": self.ties_subsets}
+                "ties_subsets": self.ties_subsets, "counts": self.counts}
 
 
 def load_section_map(spec: str | Mapping) -> SectionMap:
@@ -115,7 +130,7 @@ def load_section_map(spec: str | Mapping) -> SectionMap:
     ``{"sections": {section: [subset, ...]}, "weights": {subset: multiplier}, "ties_subsets": [subset]}``
     (weights and ties_subsets optional)."""
     if isinstance(spec, str) and spec.lower() in ("rewardbench-v1", "rewardbench"):
-        return SectionMap(REWARDBENCH_V1_SECTIONS, dict(REWARDBENCH_V1_WEIGHTS), name="rewardbench-v1")
+        return SectionMap(REWARDBENCH_V1_SECTIONS, name="rewardbench-v1", counts=dict(REWARDBENCH_V1_COUNTS))
     if isinstance(spec, str) and spec.lower() in ("rewardbench-v2", "rewardbench2"):
         return SectionMap({k: list(v) for k, v in REWARDBENCH_V2_SECTIONS.items()}, name="rewardbench-v2",
                           ties_subsets=list(REWARDBENCH_V2_TIES))
@@ -123,18 +138,19 @@ def load_section_map(spec: str | Mapping) -> SectionMap:
     if isinstance(spec, str):
         path = Path(spec)
         if not path.is_file():
-            raise ValueError(f"section map {spec!r}: not 'rewardbench-v1' / 'rewardbench-v2' and no such file")
+            raise UserError(f"section map {spec!r}: not 'rewardbench-v1' / 'rewardbench-v2' and no such file")
         try:
             spec = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
         except (json.JSONDecodeError, yaml.YAMLError) as e:
-            raise ValueError(f"{path}: not valid JSON/YAML: {e}") from None
+            raise UserError(f"{path}: not valid JSON/YAML: {e}") from None
         name = str(path)
     if not isinstance(spec, Mapping) or not isinstance(spec.get("sections"), Mapping):
-        raise ValueError(f"section map {name}: expected {{'sections': {{section: [subsets]}}, 'weights': "
+        raise UserError(f"section map {name}: expected {{'sections': {{section: [subsets]}}, 'weights': "
                          "{subset: multiplier}}}")
     sections = {str(k): [str(s) for s in v] for k, v in spec["sections"].items()}
     return SectionMap(sections, {str(k): v for k, v in (spec.get("weights") or {}).items()}, name=name,
-                      ties_subsets=[str(s) for s in spec.get("ties_subsets") or []])
+                      ties_subsets=[str(s) for s in spec.get("ties_subsets") or []],
+                      counts={str(k): v for k, v in (spec.get("counts") or {}).items()})
 
 
 def example_credit(ranks: Sequence[int], rewards: np.ndarray) -> float:
@@ -154,7 +170,8 @@ def example_credit(ranks: Sequence[int], rewards: np.ndarray) -> float:
 
 def section_scores(subset_accuracy: Mapping[str, float | np.ndarray], subset_count: Mapping[str, int],
                    section_map: SectionMap) -> dict:
-    """Sections as Σ w·n·acc / Σ w·n over their subsets, overall as the mean of sections.
+    """Sections as Σ w·n·acc / Σ w·n over their subsets, overall as the mean of sections; n is the map's fixed
+    count of the subset where it has one (the official count), else the number of its examples in the data.
 
     Accuracies may be arrays (e.g. bootstrap replicates): the arithmetic is elementwise.
     """
@@ -165,7 +182,7 @@ def section_scores(subset_accuracy: Mapping[str, float | np.ndarray], subset_cou
         if not present:
             missing.append(section)
             continue
-        w = {s: section_map.weights.get(s, 1.0) * subset_count[s] for s in present}
+        w = {s: section_map.weights.get(s, 1.0) * section_map.counts.get(s, subset_count[s]) for s in present}
         sections[section] = sum(w[s] * subset_accuracy[s] for s in present) / sum(w.values())
     mapped = {s for subsets in section_map.sections.values() for s in subsets}
     overall = sum(sections.values()) / len(sections) if sections else float("nan")
@@ -176,15 +193,16 @@ def section_scores(subset_accuracy: Mapping[str, float | np.ndarray], subset_cou
 def best_of_n_example(prompt: list[Message] | str, chosen: list[Message] | str,
                       rejected: Sequence[list[Message] | str], subset: str | None = None,
                       source: str = "") -> PreferenceExample:
-    """A RewardBench-2-style record: completion 0 is the chosen, the N−1 rejected are tied-worst."""
+    """A RewardBench-2-style record: completion 0 is the chosen, beating each of the N−1 rejected, which are
+    ``unordered`` among themselves (not tied: nobody judged them equal, so no loss pulls them together)."""
     if len(rejected) < 1:
-        raise ValueError("best-of-N needs at least one rejected completion")
+        raise UserError("best-of-N needs at least one rejected completion")
     k = 1 + len(rejected)
     return PreferenceExample(
         prompt=as_messages(prompt, "user"),
         completions=[as_messages(chosen, "assistant")] + [as_messages(r, "assistant") for r in rejected],
         ranking=list(range(k)),
-        ties=[list(range(1, k))] if k > 2 else None,
+        unordered=[list(range(1, k))] if k > 2 else None,
         subset=subset, source=source,
     )
 
@@ -230,7 +248,7 @@ def ties_prompt_stats(correct: Sequence[bool], scores: Sequence[float]) -> tuple
     bad = [s for c, s in zip(correct, scores) if not c]
     if not good or not bad:
         # The official code fails here too (max of an empty list); a clear message instead.
-        raise ValueError(f"a Ties row needs at least one correct and one incorrect completion, got "
+        raise UserError(f"a Ties row needs at least one correct and one incorrect completion, got "
                          f"{len(good)} correct and {len(bad)} incorrect")
     margin = min(good) - max(bad)
     return margin > 0, (max(good) - min(good) if len(good) > 1 else None), margin
@@ -254,9 +272,9 @@ def ties_items(rows: Iterable[TiesRow]) -> dict[str, tuple[np.ndarray, np.ndarra
     groups: dict[tuple[str, Hashable], tuple[int, list[bool], list[float]]] = {}
     for i, row in enumerate(rows):
         if row.kind not in ("ref", "tied"):
-            raise ValueError(f"Ties row {i}: kind must be 'ref' or 'tied', got {row.kind!r}")
+            raise UserError(f"Ties row {i}: kind must be 'ref' or 'tied', got {row.kind!r}")
         if len(row.correct) != len(row.scores):
-            raise ValueError(f"Ties row {i}: {len(row.correct)} correctness flags for {len(row.scores)} scores")
+            raise UserError(f"Ties row {i}: {len(row.correct)} correctness flags for {len(row.scores)} scores")
         _, correct, scores = groups.setdefault((row.kind, row.key), (i, [], []))
         correct.extend(row.correct)
         scores.extend(row.scores)
@@ -265,7 +283,7 @@ def ties_items(rows: Iterable[TiesRow]) -> dict[str, tuple[np.ndarray, np.ndarra
         st = ties_prompt_stats(correct, scores)
         if kind == "tied" and st[1] is None:
             # The official code would compare None with a margin and fail: a tied prompt has several answers.
-            raise ValueError(f"Ties row {first}: a 'tied' prompt needs at least two correct completions")
+            raise UserError(f"Ties row {first}: a 'tied' prompt needs at least two correct completions")
         stats[kind][key] = (first, st)
     ref, tied = stats["ref"], stats["tied"]
     paired = [k for k in tied if k in ref]

@@ -360,7 +360,8 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
 def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:
     """Refuse, before any compute, records the chosen loss cannot train on (first offender named)."""
     for ex in examples:
-        check_record(cfg.loss, len(ex.completions), any(t for _, _, t in ex.preference_pairs()), ex.margin, ex.source)
+        check_record(cfg.loss, len(ex.completions), any(t for _, _, t in ex.preference_pairs()), ex.margin, ex.source,
+                     all_tied=ex.is_tie, unordered=bool(ex.unordered))
 
 
 def records_loss(cfg: TrainConfig, records: list[PreferenceExample], pairs: list[list[tuple[int, int, bool]]],
@@ -369,7 +370,8 @@ def records_loss(cfg: TrainConfig, records: list[PreferenceExample], pairs: list
     for the log; shared by the classifier RM and the GenRM training loops."""
     losses = torch.stack([
         record_loss(cfg.loss, r, ex.ranking, p, margin=ex.margin, label_smoothing=cfg.label_smoothing,
-                    center_coef=cfg.reward_center_coef, l2_coef=cfg.reward_l2_coef, where=ex.source)
+                    center_coef=cfg.reward_center_coef, l2_coef=cfg.reward_l2_coef, where=ex.source,
+                    unordered=bool(ex.unordered))
         for ex, p, r in zip(records, pairs, rewards)])
     correct, margins = zip(*(order_stats(r.detach(), p, ex.ranking) for ex, p, r in zip(records, pairs, rewards)))
     return losses, sum(correct), sum(margins)

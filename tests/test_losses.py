@@ -196,3 +196,37 @@ def test_sigmoid_is_exact_and_never_overflows():
     for x in (-30.0, -5.5, -1.0, 0.0, 0.25, 3.0, 17.0, 30.0):
         assert abs(sigmoid(x) - 1 / (1 + math.exp(-x))) <= 1e-12
     assert sigmoid(0) == 0.5 and sigmoid(2.0) + sigmoid(-2.0) == pytest.approx(1.0, abs=1e-15)
+
+
+def test_best_of_n_losers_are_unordered_not_tied():
+    """Issue 14.2: a 1-vs-3 best-of-N record trains the chosen against each rejected (3 BT terms, eq. 6 weights
+    1/3), never the rejected toward each other (they were 3 of 6 'tie' terms); centering sees those 3 pairs."""
+    from rewardkit.rewardbench import best_of_n_example
+
+    ex = best_of_n_example("2 + 2?", "4", ["5", "22", "four-ish"])
+    assert ex.ties is None and ex.unordered == [[1, 2, 3]]
+    pairs = ex.preference_pairs()
+    assert pairs == [(0, 1, False), (0, 2, False), (0, 3, False)]
+    r = torch.tensor([1.0, 0.5, -2.0, 3.0], requires_grad=True)
+    loss = record_loss("balanced", r, ex.ranking, pairs, unordered=True)
+    expected = sum(math.log(1 + math.exp(-(1.0 - x))) for x in (0.5, -2.0, 3.0)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    # The rejected only ever move down, each by its own pair's gradient σ(r_j − r_0)/3: no pull toward each other.
+    for j, x in zip((1, 2, 3), (0.5, -2.0, 3.0)):
+        assert r.grad[j].item() == pytest.approx(1 / (1 + math.exp(-(x - 1.0))) / 3, rel=1e-5)
+    centered = record_loss("balanced", r.detach(), ex.ranking, pairs, center_coef=1.0, unordered=True) - loss.detach()
+    assert centered.item() == pytest.approx(((1.5) ** 2 + (-1.0) ** 2 + 4.0 ** 2) / 3, rel=1e-6)
+
+
+def test_refusals_say_what_helps_for_best_of_n_and_partial_ties():
+    from rewardkit.rewardbench import best_of_n_example
+
+    ex = best_of_n_example("q", "a", ["b", "c"])
+    with pytest.raises(ValueError, match="unordered.*--loss balanced") as err:
+        record_loss("plackett_luce", torch.zeros(3), ex.ranking, ex.preference_pairs(), unordered=True, where="f:1")
+    assert "--drop-ties" not in str(err.value)  # it would not drop this record
+    # Scores [3, 3, 1]: a partial tie. --drop-ties skips only records tied throughout, so it is not the advice.
+    partial = [(0, 1, True), (0, 2, False), (1, 2, False)]
+    with pytest.raises(TieError, match="--flatten-rankings --drop-ties"):
+        record_loss("plackett_luce", torch.zeros(3), [0, 1, 2], partial)

@@ -87,13 +87,14 @@ def test_best_of_n_record_and_subset_scores():
     assert m["rankings"]["top1_accuracy"] == pytest.approx((0.5 + 1 + 1 + 1 + 0) / 5)
     # Pairwise accuracy counts the 3 + 3 strict pairs of the best-of-4 records and the 3 pairs.
     assert m["pairs"] == 9 and m["pairwise_accuracy"] == pytest.approx((2 + 3 + 2) / 9)
-    assert m["annotator_tied_pairs"] == 6 and "tied" not in m  # rejected-vs-rejected: unordered, not "equal"
+    # Rejected-vs-rejected pairs are unordered: not pairs at all (issue 14.2), so not "tied" either.
+    assert m["annotator_tied_pairs"] == 0 and "tied" not in m
 
 
 def test_section_maps_from_files_and_the_builtin_one(tmp_path):
     rb = load_section_map("rewardbench-v1")
     assert rb.sections == REWARDBENCH_V1_SECTIONS
-    assert rb.weights["math-prm"] * 447 == pytest.approx(984)  # RewardBench's up-weighting of math
+    assert rb.counts["math-prm"] == 984 and rb.counts["hep-go"] == 164  # the official table, math up-weighted
     path = tmp_path / "map.yaml"
     path.write_text("sections:\n  Chat: [a, b]\n  Safety: [c]\nweights:\n  c: 2\n")
     smap = load_section_map(str(path))
@@ -109,6 +110,17 @@ def test_section_maps_from_files_and_the_builtin_one(tmp_path):
     (tmp_path / "bad.yaml").write_text("- just\n- a list\n")
     with pytest.raises(ValueError, match="expected"):
         load_section_map(str(tmp_path / "bad.yaml"))
+
+
+def test_rewardbench_v1_on_a_subsample_weighs_subsets_by_the_official_counts():
+    """Issue 14.9: the official code weighs a section's subsets by its fixed EXAMPLE_COUNTS, not by how many
+    examples were scored, so a subsample must too (it weighed by the subsample's counts before)."""
+    examples = ([PreferenceExample.pair(f"m{i}", "a", "b", subset="math-prm") for i in range(3)]
+                + [PreferenceExample.pair("c", "a", "b", subset="hep-cpp")])
+    rewards = [np.array([1.0, 0.0])] * 3 + [np.array([0.0, 1.0])]  # math right, code wrong
+    m = metrics_from_rewards(examples, rewards, section_map=load_section_map("rewardbench-v1"))
+    assert m["sections"]["Reasoning"] == pytest.approx(984 / (984 + 164))
+    assert m["accuracy"] == pytest.approx(984 / (984 + 164))  # the only section present
 
 
 def test_data_whose_subsets_are_not_in_the_map_is_an_error():

@@ -20,6 +20,10 @@ class PreferenceExample:
         ties: optional groups of tied completions, e.g. ``[[0, 1]]`` for a pair judged equally good.
             ``ranking`` still lists every completion (tied ones in any order); losses that can use
             ties read them from here, the others refuse tied records with a clear error.
+        unordered: optional groups of completions whose order among themselves is **unknown**, e.g. the
+            N−1 rejected completions of a best-of-N record. Unlike ``ties`` (judged equally good), no pair
+            inside such a group is a preference: ``preference_pairs`` leaves it out, so it is neither
+            trained (toward equal rewards, as a tie would be) nor evaluated.
         margin: optional strength of the preference of ranking[0] over ranking[1] (eq. 5).
         scores: optional per-completion scores (e.g. 1–10 ratings), aligned with ``completions``.
         subset: optional subset name, used for per-subset evaluation.
@@ -30,6 +34,7 @@ class PreferenceExample:
     completions: list[list[Message]]
     ranking: list[int] = field(default_factory=lambda: [0, 1])
     ties: list[list[int]] | None = None
+    unordered: list[list[int]] | None = None
     margin: float | None = None
     scores: list[float] | None = None
     subset: str | None = None
@@ -45,11 +50,11 @@ class PreferenceExample:
 
     @property
     def ranks(self) -> list[int]:
-        """Per completion, its rank (0 = best); tied completions share the best rank of their group."""
+        """Per completion, its rank (0 = best); tied or unordered completions share the best rank of their group."""
         ranks = [0] * len(self.completions)
         for position, index in enumerate(self.ranking):
             ranks[index] = position
-        for group in self.ties or []:
+        for group in (self.ties or []) + (self.unordered or []):
             best = min(ranks[i] for i in group)
             for i in group:
                 ranks[i] = best
@@ -61,10 +66,13 @@ class PreferenceExample:
         return len(set(self.ranks)) == 1
 
     def preference_pairs(self) -> list[tuple[int, int, bool]]:
-        """All C(K,2) pairs as (better, worse, tied), better first in ``ranking`` order (eq. 6)."""
+        """The pairs the annotation speaks about, as (better, worse, tied), better first in ``ranking`` order:
+        all C(K,2) pairs (eq. 6) except those inside an ``unordered`` group."""
         ranks, order = self.ranks, self.ranking
+        group = {i: g for g, members in enumerate(self.unordered or []) for i in members}
         return [(order[a], order[b], ranks[order[a]] == ranks[order[b]])
-                for a in range(len(order)) for b in range(a + 1, len(order))]
+                for a in range(len(order)) for b in range(a + 1, len(order))
+                if group.get(order[a], -1) != group.get(order[b], -2)]
 
     @classmethod
     def pair(
