@@ -75,7 +75,9 @@ class TrainConfig(ConfigBase):
                          "like 'f.jsonl[:1000]'), a hub dataset id, or 'builtin:synthetic'.")
     eval_data: str | None = _f(None, "Held-out data (same forms). Default: the built-in held-out split when training on "
                                "builtin:synthetic, else none.")
-    split: str = _f("train", "Split to read when data is a hub dataset id.")
+    split: str = _f("train", "Split of --train-data when it is a hub dataset id or a saved dataset folder.")
+    eval_split: str = _f("test,validation", "Split of --eval-data when it is a hub dataset id or a saved dataset "
+                         "folder: the first of these comma-separated names that the dataset has.")
     max_length: int = _f(1024, within="[8, inf)", help="Tokens per sequence; longer ones lose prompt tokens from the left, never the completion's end.")
     template: str = _f("auto", choices=("auto", "chat", "raw"), help="'chat' (the tokenizer's chat template), 'raw' (Human:/Assistant: text) or 'auto'.")
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
@@ -153,7 +155,8 @@ class EvalConfig(JudgeOptions):
     model: str = _f("", "A rewardkit run folder, a Hugging Face reward model (*ForSequenceClassification, 1 label), "
                     "or any backbone (a new head seeded by --seed: the untrained baseline).")
     data: str = _f("", "Preference data to evaluate on (same forms as train_data).")
-    split: str = _f("test", "Split to read when data is a hub dataset id.")
+    split: str = _f("test,validation", "Split of --data when it is a hub dataset id or a saved dataset folder: the "
+                    "first of these comma-separated names that the dataset has.")
     output: str | None = _f(None, "Write the metrics JSON here, and the per-example rewards beside it "
                             "(eval.json → eval.rewards.jsonl); default: print only.")
     max_length: int | None = _f(None, within="[8, inf)", help="Override the checkpoint's max_length (default: the one it was trained with).")

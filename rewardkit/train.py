@@ -46,11 +46,15 @@ class TrainingDiverged(RuntimeError):
 
 
 def load_examples(spec: str, cfg: TrainConfig, split: str) -> tuple[list[PreferenceExample], ReadReport]:
+    """Training (``split="train"``) or held-out (``"eval"``) records: each reads its own split of a hub id or
+    saved dataset (``--split`` / ``--eval-split``), so held-out data never silently comes from 'train'."""
     if spec.startswith("builtin:"):
         from rewardkit.data.synthetic import builtin_dataset
 
         return builtin_dataset(spec, split)
-    return read_preferences(spec, skip_bad=cfg.skip_bad_records, split=cfg.split, likert=cfg.likert_margins)
+    hub_split, flag = (cfg.split, "--split") if split == "train" else (cfg.eval_split, "--eval-split")
+    return read_preferences(spec, skip_bad=cfg.skip_bad_records, split=hub_split, likert=cfg.likert_margins,
+                            split_flag=flag)
 
 
 def make_batches(lengths: list[int], batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[list[int]]:

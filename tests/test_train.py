@@ -200,3 +200,29 @@ def test_every_schedule_warms_up_and_the_log_shows_the_rate_each_step_used(tiny_
         assert lrs[3:] == pytest.approx([1e-3] * 9)
     else:  # decays after warmup, reaching 0 only after the last step
         assert all(a > b for a, b in zip(lrs[3:], lrs[4:])) and lrs[-1] > 0
+
+
+def test_held_out_data_comes_from_its_own_split(tiny_model_dir, tmp_path):
+    """Issue 14.5: --eval-data given as a saved dataset (or hub id) was read with --split (train)."""
+    import datasets
+
+    from rewardkit.data import DataError
+
+    def save(path: Path, **splits: int) -> str:
+        datasets.DatasetDict({name: datasets.Dataset.from_list(learnable_rows(n, seed=n))
+                              for name, n in splits.items()}).save_to_disk(str(path))
+        return str(path)
+
+    both = save(tmp_path / "both", train=24, test=16, validation=8)
+    report = train(tiny_config(tiny_model_dir, tmp_path, train_data=both, eval_data=both, eval_before=False))
+    assert report["train_data"]["loaded"] == 24 and report["eval_data"]["loaded"] == 16
+    val = save(tmp_path / "val", train=24, validation=8)
+    report = train(tiny_config(tiny_model_dir, tmp_path, train_data=val, eval_data=val, eval_before=False,
+                               run_name="val"))
+    assert report["eval_data"]["loaded"] == 8  # no test split: validation is next
+    none = save(tmp_path / "none", train=24, dev=8)
+    with pytest.raises(DataError, match=r"no split 'test' or 'validation' in this dataset \(it has \['dev', 'train'\]\); pass --eval-split"):
+        train(tiny_config(tiny_model_dir, tmp_path, train_data=none, eval_data=none, run_name="none"))
+    report = train(tiny_config(tiny_model_dir, tmp_path, train_data=none, eval_data=none, eval_split="dev",
+                               eval_before=False, run_name="dev"))
+    assert report["eval_data"]["loaded"] == 8

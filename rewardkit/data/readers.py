@@ -58,7 +58,7 @@ import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,8 +124,12 @@ def read_preferences(
     skip_bad: bool = False,
     split: str = "train",
     likert: str | Mapping[str, float] | None = None,
+    split_flag: str = "--split",
 ) -> tuple[list[PreferenceExample], ReadReport]:
     """Read preference examples from a file path or hub id (optionally sliced, e.g. ``f.jsonl[:100]``).
+
+    ``split`` applies to hub ids and saved datasets: a name, or comma-separated names tried in order
+    (``"test,validation"``); ``split_flag`` is the option named in the error when none exists.
 
     ``likert`` maps Likert ``margin`` categories to numbers (a preset name, ``"category=value,…"``
     or a mapping; default Llama 2 "large", see ``rewardkit.data.margins.parse_likert``).
@@ -134,7 +138,7 @@ def read_preferences(
     path_str, window = _split_slice(spec)
     report = ReadReport(source=spec)
     examples: list[PreferenceExample] = []
-    raw = list(_raw_records(path_str, split))
+    raw = list(_raw_records(path_str, split, split_flag))
     if window is not None:
         raw = raw[window]
     for location, obj in raw:
@@ -168,17 +172,17 @@ def _split_slice(spec: str) -> tuple[str, slice | None]:
 # ---------------------------------------------------------------- raw records with their locations
 
 
-def _raw_records(path_str: str, split: str) -> Iterator[tuple[str, Any]]:
+def _raw_records(path_str: str, split: str, flag: str = "--split") -> Iterator[tuple[str, Any]]:
     path = Path(path_str).expanduser()
     name = path.name.lower()
     if not path.exists():
         if re.search(r"\.(jsonl|json|gz|parquet|csv)$", name) or path_str.startswith((".", "/", "~")):
             raise DataError(f"data file not found: {path_str}")
-        yield from _hub_records(path_str, split)
+        yield from _hub_records(path_str, split, flag)
         return
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
-            yield from _saved_dataset_records(path, path_str, split)
+            yield from _saved_dataset_records(path, path_str, split, flag)
             return
         raise DataError(f"{path_str} is a folder but not a saved Hugging Face dataset; "
                         "pass a .jsonl/.jsonl.gz/.json/.parquet/.csv file")
@@ -313,11 +317,35 @@ def _maybe_json(value: str | None) -> Any:
     return value
 
 
-def _hub_records(dataset_id: str, split: str) -> Iterator[tuple[str, Any]]:
+def split_candidates(split: str) -> list[str]:
+    """``"test,validation"`` → ["test", "validation"]: the splits to try, in order."""
+    names = [s.strip() for s in split.split(",") if s.strip()]
+    if not names:
+        raise DataError(f"no split named in {split!r}; give a split name such as 'train' or 'test'")
+    return names
+
+
+def choose_split(available: Iterable[str], split: str, where: str, flag: str) -> str:
+    """The first of ``split``'s comma-separated names that the dataset has; an error listing what it has."""
+    have = list(available)
+    for name in split_candidates(split):
+        if name in have:
+            return name
+    raise DataError(f"{where}: no split {' or '.join(map(repr, split_candidates(split)))} in this dataset (it has "
+                    f"{sorted(have)}); pass {flag} NAME")
+
+
+def _hub_records(dataset_id: str, split: str, flag: str) -> Iterator[tuple[str, Any]]:
     try:
         import datasets
 
-        ds = datasets.load_dataset(dataset_id, split=split)
+        names = split_candidates(split)
+        # One candidate is loaded directly; several need the split names first (one metadata request).
+        chosen = names[0] if len(names) == 1 else choose_split(
+            datasets.get_dataset_split_names(dataset_id), split, dataset_id, flag)
+        ds = datasets.load_dataset(dataset_id, split=chosen)
+    except DataError:
+        raise
     except Exception as e:  # offline, unknown id, gated repo, ... all reach the user the same way
         raise DataError(
             f"'{dataset_id}' is not a local file, and loading it as a Hugging Face dataset "
@@ -325,20 +353,20 @@ def _hub_records(dataset_id: str, split: str) -> Iterator[tuple[str, Any]]:
             "Pass a local .jsonl/.jsonl.gz/.json/.parquet/.csv path, or check the id and your network."
         ) from None
     for i, row in enumerate(ds):
-        yield f"{dataset_id}[{split}] row {i}", row
+        yield f"{dataset_id}[{chosen}] row {i}", row
 
 
-def _saved_dataset_records(path: Path, where: str, split: str) -> Iterator[tuple[str, Any]]:
-    """A folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+def _saved_dataset_records(path: Path, where: str, split: str, flag: str) -> Iterator[tuple[str, Any]]:
+    """A folder written by ``Dataset.save_to_disk`` (one split: read whole) / ``DatasetDict.save_to_disk``."""
     import datasets
 
     ds = datasets.load_from_disk(str(path))
+    name = "all"
     if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
-            raise DataError(f"{where}: no split '{split}' in this dataset (it has {sorted(ds)}); pass --split")
-        ds = ds[split]
+        name = choose_split(ds.keys(), split, where, flag)
+        ds = ds[name]
     for i, row in enumerate(ds):
-        yield f"{where}[{split}] row {i}", row
+        yield f"{where}[{name}] row {i}", row
 
 
 # ---------------------------------------------------------------- one record → PreferenceExample
