@@ -12,9 +12,10 @@ padded computation up to fp32 rounding (tested to 1e-4 relative on rewards and g
 ``tests/test_sharing.py``). Siblings truncated differently just share a shorter prefix.
 
 Groups are packed whole into rows of at most ``max_tokens_per_row`` tokens (first-fit decreasing;
-a group longer than the budget gets a row of its own); by default everything is one row, so no
-position is padding. Packing only decides the tensor layout of one forward pass: the caller decides
-which groups are in it, so the examples sharing an optimizer step do not change.
+a group longer than the budget gets a row of its own); by default everything is one row (on the
+``flex`` route, rows of at most ``FLEX_MAX_ROW_TOKENS``), so no position is padding. Packing only
+decides the tensor layout of one forward pass: the caller decides which groups are in it, so the
+examples sharing an optimizer step do not change.
 
 Attention routes (one interface; ``route="auto"`` picks by device):
 
@@ -23,7 +24,9 @@ Attention routes (one interface; ``route="auto"`` picks by device):
   varlen attention for CPU. Attention work is P²/2 + Σ C_k (P + C_k) per group (prefix P,
   completions C_k), not T² over the row nor G² over the group.
 - ``flex`` (CUDA default): FlexAttention with a ``BlockMask`` over the whole row (group id,
-  completion id, causal), compiled; fully masked blocks are skipped. On CPU it runs uncompiled
+  completion id, causal), compiled; fully masked blocks are skipped. The kernel is compiled for
+  static shapes, so its inputs are padded to a power-of-two ladder of shapes (``flex_shape``):
+  a handful of compilations per run instead of one per micro-batch. On CPU it runs uncompiled
   (a reference implementation that materialises scores); the tests run it there for exactness only.
 - ``dense``: one SDPA call per row with a (T×T) boolean mask. Exact but pays T² per row; kept as a
   measurement baseline.
@@ -68,6 +71,16 @@ _PREFIX = "rewardkit_shared:"
 # Decoder-only families whose only cross-token operation is attention through the attention
 # interface and whose positions come from position_ids (RoPE). Others fall back to the plain path.
 SHARING_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# The flex route's shape ladder (``flex_shape``): the smallest padded row width, and the default
+# row budget of that route. 16,384 is the GPU scoring budget (``inference.forward_token_budget``),
+# so default training and scoring passes stay one row; the cap bounds the ladder's top and the
+# (width × width) mask that ``create_block_mask`` evaluates.
+FLEX_MIN_WIDTH = 1024
+FLEX_MAX_ROW_TOKENS = 16384
+# Compiled entries kept for the flex kernel: the ladder's shapes up to the cap (5 widths) times the
+# autograd modes a run calls it in (grad for training, no_grad / inference_mode for evaluation),
+# each a separate entry; dynamo's global default of 8 would send the later ones to the unfused path.
+FLEX_RECOMPILE_LIMIT = 32
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -128,6 +141,11 @@ class PackedLayout:
     def width(self) -> int:
         return self.input_ids.shape[1]
 
+    @property
+    def flex_shape(self) -> tuple[int, int]:
+        """(rows, width) the flex route pads its attention inputs to (``flex_shape``)."""
+        return flex_shape(self.input_ids.shape[0], self.width)
+
 
 def layout_group(sequences: list[list[int]]) -> tuple[list[int], list[int], list[int], list[int]]:
     """(tokens, positions, owner, last-token offsets) of one group laid out as [prefix][c1]…[cK]."""
@@ -168,6 +186,31 @@ def pack_rows(lengths: list[int], max_tokens_per_row: int | None) -> list[list[i
             rows.append([i])
             room.append(max_tokens_per_row - lengths[i])
     return rows
+
+
+def flex_shape(rows: int, width: int) -> tuple[int, int]:
+    """(rows, width) the flex route computes attention at: each up to a power of two, width ≥ ``FLEX_MIN_WIDTH``.
+
+    The kernel is compiled for static shapes (``dynamic=False``), and the packed width changes with
+    every micro-batch: compiled at the exact shape, it recompiled per batch and, past dynamo's
+    recompile limit, fell back to the unfused path that materialises every score (one epoch of HH
+    helpful-base in 4-record micro-batches has 551 distinct widths, ``tests/test_sharing.py``; 4 on
+    this ladder). Under the default row cap there are 5 widths, 1,024 … 16,384; rows change only
+    past the cap. Only attention's inputs are padded, not the layout, so the model's other layers
+    do no extra work. The added positions follow the layout's padding convention (each its own
+    group, seeing only itself): they come after every real token of a row, or in rows of their
+    own, so no real token can see them, and FlexAttention visits one 128 × 128 block per 128 of them.
+    """
+    if rows < 1 or width < 1:
+        raise ValueError(f"a packed layout has at least one row and one column, got {rows} × {width}")
+    return 1 << (rows - 1).bit_length(), max(FLEX_MIN_WIDTH, 1 << (width - 1).bit_length())
+
+
+def row_budget(route: str, max_tokens_per_row: int | None) -> int | None:
+    """Tokens per packed row for a route: the caller's budget, or for ``flex`` by default ``FLEX_MAX_ROW_TOKENS``."""
+    if max_tokens_per_row is None and route == "flex":
+        return FLEX_MAX_ROW_TOKENS
+    return max_tokens_per_row
 
 
 def build_layout(groups: list[list[list[int]]], pad_id: int, max_tokens_per_row: int | None = None,
@@ -297,14 +340,29 @@ def _row_mask(layout: PackedLayout) -> torch.Tensor:
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention
 
-    return torch.compile(flex_attention, dynamic=False)
+    # Static shapes give the best kernels; ``flex_shape`` keeps their number small. Isolated so a
+    # model whose own attention is compiled flex does not spend this region's recompile budget.
+    return torch.compile(flex_attention, dynamic=False, recompile_limit=FLEX_RECOMPILE_LIMIT,
+                         isolate_recompiles=True)
+
+
+def _flex_kernel(device: torch.device):
+    """Compiled on GPU (the fast path); the uncompiled reference on CPU, which is exact but slow."""
+    if device.type == "cuda":
+        return _compiled_flex()
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return flex_attention
 
 
 def _block_mask(layout: PackedLayout, device: torch.device):
+    """The BlockMask at ``layout.flex_shape``: the layout's own padding convention covers the added positions."""
     if "flex" not in layout._cache:
         from torch.nn.attention.flex_attention import create_block_mask
 
-        gid, own = layout.group_id, layout.owner
+        rows, width = layout.flex_shape
+        grow = (0, width - layout.width, 0, rows - layout.input_ids.shape[0])
+        gid, own = F.pad(layout.group_id, grow, value=-1), F.pad(layout.owner, grow, value=-1)
         # Padding gets a group of its own per position (−2 − index) so every query row has a key.
         idx = torch.arange(gid.shape[1], device=gid.device)
         gid = torch.where(gid >= 0, gid, -2 - idx[None, :])
@@ -318,13 +376,17 @@ def _block_mask(layout: PackedLayout, device: torch.device):
 
 
 def _flex_attention(layout: PackedLayout, query, key, value, scaling) -> torch.Tensor:
-    from torch.nn.attention.flex_attention import flex_attention
-
+    """FlexAttention at ``layout.flex_shape`` (inputs padded to it, output cut back to the layout)."""
     block_mask = _block_mask(layout, query.device)
     enable_gqa = key.shape[1] != query.shape[1]
-    # Compiled on GPU (the fast path); the uncompiled reference on CPU, which is exact but slow.
-    fn = _compiled_flex() if query.device.type == "cuda" else flex_attention
-    return fn(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=enable_gqa)
+    rows, width = query.shape[0], query.shape[2]
+    flex_rows, flex_width = layout.flex_shape
+    if (flex_rows, flex_width) != (rows, width):
+        # F.pad's pairs run from the last dimension: head dim, tokens, heads, rows.
+        grow = (0, 0, 0, flex_width - width, 0, 0, 0, flex_rows - rows)
+        query, key, value = F.pad(query, grow), F.pad(key, grow), F.pad(value, grow)
+    out = _flex_kernel(query.device)(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=enable_gqa)
+    return out[:rows, :, :width]
 
 
 def _dispatch(base: str, module: nn.Module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
@@ -429,9 +491,10 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
     ``groups[g]`` holds the full token sequences (prompt + completion, already truncated) of one
     prompt's completions. ``shared=False`` is the plain path: all sequences padded into one batch.
     ``shared=True`` computes each group's common prefix once and packs groups into rows of at most
-    ``max_tokens_per_row`` tokens (None: one row); it falls back to the plain path, with a one-line
-    notice, for a model where it would not be exact (``supports_sharing``). ``route`` picks the
-    attention implementation of the shared path (module docstring); "auto" picks by device.
+    ``max_tokens_per_row`` tokens (None: one row; ``FLEX_MAX_ROW_TOKENS`` on the flex route); it falls
+    back to the plain path, with a one-line notice, for a model where it would not be exact
+    (``supports_sharing``). ``route`` picks the attention implementation of the shared path (module
+    docstring); "auto" picks by device.
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
@@ -445,8 +508,9 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
                 logger.warning("prefix sharing off (plain padded batches instead): %s", reason)
             shared = False
     if shared:
-        layout = build_layout(groups, pad_id, max_tokens_per_row, padding_side).to(device)
-        layout.route = default_route(device) if route == "auto" else route
+        route = default_route(device) if route == "auto" else route
+        layout = build_layout(groups, pad_id, row_budget(route, max_tokens_per_row), padding_side).to(device)
+        layout.route = route
         flat = model(None, None, packed=layout)
     else:
         seqs = [s for g in groups for s in g]

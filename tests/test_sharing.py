@@ -11,20 +11,31 @@ import json
 import logging
 import random
 
+import numpy as np
 import pytest
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification
 
+from rewardkit import sharing
 from rewardkit.batching import Encoder, TruncationStats
+from rewardkit.config import TrainConfig
+from rewardkit.data import read_preferences
 from rewardkit.data.readers import parse_record
+from rewardkit.inference import forward_token_budget, group_batches, group_tokens
 from rewardkit.model import RewardModel, load_reward_model
 from rewardkit.sharing import (
+    FLEX_MAX_ROW_TOKENS,
+    FLEX_MIN_WIDTH,
+    FLEX_RECOMPILE_LIMIT,
     build_layout,
+    flex_shape,
     group_rewards,
     pack_rows,
+    row_budget,
     shared_prefix_length,
     supports_sharing,
 )
+from rewardkit.train import make_batches
 
 from conftest import SHARED
 
@@ -166,6 +177,139 @@ def test_flex_route_rewards_match_on_cpu(tiny):
         out = group_rewards(model, groups, tok.pad_token_id, route="flex", max_tokens_per_row=64)
     for a, b in zip(ref, out):
         assert torch.allclose(a, b, atol=TOL, rtol=TOL)
+
+
+HH_HELPFUL = SHARED / "data" / "hh-rlhf" / "helpful-base.jsonl.gz"
+
+
+@pytest.fixture(scope="module")
+def hh_epoch(tiny):
+    """HH helpful-base encoded as training encodes it, and one epoch's micro-batches (TrainConfig defaults)."""
+    if not HH_HELPFUL.exists():
+        pytest.skip(f"real HH data not found at {HH_HELPFUL} (see ../shared/data/README.md)")
+    _, tok = tiny
+    cfg = TrainConfig()
+    examples, _ = read_preferences(str(HH_HELPFUL), skip_bad=True)  # a few records have an empty reply
+    encoded = Encoder(tok, max_length=cfg.max_length).encode_examples(examples)
+    lengths = [sum(len(ids) for ids in record) for record in encoded]
+    micro = [batch[j:j + cfg.micro_batch_size]  # the split of train.optimise with one process
+             for batch in make_batches(lengths, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.group_by_length)
+             for j in range(0, len(batch), cfg.micro_batch_size)]
+    return encoded, micro
+
+
+def test_flex_shape_ladder():
+    assert flex_shape(1, 1) == (1, FLEX_MIN_WIDTH)
+    assert flex_shape(1, FLEX_MIN_WIDTH) == (1, FLEX_MIN_WIDTH)
+    assert flex_shape(1, FLEX_MIN_WIDTH + 1) == (1, 2 * FLEX_MIN_WIDTH)
+    assert flex_shape(3, 5000) == (4, 8192)
+    assert flex_shape(2, FLEX_MAX_ROW_TOKENS) == (2, FLEX_MAX_ROW_TOKENS)
+    widths = {flex_shape(1, w)[1] for w in range(1, FLEX_MAX_ROW_TOKENS + 1)}
+    assert len(widths) == 5 and all(w % 128 == 0 for w in widths)  # whole FlexAttention blocks
+    with pytest.raises(ValueError, match="at least one row"):
+        flex_shape(0, 10)
+    assert row_budget("flex", None) == FLEX_MAX_ROW_TOKENS
+    assert row_budget("flex", 300) == 300 and row_budget("segments", None) is None
+
+
+def test_flex_shapes_stay_few_over_a_real_hh_epoch(tiny, hh_epoch):
+    """The compiled kernel sees a handful of shapes over a real epoch: every micro-batch of training and
+    every scoring batch of the same data at the GPU budget (evaluation runs it in another autograd mode,
+    a separate compiled entry, so both together must stay within the region's recompile limit)."""
+    _, tok = tiny
+    encoded, micro = hh_epoch
+    budget = row_budget("flex", None)
+
+    def layouts(batches):
+        return [build_layout([encoded[i] for i in b], tok.pad_token_id, budget) for b in batches]
+
+    train = layouts(micro)
+    scoring = layouts(group_batches([group_tokens(g) for g in encoded], forward_token_budget(torch.device("cuda"))))
+    packed = {tuple(lay.input_ids.shape) for lay in train}
+    assert len(packed) > 100  # what the kernel saw when compiled at the exact packed shape
+    train_shapes = {lay.flex_shape for lay in train}
+    scoring_shapes = {lay.flex_shape for lay in scoring}
+    assert len(train_shapes) <= 5 and len(scoring_shapes) <= 5, (train_shapes, scoring_shapes)
+    assert len(train_shapes) + len(scoring_shapes) <= FLEX_RECOMPILE_LIMIT
+    assert all(lay.flex_shape[1] >= lay.width for lay in train + scoring)
+
+
+def test_flex_padding_costs_one_block_per_block_of_positions(tiny):
+    """The positions bucketing adds are each their own group: FlexAttention visits only the diagonal block
+    of a padding block (no block between padding and real tokens), so a wider bucket costs little attention."""
+    _, tok = tiny
+    lay = build_layout(random_groups([(90, [20, 30]), (10, [5, 6]), (8, [4, 9])], seed=3), tok.pad_token_id, 100)
+    assert tuple(lay.input_ids.shape) == (2, 140) and lay.flex_shape == (2, 1024)
+    mask = sharing._block_mask(lay, torch.device("cpu"))
+    visited = mask.kv_num_blocks + (mask.full_kv_num_blocks if mask.full_kv_num_blocks is not None else 0)
+    first_padding_block = -(-lay.width // 128)  # blocks from here on hold padding only
+    assert visited[:, 0, first_padding_block:].eq(1).all()
+
+
+def spy_kernel(monkeypatch, kernel=None) -> list[tuple[int, ...]]:
+    """Record the query shape of every flex kernel call (the kernel itself: the CPU reference unless given)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    seen: list[tuple[int, ...]] = []
+
+    def spy(query, *args, **kw):
+        seen.append(tuple(query.shape))
+        return (kernel or flex_attention)(query, *args, **kw)
+
+    monkeypatch.setattr(sharing, "_flex_kernel", lambda device: spy)
+    return seen
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_flex_route_padding_to_the_ladder_keeps_rewards(tiny, hh_epoch, monkeypatch, padding_side):
+    """Real HH micro-batches: the kernel runs on the ladder's padded shape, and rewards match the plain path."""
+    model, tok = tiny
+    encoded, micro = hh_epoch
+    seen = spy_kernel(monkeypatch)
+    # The two narrowest micro-batches (the CPU reference materialises every score), and one of them in
+    # rows of at most 120 tokens (3 rows here), so whole padding rows are added too.
+    small = sorted(micro, key=lambda b: sum(group_tokens(encoded[i]) for i in b))[:2]
+    cases = [([encoded[i] for i in b], None) for b in small] + [([encoded[i] for i in small[0]], 120)]
+    padded_rows = 0
+    for groups, budget in cases:
+        lay = build_layout(groups, tok.pad_token_id, row_budget("flex", budget), padding_side)
+        assert lay.flex_shape[1] > lay.width  # the padded positions are really there
+        padded_rows += lay.flex_shape[0] > lay.input_ids.shape[0]
+        seen.clear()
+        with torch.no_grad():
+            ref = group_rewards(model, groups, tok.pad_token_id, shared=False)
+            out = group_rewards(model, groups, tok.pad_token_id, route="flex", max_tokens_per_row=budget,
+                                padding_side=padding_side)
+        layers = model.hf.config.num_hidden_layers
+        assert seen[:1] * layers == seen and seen[0][0::2] == lay.flex_shape, (seen, lay.flex_shape)
+        for a, b in zip(ref, out):
+            assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)
+    assert padded_rows >= 1
+
+
+def test_flex_kernel_compiles_once_per_ladder_shape(tiny, monkeypatch):
+    """Through dynamo (CPU, a counting backend): layouts of five widths compile once per ladder shape,
+    so each micro-batch's fresh BlockMask and mask_mod closure are not a reason to recompile."""
+    from torch._dynamo.testing import CompileCounter
+    from torch.nn.attention.flex_attention import flex_attention
+
+    model, tok = tiny
+    counter = CompileCounter()
+    compiled = torch.compile(flex_attention, backend=counter, dynamic=False, recompile_limit=FLEX_RECOMPILE_LIMIT,
+                             isolate_recompiles=True)
+    seen = spy_kernel(monkeypatch, compiled)
+    sizes = [[(30, [5, 12])], [(60, [7, 3]), (9, [4, 4])], [(200, [40, 60])], [(500, [100, 200])],
+             [(900, [100, 200])]]
+    for i, size in enumerate(sizes):
+        groups = random_groups(size, seed=10 + i)
+        with torch.no_grad():
+            out = group_rewards(model, groups, tok.pad_token_id, route="flex")
+            ref = group_rewards(model, groups, tok.pad_token_id, shared=False)
+        for a, b in zip(ref, out):
+            assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)
+    widths = {shape[2] for shape in seen}
+    assert widths == {1024, 2048}
+    assert counter.frame_count == len(widths)
 
 
 def test_gradient_checkpointing_recomputes_with_the_shared_layout(tiny_model_dir):
