@@ -2,8 +2,17 @@
 
 ``AutoModelForSequenceClassification.from_pretrained(folder)`` loads it and scores the same
 rewards as rewardkit (the saved tokenizer's pad id differs from eos, so transformers' own pooling
-finds the same last real token); ``rewardkit.json`` records the pooling rule, template, max length
-and the held-out reward statistics used to normalise scores.
+finds the same last real token); ``rewardkit.json`` records the pooling rule, template, max length,
+the tokenizer's padding side and the held-out reward statistics used to normalise scores.
+
+**Padding side.** The saved tokenizer pads on the **right** (``padding_side`` in its config and
+``tokenizer_padding_side`` in ``rewardkit.json``), which is what makes plain transformers agree with
+rewardkit: transformers numbers positions 0, 1, … along the padded row unless given ``position_ids``,
+so a left-padded sequence is scored with its positions shifted by its padding. For rotary models
+(Llama, SmolLM2, Qwen, Mistral) the shift cancels up to rounding, since attention sees only relative
+offsets; for learned absolute positions (GPT-2, OPT) it changes the reward. A user who pads on the
+left must pass ``position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)`` (rewardkit does this
+itself, so its rewards do not depend on the side). Tested for both sides on Llama and GPT-2.
 """
 
 from __future__ import annotations
@@ -28,9 +37,16 @@ def save_checkpoint(folder: str | Path, model: RewardModel, tokenizer: PreTraine
     folder.mkdir(parents=True, exist_ok=True)
     model.hf.config.pad_token_id = tokenizer.pad_token_id
     model.hf.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    # The saved tokenizer pads on the right, so `tokenizer(texts, padding=True)` in plain transformers gives the
+    # same rewards as rewardkit for every architecture (module docstring: left padding shifts positions).
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "right"
+    try:
+        tokenizer.save_pretrained(folder)
+    finally:
+        tokenizer.padding_side = side
     meta = {"pooling": POOLING_RULE, "template": encoder.template, "max_length": encoder.max_length,
-            "pad_token_id": tokenizer.pad_token_id, **metadata}
+            "pad_token_id": tokenizer.pad_token_id, "tokenizer_padding_side": "right", **metadata}
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return folder
 

@@ -24,7 +24,9 @@ CHATML = (
 )
 
 
-def build_tiny_model(folder: Path, pad_equals_eos: bool = True, layers: int = 2, seed: int = 0) -> Path:
+def build_tiny_model(folder: Path, pad_equals_eos: bool = True, layers: int = 2, seed: int = 0,
+                     arch: str = "llama") -> Path:
+    """``arch``: 'llama' (rotary positions) or 'gpt2' (learned absolute positions, which padding can shift)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -47,6 +49,12 @@ def build_tiny_model(folder: Path, pad_equals_eos: bool = True, layers: int = 2,
     folder.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(folder)
     torch.manual_seed(seed)
+    if arch == "gpt2":
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        GPT2LMHeadModel(GPT2Config(vocab_size=len(fast), n_embd=64, n_layer=layers, n_head=4, n_positions=512,
+                                   bos_token_id=1, eos_token_id=2, pad_token_id=fast.pad_token_id)).save_pretrained(folder)
+        return folder
     config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=1, eos_token_id=2, pad_token_id=fast.pad_token_id, tie_word_embeddings=True)

@@ -62,7 +62,11 @@ def test_run_folder_contents(trained):
     assert meta["reward_std"] > 0 and meta["reward_stats_source"] == "eval"
 
 
-def test_plain_transformers_loads_checkpoint_and_scores_identically(trained):
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_plain_transformers_loads_checkpoint_and_scores_identically(trained, side):
+    """Issue 14.8: the saved tokenizer pads right (equal rewards as loaded); a user who pads left gets equal
+    rewards by passing position ids from the mask, as the checkpoint docs say (for this rotary model the
+    default position ids would do too: the printed difference; GPT-2 below is where they do not)."""
     report, _ = trained
     run = report["run_dir"]
     model, encoder, _ = load_checkpoint(run)
@@ -76,12 +80,17 @@ def test_plain_transformers_loads_checkpoint_and_scores_identically(trained):
     hf = AutoModelForSequenceClassification.from_pretrained(run).eval()
     tok = AutoTokenizer.from_pretrained(run)
     assert tok.pad_token_id != tok.eos_token_id
+    assert tok.padding_side == "right" and read_metadata(run)["tokenizer_padding_side"] == "right"
+    tok.padding_side = side
     texts = [tok.decode(x) for x in ids]
     batch = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-    assert batch["input_ids"][-1, len(ids[-1]) - 1] == tok.eos_token_id
+    assert batch["input_ids"][-1, len(ids[-1]) - 1 if side == "right" else -1] == tok.eos_token_id
+    extra = {"position_ids": (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)} if side == "left" else {}
     with torch.no_grad():
-        theirs = hf(**batch).logits.squeeze(-1).double().numpy()
+        theirs = hf(**batch, **extra).logits.squeeze(-1).double().numpy()
+        plain = hf(**batch).logits.squeeze(-1).double().numpy()
     assert abs(ours - theirs).max() < 1e-4
+    print(f"{side} padding, default position ids: max |Δr| = {abs(ours - plain).max():.2e}")
 
 
 def test_make_batches_covers_every_pair_once():
@@ -226,3 +235,37 @@ def test_held_out_data_comes_from_its_own_split(tiny_model_dir, tmp_path):
     report = train(tiny_config(tiny_model_dir, tmp_path, train_data=none, eval_data=none, eval_split="dev",
                                eval_before=False, run_name="dev"))
     assert report["eval_data"]["loaded"] == 8
+
+
+def test_absolute_position_models_need_the_saved_right_padding(tmp_path):
+    """Issue 14.8 where it bites: GPT-2 learns absolute positions, so left padding with transformers' default
+    position ids changes its rewards; the checkpoint's right-padding tokenizer (or position ids from the mask)
+    gives rewardkit's rewards."""
+    from conftest import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / "gpt2", arch="gpt2")
+    data = write_jsonl(tmp_path / "t.jsonl", learnable_rows(16, seed=4))
+    run = train(TrainConfig(model=str(model_dir), train_data=str(data), output_dir=str(tmp_path / "runs"),
+                            run_name="g", batch_size=8, max_length=64, eval_before=False, learning_rate=1e-3,
+                            padding_side="left"))["run_dir"]
+    model, encoder, meta = load_checkpoint(run)
+    assert meta["padding_side"] == "left" and meta["tokenizer_padding_side"] == "right"
+    rows = learnable_rows(4, seed=5)
+    ids = encoder.encode_many([([{"role": "user", "content": r["prompt"] * (i + 1)}],
+                                [{"role": "assistant", "content": r["chosen"]}]) for i, r in enumerate(rows)])
+    ours = score_token_ids(model, ids, encoder.tokenizer.pad_token_id)
+    hf = AutoModelForSequenceClassification.from_pretrained(run).eval()
+    tok = AutoTokenizer.from_pretrained(run)
+    texts = [tok.decode(x) for x in ids]
+    rewards = {}
+    for side in ("right", "left"):
+        tok.padding_side = side
+        batch = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            rewards[side] = hf(**batch).logits.squeeze(-1).double().numpy()
+            if side == "left":
+                positions = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+                rewards["left+positions"] = hf(**batch, position_ids=positions).logits.squeeze(-1).double().numpy()
+    assert abs(ours - rewards["right"]).max() < 1e-4
+    assert abs(ours - rewards["left+positions"]).max() < 1e-4
+    assert abs(ours - rewards["left"]).max() > 1e-3  # the trap the saved padding side avoids
