@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from rewardkit.data.record import PreferenceExample, completion_text
+from rewardkit.errors import UserError
 from rewardkit.losses import sigmoid
 from rewardkit.rewardbench import (
     TIES_WEIGHTS,
@@ -410,11 +411,12 @@ def metrics_from_rewards(
     if len(examples) != len(rewards):
         raise ValueError(f"{len(examples)} examples but {len(rewards)} reward arrays")
     if not all(np.isfinite(r).all() for r in rewards):
-        raise FloatingPointError("evaluation produced non-finite rewards; the model has diverged")
+        raise UserError("evaluation produced non-finite rewards (NaN/inf): the model has diverged; use an earlier "
+                        "checkpoint, or retrain with a lower --learning-rate")
     pairs = pair_table(examples, rewards)
     strict = pairs.select(~pairs.tied)
     if not len(strict):
-        raise ValueError("no strict preference pairs to evaluate: every pair in the data is a tie")
+        raise UserError("no strict preference pairs to evaluate: every pair in the data is a tie")
     boot = Bootstrap(prompt_groups(examples), bootstrap_samples, seed)
     correct = (strict.r_a > strict.r_b).astype(np.float64)
 
@@ -461,7 +463,8 @@ def metrics_from_rewards(
         result["subsets"] = subsets
     result["bootstrap"] = boot.describe()
     if not all(math.isfinite(v) for v in (result["accuracy"], result["mean_margin"])):
-        raise FloatingPointError("evaluation produced non-finite rewards; the model has diverged")
+        raise UserError("evaluation produced non-finite rewards (NaN/inf): the model has diverged; use an earlier "
+                        "checkpoint, or retrain with a lower --learning-rate")
     return result
 
 
@@ -526,7 +529,7 @@ def rewardbench_metrics(examples: list[PreferenceExample], rewards: list[np.ndar
         return out
     sec = section_scores(acc, count, section_map)
     if not sec["sections"]:
-        raise ValueError(f"none of the data's subsets {names} is in the section map {section_map.name!r}; "
+        raise UserError(f"none of the data's subsets {names} is in the section map {section_map.name!r}; "
                          "give each record a 'subset' named in the map, or pass a map that names them")
     out["accuracy"] = float(sec["overall"])
     out["sections"] = {k: float(v) for k, v in sec["sections"].items()}
