@@ -25,18 +25,34 @@ from transformers import PreTrainedTokenizerBase
 
 from rewardkit.batching import Encoder
 from rewardkit.errors import UserError
-from rewardkit.model import RewardModel, load_reward_model
+from rewardkit.lora import (
+    ADAPTER_DIR,
+    LoraAdapter,
+    is_adapter_folder,
+    load_adapter_model,
+    save_adapter,
+    save_merged,
+)
+from rewardkit.model import RewardModel, load_reward_model, load_tokenizer
 from rewardkit.pooling import POOLING_RULE
 
 METADATA_FILE = "rewardkit.json"
 
 
 def save_checkpoint(folder: str | Path, model: RewardModel, tokenizer: PreTrainedTokenizerBase, encoder: Encoder,
-                    **metadata: Any) -> Path:
+                    *, lora_adapter: LoraAdapter | None = None, lora_save: str = "merged", **metadata: Any) -> Path:
+    """The model (a LoRA model: merged, with its adapter in ``lora-adapter/``, or the adapter alone with
+    ``lora_save="adapter"``), its tokenizer and ``rewardkit.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.hf.config.pad_token_id = tokenizer.pad_token_id
-    model.hf.save_pretrained(folder)
+    if lora_adapter is None:
+        model.hf.save_pretrained(folder)
+    elif lora_save == "adapter":
+        save_adapter(lora_adapter, folder)
+    else:
+        save_merged(model, folder)
+        save_adapter(lora_adapter, folder / ADAPTER_DIR)
     # The saved tokenizer pads on the right, so `tokenizer(texts, padding=True)` in plain transformers gives the
     # same rewards as rewardkit for every architecture (module docstring: left padding shifts positions).
     side = tokenizer.padding_side
@@ -81,12 +97,20 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(name_or_path: str, max_length: int | None = None, template: str | None = None
                     ) -> tuple[RewardModel, Encoder, dict[str, Any]]:
-    """Load a rewardkit checkpoint (or a bare backbone) with the encoder it was trained with."""
+    """Load a rewardkit checkpoint (or a bare backbone) with the encoder it was trained with; an adapter-only
+    LoRA checkpoint is loaded onto its base model (``base_model`` in ``rewardkit.json``) and merged."""
     check_finished_run(name_or_path)
     meta = read_metadata(name_or_path) if Path(name_or_path).is_dir() else {}
     if meta and meta.get("pooling", POOLING_RULE) != POOLING_RULE:
         raise UserError(f"{name_or_path}: pooling rule {meta['pooling']!r} is not supported by this rewardkit")
-    model, tok = load_reward_model(name_or_path)
+    if is_adapter_folder(name_or_path):
+        if not meta.get("base_model"):
+            raise UserError(f"{name_or_path}: a LoRA adapter without a recorded base model ('base_model' in "
+                            f"{METADATA_FILE}); load it with peft onto its base model")
+        base, tok = load_reward_model(meta["base_model"], tokenizer=load_tokenizer(str(name_or_path)))
+        model = load_adapter_model(name_or_path, base)
+    else:
+        model, tok = load_reward_model(name_or_path)
     encoder = Encoder(tok, max_length=max_length or meta.get("max_length", 1024),
                       template=template or meta.get("template", "auto"))
     return model, encoder, meta

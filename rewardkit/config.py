@@ -116,6 +116,16 @@ class TrainConfig(ConfigBase):
     mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"), help="'no', 'bf16' or 'fp16' (GPU). Keep 'no' on CPU: bf16 matmuls are far slower there.")
     trainable_layers: int = _f(0, within="[0, inf)", help="Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
                                "Cuts the backward pass to those blocks: a cheaper partial fine-tune.")
+    lora_r: int = _f(0, within="[0, inf)", help="LoRA rank (peft): train rank-r adapters on the blocks' linear layers "
+                     "plus the whole score head, which is saved with them; 0 trains the model's own weights.")
+    lora_alpha: float = _f(16.0, within="(0, inf)", help="LoRA α: the adapters' update is scaled by α / r.")
+    lora_dropout: float = _f(0.0, within="[0, 1)", help="Dropout on the adapters' input. With 0, prefix-shared "
+                             "training computes exactly what padded training computes.")
+    lora_target_modules: str = _f("all-linear", help="Layers that get adapters: 'all-linear' (every linear layer of "
+                                  "the blocks) or module names, e.g. 'q_proj,k_proj,v_proj,o_proj'.")
+    lora_save: str = _f("merged", choices=("merged", "adapter"), help="How a LoRA run's model is saved: 'merged' (a "
+                        "plain sequence-classification checkpoint that plain transformers loads, adapter beside it in "
+                        "lora-adapter/) or 'adapter' (peft's adapter + head only, loaded onto --model).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
     save_every: int = _f(0, within="[0, inf)", help="Write a checkpoint every N optimizer steps (and at the last step) under "
                          "<run>/checkpoints/step-N, atomically; 0: only the final model.")
@@ -127,6 +137,12 @@ class TrainConfig(ConfigBase):
                             "stop the run (the last checkpoint stays usable).")
     report_to: str = _f("none", choices=("none", "tensorboard", "wandb"), help="Also log the metrics to 'tensorboard' (<run>/tensorboard) or 'wandb' (offline unless "
                         "WANDB_MODE says otherwise), through accelerate's trackers; 'none' writes metrics.jsonl only.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.lora_r and self.trainable_layers:
+            raise ConfigError("--lora-r and --trainable-layers both choose what trains: LoRA trains adapters on every "
+                              "block, --trainable-layers the top blocks' own weights; pass one of them")
 
 
 @dataclass

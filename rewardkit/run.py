@@ -49,7 +49,8 @@ STATE_FILE = "trainer_state.pt"
 RUN_FILES = ("metrics.jsonl", "report.json", "report.md", "eval_rewards.jsonl", "train_config.json")
 MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
                "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json",
-               "merges.txt", "rewardkit.json", "rewardkit_judge.json")
+               "merges.txt", "rewardkit.json", "rewardkit_judge.json", "adapter_config.json",
+               "adapter_model.safetensors", "README.md")
 # Fields that change how a run is watched or saved, not what it computes: a resumed run may change them.
 MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "save_every", "keep_checkpoints", "report_to", "log_every",
                                   "eval_every", "max_bad_steps"})
@@ -241,7 +242,7 @@ def check_resumable(run_dir: Path, cfg: Any) -> None:
 
 def clear_run(run_dir: Path) -> None:
     """--overwrite: remove an old run's files (metrics, reports, checkpoints, final model) but nothing else."""
-    for name in (*RUN_FILES, CHECKPOINTS, "tensorboard", ".tmp-final"):
+    for name in (*RUN_FILES, CHECKPOINTS, "tensorboard", ".tmp-final", "lora-adapter"):
         path = run_dir / name
         if path.is_dir():
             shutil.rmtree(path)

@@ -35,6 +35,7 @@ from rewardkit.data import PreferenceExample, ReadReport, read_preferences
 from rewardkit.data.transforms import drop_ties, flatten_rankings
 from rewardkit.evaluate import metrics_from_rewards
 from rewardkit.inference import RewardModelScorer, Scorer, score
+from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
 from rewardkit.losses import check_record, record_loss
 from rewardkit.model import freeze_lower_layers, load_reward_model
 from rewardkit.run import Resumed, Run, load_weights
@@ -110,7 +111,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- model and data
     model, tokenizer = load_reward_model(cfg.model)
-    n_trainable = freeze_lower_layers(model, cfg.trainable_layers)
+    lora = (apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+            if cfg.lora_r else None)
+    n_trainable = (sum(p.numel() for p in model.parameters() if p.requires_grad) if lora
+                   else freeze_lower_layers(model, cfg.trainable_layers))
     if cfg.gradient_checkpointing:
         model.hf.activation_checkpointing_enable({"use_reentrant": False})
     encoder = Encoder(tokenizer, max_length=cfg.max_length, template=cfg.template)
@@ -143,7 +147,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     pad_id, world = tokenizer.pad_token_id, accelerator.num_processes
     plain = accelerator.unwrap_model(model)
-    resumed = run.resume(lambda folder: load_weights(plain.hf, folder), optimizer, scheduler)
+    resumed = run.resume(lambda folder: (load_adapter_weights(lora, folder / ADAPTER_DIR) if lora
+                                         else load_weights(plain.hf, folder)), optimizer, scheduler)
     if resumed:
         say(f"resumed from {resumed.checkpoint} at step {resumed.step} of {total_steps}")
 
@@ -162,12 +167,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
         return result
 
-    def save_model(folder: Path, **stats: Any) -> None:
+    lora_meta = ({"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
+                  "target_modules": cfg.lora_target_modules} if lora else None)
+
+    def save_model(folder: Path, final: bool = False, **stats: Any) -> None:
         if not stats and last_eval:  # a periodic checkpoint carries the latest held-out statistics
             r = last_eval["result"]
             stats = {"reward_mean": r["reward_mean"], "reward_std": r["reward_std"],
                      "reward_stats_source": f"eval at step {last_eval['step']}"}
-        save_checkpoint(folder, plain, tokenizer, encoder, base_model=cfg.model, padding_side=cfg.padding_side, **stats)
+        # Periodic checkpoints are always merged + adapter (loadable, and resumable from the adapter).
+        lora_save = cfg.lora_save if final else "merged"
+        save_checkpoint(folder, plain, tokenizer, encoder, lora_adapter=lora, lora_save=lora_save, base_model=cfg.model,
+                        padding_side=cfg.padding_side, **({"lora": {**lora_meta, "saved": lora_save}} if lora else {}),
+                        **stats)
 
     if resumed:
         before = resumed.evals.get(0)
@@ -207,7 +219,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "resumed_from": str(resumed.checkpoint) if resumed else None,
     }
     accelerator.wait_for_everyone()
-    run.save_final(lambda folder: save_model(folder, reward_mean=reward_mean, reward_std=reward_std,
+    run.save_final(lambda folder: save_model(folder, final=True, reward_mean=reward_mean, reward_std=reward_std,
                                              reward_stats_source=stats_source), METADATA_FILE)
     if main:
         (run.dir / "report.json").write_text(json.dumps(report, indent=2))

@@ -98,6 +98,9 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     main, say = accelerator.is_main_process, accelerator.print
     set_seed(cfg.seed)
     check_train_config(cfg)
+    if cfg.lora_r:
+        raise UserError("--lora-r is not implemented for GenRM training yet (the LM head would need the adapter "
+                        "too); train a GenRM with --trainable-layers N for a cheaper partial fine-tune")
     if cfg.template != "auto":
         raise UserError("a GenRM is rendered with its judge template; set --judge-template, not --template")
     run = Run.open(accelerator, cfg, "genrm-%Y%m%d-%H%M%S")
