@@ -155,20 +155,24 @@ class RewardModel(nn.Module):
         return self.hf.config
 
     def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, *,
-                packed: PackedLayout | None = None) -> torch.Tensor:
+                packed: PackedLayout | None = None, all_heads: bool = False) -> torch.Tensor:
+        """Rewards (n,), read from the score layer's first output; with ``all_heads`` every output (n, heads)
+        (a score layer with more than one output: ``rewardkit.heads``)."""
         if packed is not None:  # prefix-shared, packed groups; through forward so DDP wrappers see the call
             from rewardkit.sharing import packed_forward
 
-            return packed_forward(self, packed)
-        backbone = getattr(self.hf, self.hf.base_model_prefix)
-        out = backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        )
-        pooled = pool_last(out.last_hidden_state, attention_mask)
-        return self.hf.score(pooled).squeeze(-1).float()
+            scores = packed_forward(self, packed)
+        else:
+            backbone = getattr(self.hf, self.hf.base_model_prefix)
+            out = backbone(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask),
+                use_cache=False,
+            )
+            scores = self.hf.score(pool_last(out.last_hidden_state, attention_mask))
+        scores = scores.reshape(scores.shape[0], -1).float()
+        return scores if all_heads else scores[:, 0]
 
 
 def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:

@@ -485,7 +485,7 @@ _warned: set[str] = set()
 
 def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, *, shared: bool = True,
                   max_tokens_per_row: int | None = None, padding_side: str = "right",
-                  route: str = "auto") -> list[torch.Tensor]:
+                  route: str = "auto", all_heads: bool = False) -> list[torch.Tensor]:
     """Rewards r(x, y_k) (eq. 1–2) of each group's K completions, differentiable; one tensor of K per group.
 
     ``groups[g]`` holds the full token sequences (prompt + completion, already truncated) of one
@@ -494,7 +494,8 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
     ``max_tokens_per_row`` tokens (None: one row; ``FLEX_MAX_ROW_TOKENS`` on the flex route); it falls
     back to the plain path, with a one-line notice, for a model where it would not be exact
     (``supports_sharing``). ``route`` picks the attention implementation of the shared path (module
-    docstring); "auto" picks by device.
+    docstring); "auto" picks by device. ``all_heads``: each group's tensor is (K, heads), every output of
+    the score layer (ODIN's quality and length heads, ``rewardkit.heads``), instead of the reward alone.
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
@@ -511,11 +512,11 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
         route = default_route(device) if route == "auto" else route
         layout = build_layout(groups, pad_id, row_budget(route, max_tokens_per_row), padding_side).to(device)
         layout.route = route
-        flat = model(None, None, packed=layout)
+        flat = model(None, None, packed=layout, all_heads=all_heads)
     else:
         seqs = [s for g in groups for s in g]
         if not seqs or any(len(s) == 0 for s in seqs):
             raise ValueError("group_rewards needs at least one group, and every sequence at least one token")
         ids, mask = pad_batch(seqs, pad_id, padding_side)
-        flat = model(ids.to(device), mask.to(device))
+        flat = model(ids.to(device), mask.to(device), all_heads=all_heads)
     return list(torch.split(flat, [len(g) for g in groups]))
