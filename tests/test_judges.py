@@ -323,9 +323,57 @@ def test_sampling_is_seeded_counts_every_outcome_and_never_guesses(judges):
     assert sum(samples.values()) == 2 * 2 * 3  # pairs × orders × samples, each counted once
     # a random tiny model does not write "[[A]]": no valid votes, so no reward is invented
     undecided = sum(1 for p in runs[0] if p["log_odds"] is None or math.isnan(p["log_odds"]))
-    assert result["undecided_examples"] == undecided
-    if undecided == 2:
-        assert result["accuracy"] == 0.0 and result["ties"] == 2
+    assert undecided == 2 and samples["ok"] == 0  # seeded, so this is what this model writes every time
+    assert result["undecided_examples"] == 2 and result["accuracy"] == 0.0 and result["ties"] == 2
+
+
+@pytest.fixture(scope="module")
+def always_a_judge(tiny_model_dir, tmp_path_factory):
+    """A judge with pure position bias: whatever it is shown, it answers "A" (a real Llama whose residual stream
+    is its embeddings, each with a large constant component, read by an untied head that only knows "A")."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = LlamaForCausalLM.from_pretrained(tiny_model_dir)
+    (a_id,) = tok("A", add_special_tokens=False)["input_ids"]
+    model.config.tie_word_embeddings = False
+    with torch.no_grad():
+        model.lm_head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=False)
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[a_id, 0] = 10.0
+        model.model.embed_tokens.weight[:, 0] = 100.0
+        for layer in model.model.layers:  # no block writes to the residual stream
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.norm.weight.fill_(1.0)
+    out = tmp_path_factory.mktemp("judge") / "always-a"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return load_judge(str(out), kind="pairwise", template=SHORT["pairwise"], system_prompt="")
+
+
+def test_sampled_votes_of_the_second_order_count_for_the_response_shown_as_a(always_a_judge):
+    """Sample mode, both orders: the second order shows j as A, so its "A" votes are votes for j. A judge that
+    always says "A" then gives every pair log-odds exactly 0 and flips on every pair; shown once, it looks sure."""
+    examples = pairs(4)
+    examples[1] = PreferenceExample(prompt=examples[1].prompt, completions=examples[1].completions[::-1],
+                                    ranking=[1, 0])  # chosen second in the record
+    both = score(JudgeScorer(always_a_judge, mode="sample", samples=3, max_new_tokens=1, seed=7), examples)
+    assert both.stats["samples"] == {"ok": 4 * 2 * 3, "unparseable": 0, "ambiguous": 0, "invalid": 0}
+    assert both.stats["position_a_rate"] == 1.0 and both.stats["flips"] == 4 and both.stats["undecided"] == 0
+    for r, d in zip(both.rewards, both.details):
+        (p,) = d["pairs"]
+        assert p["votes_i_first"] == {"A": 3, "B": 0} and p["votes_j_first"] == {"A": 3, "B": 0}  # what it said
+        assert p["log_odds"] == 0.0 and p["flip"] is True
+        np.testing.assert_array_equal(r, [0.0, 0.0])
+    result = evaluate_judge(JudgeScorer(always_a_judge, mode="sample", samples=3, max_new_tokens=1, seed=7), examples)
+    assert result["ties"] == 4 and result["accuracy"] == 0.0  # a pure position bias earns nothing
+    # one order only: 3 votes for whoever was shown as A, log((3 + ½) / ½), for i as given
+    one = score(JudgeScorer(always_a_judge, mode="sample", samples=3, max_new_tokens=1, seed=7, order="as_given"),
+                examples)
+    for r, d in zip(one.rewards, one.details):
+        assert d["pairs"][0]["log_odds"] == pytest.approx(math.log(7.0))
+        np.testing.assert_allclose(r, [math.log(7.0) / 2, -math.log(7.0) / 2])
 
 
 def test_sampling_reads_verdicts_from_generated_text(judges):

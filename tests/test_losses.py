@@ -230,3 +230,63 @@ def test_refusals_say_what_helps_for_best_of_n_and_partial_ties():
     partial = [(0, 1, True), (0, 2, False), (1, 2, False)]
     with pytest.raises(TieError, match="--flatten-rankings --drop-ties"):
         record_loss("plackett_luce", torch.zeros(3), [0, 1, 2], partial)
+
+
+# ---------------------------------------------------------------- Plackett-Luce against brute force (issue 18)
+
+
+def _naive_plackett_luce(rewards: list[float], order: list[int]) -> float:
+    """−log P(order) under Plackett-Luce, as the definition reads: pick the best of what is left, K times."""
+    left, nll = list(order), 0.0
+    for k in order:
+        nll -= math.log(math.exp(rewards[k]) / sum(math.exp(rewards[j]) for j in left))
+        left.remove(k)
+    return nll
+
+
+def test_plackett_luce_equals_the_definition_and_is_a_distribution_over_orderings():
+    """K = 4, 5, 6 against a naive loop; exp(−L) summed over all K! orderings is 1 (a probability of each order)."""
+    import itertools
+
+    rng = torch.Generator().manual_seed(3)
+    for k in (4, 5, 6):
+        r = (torch.randn(k, generator=rng, dtype=torch.float64) * 2).tolist()
+        for order in ([*range(k)], [*range(k)][::-1], torch.randperm(k, generator=rng).tolist()):
+            got = plackett_luce_loss(torch.tensor(r, dtype=torch.float64)[order]).item()
+            assert got == pytest.approx(_naive_plackett_luce(r, order), rel=1e-12, abs=1e-12), (k, order)
+        total = sum(math.exp(-plackett_luce_loss(torch.tensor(r, dtype=torch.float64)[list(p)]).item())
+                    for p in itertools.permutations(range(k)))
+        assert total == pytest.approx(1.0, abs=1e-12), k
+
+
+def test_plackett_luce_gradient_by_hand_and_by_finite_differences():
+    """∂L/∂r_i = −1 + Σ_{stages k up to i's place} softmax_k(r)_i: each stage i survives takes its share, the
+    stage that picks it gives −1 (the last stage, where one item is left, contributes 0)."""
+    torch.manual_seed(5)
+    for k in (2, 4, 5):
+        r = (torch.randn(k, dtype=torch.float64) * 1.5).requires_grad_(True)
+        plackett_luce_loss(r).backward()
+        hand = []
+        for i in range(k):
+            g = -1.0 if i < k - 1 else 0.0
+            for stage in range(min(i + 1, k - 1)):
+                tail = [math.exp(x) for x in r.detach().tolist()[stage:]]
+                g += tail[i - stage] / sum(tail)
+            hand.append(g)
+        assert r.grad.tolist() == pytest.approx(hand, abs=1e-12), k
+        assert torch.autograd.gradcheck(plackett_luce_loss, (r.detach().clone().requires_grad_(True),))
+
+
+def test_plackett_luce_through_record_loss_follows_the_ranking():
+    """A non-identity ranking: record_loss must put the rewards in ranking order (best first), nowhere else."""
+    from rewardkit.data.record import PreferenceExample
+
+    ex = PreferenceExample(prompt=[], completions=[[{"role": "assistant", "content": str(i)}] for i in range(4)],
+                           ranking=[2, 0, 3, 1])
+    r = torch.tensor([0.4, -1.2, 2.0, 0.1], dtype=torch.float64, requires_grad=True)
+    loss = record_loss("plackett_luce", r, ex.ranking, ex.preference_pairs())
+    assert loss.item() == pytest.approx(_naive_plackett_luce(r.tolist(), ex.ranking), rel=1e-12)
+    assert abs(loss.item() - _naive_plackett_luce(r.tolist(), [0, 1, 2, 3])) > 0.5  # the identity would differ
+    loss.backward()
+    # the best-ranked completion is pushed up, the worst-ranked down
+    assert r.grad[2].item() < 0 < r.grad[1].item()
