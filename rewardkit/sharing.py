@@ -142,6 +142,12 @@ class PackedLayout:
         return self.input_ids.shape[1]
 
     @property
+    def attention_calls(self) -> int:
+        """Attention layer calls that computed this layout (``group_rewards`` checks that the packed path ran).
+        Kept in ``_cache``, which a wrapper's shallow copy of the layout (``dataclasses.replace``) shares."""
+        return self._cache.get("attention_calls", 0)
+
+    @property
     def flex_shape(self) -> tuple[int, int]:
         """(rows, width) the flex route pads its attention inputs to (``flex_shape``)."""
         return flex_shape(self.input_ids.shape[0], self.width)
@@ -404,6 +410,7 @@ def _dispatch(base: str, module: nn.Module, query, key, value, attention_mask, s
     for name in ("sliding_window", "softcap", "s_aux"):
         if kwargs.get(name) is not None:
             raise RuntimeError(f"prefix sharing does not implement attention with {name}; use shared=False")
+    layout._cache["attention_calls"] = layout.attention_calls + 1
     if layout.route == "segments":
         out = _segments_attention(layout, query, key, value, scaling, dropout)
     elif layout.route == "flex":
@@ -483,9 +490,23 @@ def packed_forward(model: nn.Module, layout: PackedLayout) -> torch.Tensor:
 _warned: set[str] = set()
 
 
+class GroupRewards(list):
+    """What :func:`group_rewards` returns: the list of per-group reward tensors, and which path computed them.
+
+    ``path`` is ``"shared"`` (prefix-shared, packed: set only after the model's attention layers consumed the
+    packed layout, ``attention_calls``) or ``"padded"``; ``route`` the shared path's attention route; ``reason``
+    why sharing was asked for but not taken (None otherwise). Callers record these (``ScoreResult.path``, a
+    training report's ``prefix_sharing``), so a test can check the path it names really ran.
+    """
+
+    def __init__(self, rewards: list[torch.Tensor], path: str, route: str | None = None, reason: str | None = None):
+        super().__init__(rewards)
+        self.path, self.route, self.reason = path, route, reason
+
+
 def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, *, shared: bool = True,
                   max_tokens_per_row: int | None = None, padding_side: str = "right",
-                  route: str = "auto", all_heads: bool = False) -> list[torch.Tensor]:
+                  route: str = "auto", all_heads: bool = False) -> GroupRewards:
     """Rewards r(x, y_k) (eq. 1–2) of each group's K completions, differentiable; one tensor of K per group.
 
     ``groups[g]`` holds the full token sequences (prompt + completion, already truncated) of one
@@ -496,11 +517,13 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
     (``supports_sharing``). ``route`` picks the attention implementation of the shared path (module
     docstring); "auto" picks by device. ``all_heads``: each group's tensor is (K, heads), every output of
     the score layer (ODIN's quality and length heads, ``rewardkit.heads``), instead of the reward alone.
+    The result is a list that also says which path ran (:class:`GroupRewards`).
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
     inner = getattr(model, "module", model)
     device = next(inner.parameters()).device
+    reason = None
     if shared:
         reason = sharing_unsupported_reason(inner)
         if reason:
@@ -513,10 +536,13 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
         layout = build_layout(groups, pad_id, row_budget(route, max_tokens_per_row), padding_side).to(device)
         layout.route = route
         flat = model(None, None, packed=layout, all_heads=all_heads)
-    else:
-        seqs = [s for g in groups for s in g]
-        if not seqs or any(len(s) == 0 for s in seqs):
-            raise ValueError("group_rewards needs at least one group, and every sequence at least one token")
-        ids, mask = pad_batch(seqs, pad_id, padding_side)
-        flat = model(ids.to(device), mask.to(device), all_heads=all_heads)
-    return list(torch.split(flat, [len(g) for g in groups]))
+        if not layout.attention_calls:  # the rows would have been computed as plain causal sequences: wrong
+            raise RuntimeError("the packed layout never reached the model's attention layers (transformers did not "
+                               "forward it to the attention interface); use shared=False")
+        return GroupRewards(torch.split(flat, [len(g) for g in groups]), "shared", route=route)
+    seqs = [s for g in groups for s in g]
+    if not seqs or any(len(s) == 0 for s in seqs):
+        raise ValueError("group_rewards needs at least one group, and every sequence at least one token")
+    ids, mask = pad_batch(seqs, pad_id, padding_side)
+    flat = model(ids.to(device), mask.to(device), all_heads=all_heads)
+    return GroupRewards(torch.split(flat, [len(g) for g in groups]), "padded", reason=reason)

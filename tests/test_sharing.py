@@ -72,17 +72,21 @@ def objective(rewards: list[torch.Tensor]) -> torch.Tensor:
     return total
 
 
-def rewards_and_grads(model, groups, pad_id, **kw):
+def rewards_and_grads(model, groups, pad_id, path: str, **kw):
+    """Rewards and gradients, checking that ``group_rewards`` took ``path`` (what it reports having run)."""
     model.zero_grad(set_to_none=True)
     rewards = group_rewards(model, groups, pad_id, **kw)
+    assert rewards.path == path, (rewards.path, rewards.reason)
+    if path == "shared":  # the route asked for ran ("auto" is segments on CPU)
+        assert rewards.route == {"auto": "segments"}.get(kw.get("route", "auto"), kw.get("route")), rewards.route
     objective(rewards).backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
     return [r.detach() for r in rewards], grads
 
 
 def assert_same(model, groups, pad_id, **shared_kw):
-    ref_r, ref_g = rewards_and_grads(model, groups, pad_id, shared=False)
-    r, g = rewards_and_grads(model, groups, pad_id, shared=True, **shared_kw)
+    ref_r, ref_g = rewards_and_grads(model, groups, pad_id, "padded", shared=False)
+    r, g = rewards_and_grads(model, groups, pad_id, "shared", shared=True, **shared_kw)
     assert [len(x) for x in r] == [len(grp) for grp in groups]
     for a, b in zip(ref_r, r):
         assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)
@@ -175,6 +179,7 @@ def test_flex_route_rewards_match_on_cpu(tiny):
     with torch.no_grad():
         ref = group_rewards(model, groups, tok.pad_token_id, shared=False)
         out = group_rewards(model, groups, tok.pad_token_id, route="flex", max_tokens_per_row=64)
+    assert (ref.path, out.path, out.route) == ("padded", "shared", "flex")
     for a, b in zip(ref, out):
         assert torch.allclose(a, b, atol=TOL, rtol=TOL)
 
@@ -281,6 +286,7 @@ def test_flex_route_padding_to_the_ladder_keeps_rewards(tiny, hh_epoch, monkeypa
             out = group_rewards(model, groups, tok.pad_token_id, route="flex", max_tokens_per_row=budget,
                                 padding_side=padding_side)
         layers = model.hf.config.num_hidden_layers
+        assert (ref.path, out.path, out.route) == ("padded", "shared", "flex")
         assert seen[:1] * layers == seen and seen[0][0::2] == lay.flex_shape, (seen, lay.flex_shape)
         for a, b in zip(ref, out):
             assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)
@@ -305,6 +311,7 @@ def test_flex_kernel_compiles_once_per_ladder_shape(tiny, monkeypatch):
         with torch.no_grad():
             out = group_rewards(model, groups, tok.pad_token_id, route="flex")
             ref = group_rewards(model, groups, tok.pad_token_id, shared=False)
+        assert (ref.path, out.path, out.route) == ("padded", "shared", "flex")
         for a, b in zip(ref, out):
             assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)
     widths = {shape[2] for shape in seen}
@@ -326,7 +333,7 @@ def test_plain_calls_and_saving_are_unchanged_after_sharing(tiny, tmp_path):
     groups = random_groups([(10, [3, 4])], seed=7)
     with torch.no_grad():
         before = group_rewards(model, groups, tok.pad_token_id, shared=False)[0]
-        group_rewards(model, groups, tok.pad_token_id)
+        assert group_rewards(model, groups, tok.pad_token_id).path == "shared"
         after = group_rewards(model, groups, tok.pad_token_id, shared=False)[0]
     assert torch.equal(before, after)
     model.hf.save_pretrained(tmp_path)
@@ -343,6 +350,7 @@ def test_unsupported_model_falls_back_to_the_plain_path_with_a_notice(caplog):
     with caplog.at_level(logging.WARNING, logger="rewardkit"):
         out = group_rewards(model, groups, 0)
     assert "prefix sharing off" in caplog.text and "gpt2" in caplog.text
+    assert out.path == "padded" and "gpt2" in out.reason  # the result says which path ran, and why
     with torch.no_grad():
         assert torch.allclose(out[0], group_rewards(model, groups, 0, shared=False)[0])
 
