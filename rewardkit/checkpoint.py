@@ -30,8 +30,8 @@ from rewardkit.lora import (
     LoraAdapter,
     is_adapter_folder,
     load_adapter_model,
+    merged_state_dict,
     save_adapter,
-    save_merged,
 )
 from rewardkit.model import RewardModel, load_reward_model, load_tokenizer
 from rewardkit.pooling import POOLING_RULE
@@ -40,19 +40,33 @@ METADATA_FILE = "rewardkit.json"
 
 
 def save_checkpoint(folder: str | Path, model: RewardModel, tokenizer: PreTrainedTokenizerBase, encoder: Encoder,
-                    *, lora_adapter: LoraAdapter | None = None, lora_save: str = "merged", **metadata: Any) -> Path:
-    """The model (a LoRA model: merged, with its adapter in ``lora-adapter/``, or the adapter alone with
-    ``lora_save="adapter"``), its tokenizer and ``rewardkit.json``."""
+                    *, lora_adapter: LoraAdapter | None = None, lora_save: str = "merged", length_head: bool = False,
+                    **metadata: Any) -> Path:
+    """The model, its tokenizer and ``rewardkit.json``. A LoRA model is saved merged, with its adapter in
+    ``lora-adapter/`` (or the adapter alone with ``lora_save="adapter"``); a model with ODIN's length head
+    (``length_head``) is saved as its quality head, the length head beside it (``rewardkit.heads``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.hf.config.pad_token_id = tokenizer.pad_token_id
-    if lora_adapter is None:
-        model.hf.save_pretrained(folder)
-    elif lora_save == "adapter":
+    if lora_adapter is not None and lora_save == "adapter":
         save_adapter(lora_adapter, folder)
     else:
-        save_merged(model, folder)
-        save_adapter(lora_adapter, folder / ADAPTER_DIR)
+        state = merged_state_dict(model) if lora_adapter is not None else None
+        if length_head:
+            from safetensors.torch import save_file
+
+            from rewardkit.heads import LENGTH_HEAD_FILE, split_length_head
+
+            state, length = split_length_head(state if state is not None else model.hf.state_dict())
+            save_file(length, folder / LENGTH_HEAD_FILE)
+            model.hf.config.num_labels = 1  # the saved model is the quality head alone
+        try:
+            model.hf.save_pretrained(folder, state_dict=state)
+        finally:
+            if length_head:
+                model.hf.config.num_labels = 2
+        if lora_adapter is not None:
+            save_adapter(lora_adapter, folder / ADAPTER_DIR)
     # The saved tokenizer pads on the right, so `tokenizer(texts, padding=True)` in plain transformers gives the
     # same rewards as rewardkit for every architecture (module docstring: left padding shifts positions).
     side = tokenizer.padding_side

@@ -126,6 +126,13 @@ class TrainConfig(ConfigBase):
     lora_save: str = _f("merged", choices=("merged", "adapter"), help="How a LoRA run's model is saved: 'merged' (a "
                         "plain sequence-classification checkpoint that plain transformers loads, adapter beside it in "
                         "lora-adapter/) or 'adapter' (peft's adapter + head only, loaded onto --model).")
+    length_debias: str = _f("none", choices=("none", "odin", "balance"), help="Length debiasing: 'odin' (Chen et "
+                            "al. 2024: a quality and a length head trained apart, the quality head is the reward), "
+                            "'balance' (weight pairs so that chosen-longer and chosen-shorter pairs count equally) or "
+                            "'none'. docs/length.md compares them.")
+    odin_length_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_L: weight of −corr(length head, length).")
+    odin_quality_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_Q: weight of |corr(quality head, length)|.")
+    odin_ortho_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_O: weight of |w_Q · w_L| (orthogonal heads).")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
     save_every: int = _f(0, within="[0, inf)", help="Write a checkpoint every N optimizer steps (and at the last step) under "
                          "<run>/checkpoints/step-N, atomically; 0: only the final model.")
@@ -143,6 +150,8 @@ class TrainConfig(ConfigBase):
         if self.lora_r and self.trainable_layers:
             raise ConfigError("--lora-r and --trainable-layers both choose what trains: LoRA trains adapters on every "
                               "block, --trainable-layers the top blocks' own weights; pass one of them")
+        if self.length_debias == "odin" and self.lora_r and self.lora_save == "adapter":
+            raise ConfigError("--length-debias odin saves the quality head as the model; use --lora-save merged")
 
 
 @dataclass

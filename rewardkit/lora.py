@@ -96,11 +96,6 @@ def merged_state_dict(model: RewardModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in out.items()}
 
 
-def save_merged(model: RewardModel, folder: Path) -> None:
-    """A plain sequence-classification checkpoint with the adapters merged."""
-    model.hf.save_pretrained(folder, state_dict=merged_state_dict(model))
-
-
 def save_adapter(adapter: LoraAdapter, folder: Path) -> None:
     """peft's adapter files (LoRA matrices + the score head as ``modules_to_save``)."""
     adapter.peft_model.save_pretrained(folder)

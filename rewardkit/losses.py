@@ -126,6 +126,32 @@ def reward_l2(rewards: torch.Tensor, pairs: Sequence[tuple[int, int, bool]], coe
     return coef / 2 * (rewards[i] ** 2 + rewards[j] ** 2).mean()
 
 
+# ---------------------------------------------------------------- length debiasing (ODIN)
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of two 1-D tensors (differentiable; 0 when either is constant)."""
+    x, y = x - x.mean(), y - y.mean()
+    return (x * y).sum() / (x.norm() * y.norm() + eps)
+
+
+def odin_disentangle_loss(r_quality: torch.Tensor, r_length: torch.Tensor, lengths: torch.Tensor,
+                          w_quality: torch.Tensor, w_length: torch.Tensor, *, length_coef: float = 1.0,
+                          quality_coef: float = 1.0, ortho_coef: float = 1.0) -> torch.Tensor:
+    """ODIN's disentangling terms (Chen et al. 2024, "ODIN: Disentangled Reward Mitigates Hacking in RLHF",
+    arXiv 2402.07319, §3.2), over one batch of completions:
+
+        L = λ_L · (−ρ(r_L, ℓ)) + λ_Q · |ρ(r_Q, ℓ)| + λ_O · |w_Qᵀ w_L|
+
+    with ρ the Pearson correlation over the batch and ℓ the completions' lengths: the length head is pushed to
+    carry the length, the quality head to be uncorrelated with it, and the two heads' weights to be orthogonal.
+    The ranking loss (eq. 3/6) is applied by the caller to r_Q + r_L; at inference the reward is r_Q alone.
+    """
+    lengths = lengths.to(r_length.dtype)
+    return (length_coef * -pearson(r_length, lengths) + quality_coef * pearson(r_quality, lengths).abs()
+            + ortho_coef * (w_quality.flatten() @ w_length.flatten()).abs())
+
+
 # ---------------------------------------------------------------- one record's loss, by name
 
 LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")

@@ -50,7 +50,7 @@ RUN_FILES = ("metrics.jsonl", "report.json", "report.md", "eval_rewards.jsonl", 
 MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
                "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json",
                "merges.txt", "rewardkit.json", "rewardkit_judge.json", "adapter_config.json",
-               "adapter_model.safetensors", "README.md")
+               "adapter_model.safetensors", "README.md", "rewardkit_length_head.safetensors")
 # Fields that change how a run is watched or saved, not what it computes: a resumed run may change them.
 MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "save_every", "keep_checkpoints", "report_to", "log_every",
                                   "eval_every", "max_bad_steps"})
@@ -276,8 +276,10 @@ def gather_objects(accelerator: Accelerator, obj: Any) -> list[Any]:
     return out
 
 
-def load_weights(module: torch.nn.Module, folder: Path) -> None:
-    """Load a ``save_pretrained`` folder's weights into ``module`` in place (tied weights may be absent)."""
+def load_weights(module: torch.nn.Module, folder: Path,
+                 transform: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> None:
+    """Load a ``save_pretrained`` folder's weights into ``module`` in place (tied weights may be absent);
+    ``transform`` rebuilds what the checkpoint stores differently (e.g. ODIN's length head beside the model)."""
     from safetensors.torch import load_file
 
     index = folder / "model.safetensors.index.json"
@@ -285,6 +287,8 @@ def load_weights(module: torch.nn.Module, folder: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for name in files:
         state.update(load_file(folder / name))
+    if transform is not None:
+        state = transform(state)
     missing, unexpected = module.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k and getattr(module.config, "tie_word_embeddings", False)}
     if set(missing) - tied or unexpected:

@@ -32,11 +32,19 @@ from rewardkit.batching import Encoder, TruncationStats
 from rewardkit.checkpoint import METADATA_FILE, save_checkpoint
 from rewardkit.config import TrainConfig, to_dict
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
+from rewardkit.data.record import completion_text
 from rewardkit.data.transforms import drop_ties, flatten_rankings
 from rewardkit.evaluate import metrics_from_rewards
+from rewardkit.heads import (
+    LENGTH_HEAD_FILE,
+    add_length_head,
+    head_weights,
+    join_length_head,
+    length_balance_weights,
+)
 from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
-from rewardkit.losses import check_record, record_loss
+from rewardkit.losses import check_record, odin_disentangle_loss, record_loss
 from rewardkit.model import freeze_lower_layers, load_reward_model
 from rewardkit.run import Resumed, Run, load_weights
 from rewardkit.sharing import group_rewards, sharing_unsupported_reason
@@ -111,6 +119,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- model and data
     model, tokenizer = load_reward_model(cfg.model)
+    odin = cfg.length_debias == "odin"
+    if odin:  # before LoRA, so peft's trainable copy of the head has both outputs
+        add_length_head(model)
     lora = (apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
             if cfg.lora_r else None)
     n_trainable = (sum(p.numel() for p in model.parameters() if p.requires_grad) if lora
@@ -147,8 +158,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model, optimizer = accelerator.prepare(model, optimizer)
     pad_id, world = tokenizer.pad_token_id, accelerator.num_processes
     plain = accelerator.unwrap_model(model)
-    resumed = run.resume(lambda folder: (load_adapter_weights(lora, folder / ADAPTER_DIR) if lora
-                                         else load_weights(plain.hf, folder)), optimizer, scheduler)
+    resumed = run.resume(lambda folder: (load_adapter_weights(lora, folder / ADAPTER_DIR) if lora else load_weights(
+        plain.hf, folder, transform=(lambda state: join_length_head(state, folder)) if odin else None)),
+        optimizer, scheduler)
     if resumed:
         say(f"resumed from {resumed.checkpoint} at step {resumed.step} of {total_steps}")
 
@@ -167,6 +179,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
         return result
 
+    debias_meta = ({"method": "odin", "reward": "the quality head (model.safetensors)", "length_head": LENGTH_HEAD_FILE,
+                    "length_coef": cfg.odin_length_coef, "quality_coef": cfg.odin_quality_coef,
+                    "ortho_coef": cfg.odin_ortho_coef} if odin else
+                   {"method": "balance", "weights": "chosen-longer and chosen-shorter pairs weigh the same"}
+                   if cfg.length_debias == "balance" else None)
     lora_meta = ({"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                   "target_modules": cfg.lora_target_modules} if lora else None)
 
@@ -177,9 +194,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                      "reward_stats_source": f"eval at step {last_eval['step']}"}
         # Periodic checkpoints are always merged + adapter (loadable, and resumable from the adapter).
         lora_save = cfg.lora_save if final else "merged"
-        save_checkpoint(folder, plain, tokenizer, encoder, lora_adapter=lora, lora_save=lora_save, base_model=cfg.model,
-                        padding_side=cfg.padding_side, **({"lora": {**lora_meta, "saved": lora_save}} if lora else {}),
-                        **stats)
+        save_checkpoint(folder, plain, tokenizer, encoder, lora_adapter=lora, lora_save=lora_save, length_head=odin,
+                        base_model=cfg.model, padding_side=cfg.padding_side,
+                        **({"lora": {**lora_meta, "saved": lora_save}} if lora else {}),
+                        **({"length_debias": debias_meta} if debias_meta else {}), **stats)
 
     if resumed:
         before = resumed.evals.get(0)
@@ -187,10 +205,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         before = run_eval(0) if cfg.eval_before else None
     lengths = [sum(len(ids) for ids in record) for record in encoded]
 
+    weights = torch.tensor(length_balance_weights([chosen_longer(ex) for ex in train_ex])
+                           if cfg.length_debias == "balance" else [1.0] * len(train_ex))
+    char_lengths = [[len(completion_text(c)) for c in ex.completions] for ex in train_ex]
+
     def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
+        records, record_pairs = [train_ex[i] for i in micro], [pairs[i] for i in micro]
         rewards = group_rewards(model, [encoded[i] for i in micro], pad_id, shared=cfg.prefix_sharing,
-                                padding_side=cfg.padding_side)
-        return records_loss(cfg, [train_ex[i] for i in micro], [pairs[i] for i in micro], rewards)
+                                padding_side=cfg.padding_side, all_heads=odin)
+        if not odin:
+            losses, correct, margin = records_loss(cfg, records, record_pairs, rewards)
+            return losses * weights[micro].to(losses.device), correct, margin
+        # ODIN: rank with r_Q + r_L, and disentangle the heads over the micro-batch's completions.
+        losses, correct, margin = records_loss(cfg, records, record_pairs, [r.sum(-1) for r in rewards])
+        flat = torch.cat(rewards)
+        lengths = torch.tensor([n for i in micro for n in char_lengths[i]], device=flat.device)
+        w_q, w_l = head_weights(plain)
+        extra = odin_disentangle_loss(flat[:, 0], flat[:, 1], lengths, w_q, w_l, length_coef=cfg.odin_length_coef,
+                                      quality_coef=cfg.odin_quality_coef, ortho_coef=cfg.odin_ortho_coef)
+        return losses + extra, correct, margin  # each record carries the micro-batch's term: its mean per step
 
     history = optimise(accelerator, model, optimizer, scheduler, cfg, lengths, micro_loss, run=run, run_eval=run_eval,
                        save_model=save_model, started=started, resumed=resumed)
@@ -373,6 +406,15 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
     return history
 
 
+def chosen_longer(ex: PreferenceExample) -> bool | None:
+    """For a strict pair: is the chosen reply longer (characters) than the rejected? None for ties, rankings
+    and equal lengths (``length_balance_weights`` leaves those at weight 1)."""
+    if len(ex.completions) != 2 or ex.is_tie:
+        return None
+    a, b = (len(completion_text(c)) for c in (ex.chosen, ex.rejected))
+    return None if a == b else a > b
+
+
 def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:
     """Refuse, before any compute, records the chosen loss cannot train on (first offender named)."""
     for ex in examples:
@@ -408,8 +450,8 @@ def loss_floor(cfg: TrainConfig, records: list[PreferenceExample]) -> float | No
     smoothing ε a strict pair's loss cannot go below the binary entropy H(ε). So a tie-heavy dataset
     cannot reach 0, and "not learning" must be judged against this floor, not against 0.
     """
-    if cfg.loss not in ("bt", "bt_softplus", "balanced") or not records:
-        return None
+    if cfg.loss not in ("bt", "bt_softplus", "balanced") or not records or cfg.length_debias == "odin":
+        return None  # (ODIN's loss adds correlation terms, so log 2 is not its chance level)
     eps = cfg.label_smoothing
     strict_floor = -(eps * math.log(eps) + (1 - eps) * math.log(1 - eps)) if 0 < eps < 1 else 0.0
     ties = sum(1 for ex in records if ex.is_tie)

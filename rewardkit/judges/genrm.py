@@ -98,6 +98,8 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     main, say = accelerator.is_main_process, accelerator.print
     set_seed(cfg.seed)
     check_train_config(cfg)
+    if cfg.length_debias != "none":
+        raise UserError("--length-debias is implemented for classifier reward models (rewardkit train), not GenRMs")
     if cfg.lora_r:
         raise UserError("--lora-r is not implemented for GenRM training yet (the LM head would need the adapter "
                         "too); train a GenRM with --trainable-layers N for a cheaper partial fine-tune")

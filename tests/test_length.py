@@ -1,0 +1,143 @@
+"""Length debiasing (issue 16.1): ODIN's quality and length heads, and the length-balanced baseline."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rewardkit.checkpoint import load_checkpoint, read_metadata
+from rewardkit.config import TrainConfig
+from rewardkit.heads import LENGTH_HEAD_FILE, length_balance_weights
+from rewardkit.inference import score_token_ids
+from rewardkit.losses import odin_disentangle_loss, pearson
+from rewardkit.train import train
+
+from conftest import write_jsonl
+
+
+def length_biased_rows(n: int, seed: int, chosen_longer: float) -> list[dict]:
+    """The chosen reply is the positive one; it is also the longer one in a ``chosen_longer`` share of pairs."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        good, bad = f"the answer is {rng.choice(['good', 'great', 'fine'])}", f"the answer is {rng.choice(['bad', 'awful', 'poor'])}"
+        filler = " and so on" * rng.randint(2, 6)
+        if rng.random() < chosen_longer:
+            good += filler
+        else:
+            bad += filler
+        rows.append({"prompt": rng.choice(["How was it?", "Is it fine?", "What is it?"]), "chosen": good, "rejected": bad})
+    return rows
+
+
+def test_odin_terms_by_hand():
+    r_q = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    r_l = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    length = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    w_q, w_l = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.5, 3.0, -1.0])
+    assert pearson(r_q, length).item() == pytest.approx(1.0) and pearson(r_l, length).item() == pytest.approx(-1.0)
+    # λ_L·(−ρ_L) + λ_Q·|ρ_Q| + λ_O·|w_Q·w_L| = 2·(+1) + 3·1 + 0.5·|0.5 − 2| = 5.75
+    loss = odin_disentangle_loss(r_q, r_l, length, w_q, w_l, length_coef=2.0, quality_coef=3.0, ortho_coef=0.5)
+    assert loss.item() == pytest.approx(5.75, rel=1e-6)
+    assert pearson(torch.ones(4), length).item() == 0.0  # a constant head has no correlation, not NaN
+
+
+def test_length_balance_weights():
+    flags = [True, True, True, False, None]
+    w = length_balance_weights(flags)
+    assert sum(x for x, f in zip(w, flags) if f is True) == pytest.approx(sum(x for x, f in zip(w, flags) if f is False))
+    assert w[-1] == 1.0 and np.mean(w[:4]) == pytest.approx(1.0)
+    assert length_balance_weights([True, True, None]) == [1.0, 1.0, 1.0]  # nothing to balance against
+
+
+@pytest.fixture(scope="module")
+def odin_runs(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("odin")
+    train_file = write_jsonl(tmp / "train.jsonl", length_biased_rows(96, seed=1, chosen_longer=0.9))
+    eval_file = write_jsonl(tmp / "eval.jsonl", length_biased_rows(32, seed=2, chosen_longer=0.5))
+    base = dict(model=str(tiny_model_dir), train_data=str(train_file), eval_data=str(eval_file),
+                output_dir=str(tmp / "runs"), batch_size=8, micro_batch_size=4, learning_rate=3e-3, max_length=64,
+                seed=0, epochs=2)
+    return {name: Path(train(TrainConfig(run_name=name, length_debias=name, **base))["run_dir"])
+            for name in ("none", "odin", "balance")}
+
+
+def test_odin_checkpoint_is_the_quality_head_in_plain_transformers(odin_runs):
+    run = odin_runs["odin"]
+    meta = read_metadata(run)
+    assert meta["length_debias"]["method"] == "odin" and (run / LENGTH_HEAD_FILE).is_file()
+    assert load_file(run / "model.safetensors")["score.weight"].shape[0] == 1
+    assert json.loads((run / "config.json").read_text()).get("num_labels", 1) == 1
+    model, encoder, _ = load_checkpoint(str(run))
+    rows = length_biased_rows(4, seed=3, chosen_longer=0.5)
+    ids = encoder.encode_many([([{"role": "user", "content": r["prompt"]}], [{"role": "assistant", "content": r[k]}])
+                               for r in rows for k in ("chosen", "rejected")])
+    ours = score_token_ids(model, ids, encoder.tokenizer.pad_token_id)
+    hf = AutoModelForSequenceClassification.from_pretrained(run).eval()
+    tok = AutoTokenizer.from_pretrained(run)
+    batch = tok([tok.decode(x) for x in ids], add_special_tokens=False, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert abs(hf(**batch).logits.squeeze(-1).double().numpy() - ours).max() < 1e-4
+
+
+def test_odin_moves_length_into_its_length_head(odin_runs):
+    """On training data where the chosen reply is longer 90 % of the time, the length head ends up correlated
+    with length and the reward (quality head) much less so."""
+    run = odin_runs["odin"]
+    model, encoder, _ = load_checkpoint(str(run))
+    length_head = load_file(run / LENGTH_HEAD_FILE)
+    rows = length_biased_rows(48, seed=4, chosen_longer=0.5)
+    texts = [r[k] for r in rows for k in ("chosen", "rejected")]
+    ids = encoder.encode_many([([{"role": "user", "content": r["prompt"]}], [{"role": "assistant", "content": r[k]}])
+                               for r in rows for k in ("chosen", "rejected")])
+    quality = score_token_ids(model, ids, encoder.tokenizer.pad_token_id)
+    model.hf.score.weight.data = length_head["weight"]
+    if "bias" in length_head:
+        model.hf.score.bias.data = length_head["bias"]
+    length_r = score_token_ids(model, ids, encoder.tokenizer.pad_token_id)
+    lengths = np.array([len(t) for t in texts], dtype=float)
+    rho_q, rho_l = np.corrcoef(quality, lengths)[0, 1], np.corrcoef(length_r, lengths)[0, 1]
+    print(f"corr(quality head, length) = {rho_q:+.3f}, corr(length head, length) = {rho_l:+.3f}")
+    assert rho_l > 0.5 and abs(rho_q) < rho_l
+
+
+def test_debiased_runs_record_their_method_and_still_learn(odin_runs):
+    acc = {}
+    for name, run in odin_runs.items():
+        report = json.loads((run / "report.json").read_text())
+        acc[name] = (report["after"]["accuracy"], report["after"]["length"]["model_prefers_longer"])
+        assert (read_metadata(run).get("length_debias") or {}).get("method", "none") == name
+    print("held-out accuracy, share preferring the longer reply:", acc)
+    # Length is a shortcut in training (chosen longer in 90 % of pairs) but not in held-out (50 %): the plain
+    # RM takes it (prefers the longer reply almost always), ODIN's reward does not and ranks better.
+    # Seen: none (0.47, 1.00), odin (0.66, 0.31), balance (0.53, 0.94).
+    assert acc["none"][1] >= 0.9
+    assert acc["odin"][1] <= 0.6 and acc["odin"][0] >= acc["none"][0] + 0.1
+    assert not math.isnan(json.loads((odin_runs["balance"] / "report.json").read_text())["first_train_loss"])
+
+
+def test_odin_run_killed_mid_save_resumes_to_the_uninterrupted_heads(tiny_model_dir, tmp_path):
+    from rewardkit.run import CRASH_IN_SAVE_ENV
+
+    from test_run import ENV, finish, launch
+
+    data = write_jsonl(tmp_path / "t.jsonl", length_biased_rows(24, seed=1, chosen_longer=0.8))
+    base = ["train", "--model", str(tiny_model_dir), "--train-data", str(data), "--output-dir", str(tmp_path),
+            "--batch-size", "4", "--micro-batch-size", "2", "--learning-rate", "3e-3", "--max-length", "64",
+            "--save-every", "2", "--length-debias", "odin"]
+    finish(launch([*base, "--run-name", "whole"]))
+    proc = launch([*base, "--run-name", "torn"], env={**ENV, CRASH_IN_SAVE_ENV: "4"})
+    proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "resumed from" in finish(launch([*base, "--run-name", "torn", "--resume", "auto"]))
+    for name in ("model.safetensors", LENGTH_HEAD_FILE):
+        a, b = load_file(tmp_path / "whole" / name), load_file(tmp_path / "torn" / name)
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6, name
