@@ -323,8 +323,12 @@ def length_metrics(pairs: PairTable, boot: Bootstrap, edges: tuple[float, ...] =
             "accuracy_ci": boot.ci(correct[sel], pairs.example[sel]) if n else None,
             "length_baseline_accuracy": float(longer[sel].mean()) if n else None,
         })
+    shorter = diff < 0  # the annotators preferred the shorter reply: where a length-reading model fails
     return {
         "unit": "characters",
+        "chosen_shorter_pairs": int(shorter.sum()),
+        "accuracy_chosen_shorter": float(correct[shorter].mean()) if shorter.any() else None,
+        "accuracy_chosen_shorter_ci": boot.ci(correct[shorter], pairs.example[shorter]) if shorter.any() else None,
         "length_baseline_accuracy": float(longer.mean()),
         "length_baseline_accuracy_ci": boot.ci(longer, pairs.example),
         "equal_length_pairs": int((~differ).sum()),

@@ -152,6 +152,7 @@ def test_length_buckets_and_baseline_by_hand():
     assert sum(b["count"] for b in length["buckets"]) == 4
     # the model prefers the longer reply in 1 of the 3 pairs whose lengths differ (the +60 one)
     assert length["model_prefers_longer"] == pytest.approx(1 / 3)
+    assert length["chosen_shorter_pairs"] == 1 and length["accuracy_chosen_shorter"] == 1.0  # the −60 pair
 
 
 def test_spearman():

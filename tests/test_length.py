@@ -125,9 +125,9 @@ def test_debiased_runs_record_their_method_and_still_learn(odin_runs):
 
 
 def test_odin_run_killed_mid_save_resumes_to_the_uninterrupted_heads(tiny_model_dir, tmp_path):
-    from rewardkit.run import CRASH_IN_SAVE_ENV
-
     from test_run import ENV, finish, launch
+
+    from rewardkit.run import CRASH_IN_SAVE_ENV
 
     data = write_jsonl(tmp_path / "t.jsonl", length_biased_rows(24, seed=1, chosen_longer=0.8))
     base = ["train", "--model", str(tiny_model_dir), "--train-data", str(data), "--output-dir", str(tmp_path),
