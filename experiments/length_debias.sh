@@ -1,0 +1,22 @@
+#!/bin/bash
+# Issue 16: plain vs ODIN vs length-balanced weighting, all LoRA r=16 on the same HH helpful pairs
+# (helpful-base lines 1-1000), evaluated on the HH held-out set (last 500 lines) and PandaLM.
+# Usage: experiments/length_debias.sh [PYTHONPATH of a frozen copy of the code]
+cd "$(dirname "$0")/.."
+export PYTHONPATH="${1:-$PWD}"
+PY=.venv/bin/python
+OUT=runs/length; mkdir -p $OUT
+HH_TRAIN='../shared/data/hh-rlhf/helpful-base.jsonl.gz[:1000]'
+HH='../shared/data/hh-rlhf/helpful-base.jsonl.gz[-500:]'; PL=../shared/data/pandalm/testset-v1.json
+COMMON=(--model smollm2-135m --train-data "$HH_TRAIN" --eval-data "$HH" --skip-bad-records --batch-size 16
+        --micro-batch-size 4 --learning-rate 2e-4 --max-length 1024 --lora-r 16 --lora-alpha 32 --no-eval-before)
+for m in none odin balance; do
+  run=runs/hh-helpful-1000-lora-$m
+  [ -f $run/rewardkit.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli train "${COMMON[@]}" \
+      --length-debias $m --output-dir runs --run-name hh-helpful-1000-lora-$m --overwrite > $OUT/train-$m.log 2>&1
+  for d in hh:"$HH" pandalm:$PL; do
+    /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli eval --model $run --data "${d#*:}" \
+      --skip-bad-records --output $OUT/${d%%:*}-$m.json > $OUT/${d%%:*}-$m.log 2>&1
+  done
+done
+$PY experiments/length_table.py $OUT
