@@ -210,8 +210,9 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
                   progress: bool = False) -> tuple[list[np.ndarray], str, int]:
     """Rewards of already-encoded groups → (per group rewards, path taken, forward passes run).
 
-    The path is ``"shared"`` when prefix sharing ran (``rewardkit.sharing``), ``"padded"`` otherwise
-    (asked for, or the model does not support sharing exactly; the reason is logged once).
+    The path is what ran, as ``group_rewards`` reports it: ``"shared"`` when prefix sharing ran
+    (``rewardkit.sharing``), ``"padded"`` otherwise (asked for, or the model does not support sharing
+    exactly; the reason is logged once).
     """
     from rewardkit.sharing import group_rewards, sharing_unsupported_reason
 
@@ -228,12 +229,14 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
             return list(np.split(rewards, np.cumsum([len(g) for g in groups])[:-1])), "padded", passes
         batches = group_batches([group_tokens(g) for g in groups], max_batch_tokens)
         out: list[np.ndarray | None] = [None] * len(groups)
+        paths = set()
         with torch.inference_mode():
             for batch in _progress(batches, progress):
                 rewards = group_rewards(model, [groups[i] for i in batch], pad_id, padding_side=padding_side)
+                paths.add(rewards.path)
                 for i, r in zip(batch, rewards):
                     out[i] = r.double().cpu().numpy()
-        return out, "shared", len(batches)  # type: ignore[return-value]
+        return out, "+".join(sorted(paths)), len(batches)  # type: ignore[return-value]
     finally:
         model.train(was_training)
 

@@ -37,19 +37,29 @@ def test_eval_cli_json_and_batch_invariance(run_dir, tmp_path):
     for i, r in enumerate(rows):
         r["subset"] = "even" if i % 2 == 0 else "odd"
     data = write_jsonl(tmp_path / "heldout.jsonl", rows)
-    out1, out2 = tmp_path / "m1.json", tmp_path / "m2.json"
+    out1, out2, out3 = tmp_path / "m1.json", tmp_path / "m2.json", tmp_path / "m3.json"
     a = cli("eval", "--model", str(run_dir), "--data", str(data), "--output", str(out1))
     assert a.returncode == 0, a.stderr
-    b = cli("eval", "--model", str(run_dir), "--data", str(data), "--output", str(out2), "--max-batch-tokens", "40",
-            "--padding-side", "left")
-    assert b.returncode == 0, b.stderr
-    m1, m2 = json.loads(out1.read_text()), json.loads(out2.read_text())
+    from rewardkit.cli import main
+
+    # --padding-side acts on the padded path: all 40 sequences (of different lengths) in one left-padded batch
+    assert main(["eval", "--model", str(run_dir), "--data", str(data), "--output", str(out2), "--padding-side", "left",
+                 "--no-prefix-sharing", "--bootstrap-samples", "0"]) == 0
+    # the shared path in many small passes
+    assert main(["eval", "--model", str(run_dir), "--data", str(data), "--output", str(out3), "--max-batch-tokens",
+                 "40", "--bootstrap-samples", "0"]) == 0
+    m1, m2, m3 = (json.loads(o.read_text()) for o in (out1, out2, out3))
     assert m1["pairs"] == 20 and set(m1["subsets"]) == {"even", "odd"}
     assert m1["subsets"]["even"]["pairs"] == 10
     for key in ("accuracy", "ece", "brier", "length_baseline_accuracy", "ties"):
         assert key in m1
-    assert m1["accuracy"] == m2["accuracy"]
-    assert abs(m1["mean_margin"] - m2["mean_margin"]) < 1e-4
+    # each result says which path ran
+    assert [m["scorer"]["scoring_path"] for m in (m1, m2, m3)] == ["shared", "padded", "shared"]
+    assert m2["scorer"]["padding_side"] == "left" and m3["scorer"]["max_batch_tokens"] == 40
+    rewards = [[r["rewards"] for r in _jsonl(o.with_name(o.stem + ".rewards.jsonl"))] for o in (out1, out2, out3)]
+    for other in rewards[1:]:
+        assert max(abs(x - y) for ra, rb in zip(rewards[0], other, strict=True) for x, y in zip(ra, rb)) < 1e-4
+    assert m1["accuracy"] == m2["accuracy"] == m3["accuracy"]
 
 
 def test_score_cli_completions_and_pairs(run_dir, tmp_path):
@@ -272,3 +282,60 @@ def test_os_errors_other_than_not_found_are_one_line(run_dir, tmp_path):
     res = cli("score", "--model", str(run_dir), "--input", str(folder))
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert "a-folder.jsonl" in res.stderr
+
+
+def test_missing_inputs_and_refused_options_are_one_line(tiny_model_dir, tmp_path, capsys):
+    """The CLI's own checks (in process: the same main() as the command), each exit 2 with one line."""
+    from rewardkit.cli import main
+
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "q", "completion": "a"}])
+    (tmp_path / "empty").mkdir()
+    model = str(tiny_model_dir)
+    runs = tmp_path / "runs"
+    for args, message in [
+        (["eval", "--data", str(rows)], "eval needs --model and --data"),
+        (["eval", "--model", model], "eval needs --model and --data"),
+        (["score", "--model", model], "score needs --model and --input"),
+        (["rerank", "--input", str(rows)], "rerank needs --model and --input"),
+        (["report"], "report needs an eval results JSON"),
+        (["report", str(tmp_path / "empty")], "holds no eval results"),
+        # an OSError other than "not found": a path through a file
+        (["score", "--model", model, "--input", f"{rows}/x.jsonl"], "Not a directory"),
+        (["train-genrm", "--model", model, "--lora-r", "4", "--output-dir", str(runs)],
+         "--lora-r is not implemented for GenRM"),
+        (["train-genrm", "--model", model, "--template", "raw", "--output-dir", str(runs)], "set --judge-template"),
+        (["train-genrm", "--model", str(tmp_path / "nope"), "--output-dir", str(runs)], "model path not found"),
+    ]:
+        capsys.readouterr()
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err[-2000:])
+        assert err.strip().startswith(f"rewardkit {args[0]}: error: ") and len(err.strip().splitlines()) == 1, err
+        assert not runs.exists()  # refused before a run folder was made
+
+
+def test_a_diverging_run_stops_with_one_line_naming_its_checkpoint(tiny_model_dir, tmp_path, capsys):
+    """A real divergence (lr 1e30: the second step's loss is NaN) through the CLI: TrainingDiverged after
+    --max-bad-steps skipped steps, one line naming the last checkpoint, which loads."""
+    import numpy as np
+
+    from rewardkit.cli import main
+    from rewardkit.data.record import PreferenceExample
+    from rewardkit.inference import load_scorer, score
+
+    data = write_jsonl(tmp_path / "t.jsonl", learnable_rows(24, seed=1))
+    rc = main(["train", "--model", str(tiny_model_dir), "--train-data", str(data), "--output-dir", str(tmp_path),
+               "--run-name", "div", "--batch-size", "4", "--learning-rate", "1e30", "--max-bad-steps", "2",
+               "--save-every", "1", "--no-eval-before", "--max-length", "64"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    checkpoint = tmp_path / "div" / "checkpoints" / "step-000001"
+    assert ("rewardkit train: error: the loss or gradient was not finite for 2 steps in a row (step 3"
+            in err) and f"--resume {checkpoint}" in err
+    rows = _jsonl(tmp_path / "div" / "metrics.jsonl")
+    assert [(r["step"], bool(r.get("skipped"))) for r in rows] == [(1, False), (2, True), (3, True)]
+    assert not (tmp_path / "div" / "rewardkit.json").exists()  # the run did not finish
+    # The named checkpoint loads and scores. (Its weights are those after step 1's update with lr 1e30, so
+    # they already give NaN: "last usable" means the last one written after a finite step, not a healthy model.)
+    scored = score(load_scorer(str(checkpoint)), [PreferenceExample.pair("q", "good", "bad")])
+    assert scored.path == "shared" and np.isnan(scored.rewards[0]).all()

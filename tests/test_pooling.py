@@ -66,21 +66,32 @@ def test_pad_equals_eos_sequences_ending_in_eos(tiny):
 
 
 def test_rewards_do_not_depend_on_batch_size_or_padding_side(tiny):
+    """Batch size and padding side act on the padded path: it runs (the result says so) in batches of 1 to all
+    48 sequences, padded left and right; the shared path, cut into several passes, gives the same rewards."""
     model, tok = tiny
     from rewardkit.data.synthetic import synthetic_pairs
 
     examples = synthetic_pairs("eval", n=24)
     encoder = Encoder(tok, max_length=128)
+    lengths = {len(ids) for ex in encoder.encode_examples(examples) for ids in ex}
+    assert len(lengths) > 1  # one batch of all of them is padded
 
-    def rewards(**kw):
-        return score(RewardModelScorer(model, encoder, name="tiny", kind="test", **kw), examples).rewards
+    def scored(**kw):
+        return score(RewardModelScorer(model, encoder, name="tiny", kind="test", **kw), examples)
 
-    base = rewards(max_batch_size=1)
+    base = scored(max_batch_size=1, prefix_sharing=False, max_batch_tokens=100_000)
+    assert base.path == "padded" and base.forward_passes == 48  # one sequence per pass: no padding at all
     for size in (2, 5, 64):
         for side in ("left", "right"):
-            other = rewards(max_batch_size=size, padding_side=side)
-            for a, b in zip(base, other):
-                assert abs(a - b).max() < 1e-4
+            other = scored(max_batch_size=size, padding_side=side, prefix_sharing=False, max_batch_tokens=100_000)
+            assert other.path == "padded" and other.forward_passes == -(-48 // size), (size, other.forward_passes)
+            for a, b in zip(base.rewards, other.rewards):
+                assert abs(a - b).max() < 1e-4, (size, side)
+    for budget in (None, 120):
+        shared = scored(max_batch_tokens=budget)
+        assert shared.path == "shared" and (shared.forward_passes > 1) == (budget is not None)
+        for a, b in zip(base.rewards, shared.rewards):
+            assert abs(a - b).max() < 1e-4, budget
 
 
 def test_truncation_keeps_completion_end_and_cuts_prompt_from_left(tiny):
