@@ -38,13 +38,13 @@ any ranking: with T the completions at the top score and B the annotators' best 
 rule, so a reward tie on a pair earns 0, not ½.
 
 **Record convention for Ties** (see :func:`ties_row`): one ``PreferenceExample`` per dataset row,
-its ``num_correct`` correct answers tied-best and the incorrect ones tied-worst (e.g. a ranking
+its ``num_correct`` correct answers tied-best and the incorrect ones after them (e.g. a ranking
 record with ``scores`` [1, 1, 0, 0, 0]). RewardBench 2 tells a "ref" row (one correct answer) from a
-"tied" row (several) and pairs them by the ``id`` field ("ref:7" / "tied:7"); a rewardkit record has
-no id, so here the kind is read from the number of best completions and the pair is made by the
-prompt (its messages). That is the official pairing only when a ref row and its tied row share their
-prompt text (not checked against the dataset); otherwise the id has to reach the record. Subsets
-scored this way are listed in ``SectionMap.ties_subsets``.
+"tied" row (several) and pairs them by the ``id`` field ("ref:7" / "tied:7"), which the readers keep
+as ``PreferenceExample.id``; records with such ids are paired exactly so. Without one, the kind is read from the number of best completions and the pair is made by the
+prompt (its messages). The readers take RewardBench 2's rows as they are (``prompt``, lists of
+``chosen`` and ``rejected`` replies, ``id``, ``subset``). Subsets scored this way are listed in
+``SectionMap.ties_subsets``.
 
 Sections with none of their subsets in the data are left out of the overall mean and listed in
 ``missing_sections`` (RewardBench's leaderboard would count them as 0); subsets present in the data
@@ -228,13 +228,16 @@ class TiesRow:
 
 
 def ties_row(example: PreferenceExample, rewards: np.ndarray) -> TiesRow:
-    """A rewardkit record as a Ties row: correct = the annotators' best group; "tied" when it holds
-    more than one completion, else "ref" (the official definitions of the two kinds); key = the
-    prompt, since a record carries no id (see the module docstring)."""
+    """A rewardkit record as a Ties row: correct = the annotators' best group. With the dataset's id
+    ("ref:12" / "tied:12"), kind and key come from it, as in the official code; without one, "tied" when the
+    best group holds more than one completion, else "ref", and the key is the prompt (module docstring)."""
     ranks = np.asarray(example.ranks)
     correct = ranks == ranks.min()
-    return TiesRow("tied" if correct.sum() > 1 else "ref", json.dumps(example.prompt, sort_keys=True),
-                   tuple(bool(c) for c in correct), tuple(float(x) for x in np.asarray(rewards, dtype=np.float64)))
+    kind, _, key = (example.id or "").partition(":")
+    if kind not in ("ref", "tied") or not key:
+        kind, key = ("tied" if correct.sum() > 1 else "ref"), json.dumps(example.prompt, sort_keys=True)
+    return TiesRow(kind, key, tuple(bool(c) for c in correct),
+                   tuple(float(x) for x in np.asarray(rewards, dtype=np.float64)))
 
 
 def ties_prompt_stats(correct: Sequence[bool], scores: Sequence[float]) -> tuple[bool, float | None, float]:

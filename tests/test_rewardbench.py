@@ -242,3 +242,29 @@ def test_section_map_file_may_name_ties_subsets(tmp_path):
     path.write_text(json.dumps({"sections": {"T": ["my-ties"], "A": ["a"]}, "ties_subsets": ["my-ties"]}))
     smap = load_section_map(str(path))
     assert smap.ties_subsets == ["my-ties"] and smap.to_dict()["ties_subsets"] == ["my-ties"]
+
+
+def test_rewardbench2_rows_read_as_they_are_and_ties_pair_by_id(tmp_path):
+    """RewardBench 2's own rows (lists of chosen/rejected replies, 'id', 'subset') load as best-of-N records: the
+    chosen beat each rejected, several chosen are tied, the rejected unordered; Ties rows pair by their id."""
+    from rewardkit.data import read_preferences
+    from rewardkit.rewardbench import ties_row
+
+    rows = [
+        {"id": "17", "prompt": "2+2?", "chosen": ["4"], "rejected": ["5", "22", "3"], "subset": "Math"},
+        {"id": "ref:7", "prompt": "Name a colour.", "chosen": ["red"], "rejected": ["seven", "table"], "subset": "Ties"},
+        {"id": "tied:7", "prompt": "Name a colour!", "chosen": ["red", "blue"], "rejected": ["seven"], "subset": "Ties"},
+    ]
+    path = tmp_path / "rb2.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (math_ex, ref, tied), _ = read_preferences(str(path))
+    assert math_ex.unordered == [[1, 2, 3]] and math_ex.ties is None and math_ex.id == "17"
+    assert math_ex.preference_pairs() == [(0, 1, False), (0, 2, False), (0, 3, False)]
+    assert tied.ties == [[0, 1]] and tied.unordered is None and tied.ranks == [0, 0, 2]
+    # The two Ties rows have different prompt texts: only the id pairs them, as the official code does.
+    r_ref, r_tied = ties_row(ref, np.array([1.0, 0.0, -1.0])), ties_row(tied, np.array([2.0, 1.5, 0.0]))
+    assert (r_ref.kind, r_tied.kind) == ("ref", "tied") and r_ref.key == r_tied.key == "7"
+    m = metrics_from_rewards([math_ex, ref, tied], [np.array([3.0, 1.0, 2.0, 0.0]), np.array([1.0, 0.0, -1.0]),
+                                                      np.array([2.0, 1.5, 0.0])],
+                             section_map=load_section_map("rewardbench-v2"), bootstrap_samples=0)
+    assert m["extra_results"]["Math"] == 1.0 and "Ties" in m["sections"]

@@ -420,7 +420,42 @@ def parse_record(
     return example
 
 
+def _record_id(obj: dict) -> str | None:
+    value = obj.get("id")
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+
+
+def _is_text_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def _parse_best_of_n(obj: dict, location: str) -> PreferenceExample:
+    """RewardBench 2's rows: ``chosen`` and ``rejected`` are lists of replies to one ``prompt``. Every chosen reply
+    beats every rejected one; several chosen are tied (Ties rows), the rejected are unordered among themselves."""
+    if obj.get("prompt") is None:
+        raise RecordError("missing 'prompt'", "lists of 'chosen'/'rejected' replies need a 'prompt' beside them.")
+    prompt = parse_messages(obj["prompt"], "prompt", "user")
+    if not _nonempty(prompt):
+        raise RecordError("empty 'prompt'", "field 'prompt' is empty.")
+    chosen = [as_messages(t, "assistant") for t in obj["chosen"]]
+    rejected = [as_messages(t, "assistant") for t in obj["rejected"]]
+    completions = chosen + rejected
+    for i, completion in enumerate(completions):
+        if not _nonempty(completion):
+            name = f"chosen[{i}]" if i < len(chosen) else f"rejected[{i - len(chosen)}]"
+            raise RecordError("empty completion", f"{name} is empty.")
+    _check_distinct(completions, "chosen + rejected")
+    k, c = len(completions), len(chosen)
+    return PreferenceExample(
+        prompt=prompt, completions=completions, ranking=list(range(k)),
+        ties=[list(range(c))] if c > 1 else None,
+        unordered=[list(range(c, k))] if k - c > 1 else None,
+        subset=obj.get("subset") if isinstance(obj.get("subset"), str) else None, id=_record_id(obj), source=location)
+
+
 def _parse_pair(obj: dict, location: str, likert: Mapping[str, float] | None, notes: Counter) -> PreferenceExample:
+    if _is_text_list(obj.get("chosen")) and _is_text_list(obj.get("rejected")):
+        return _parse_best_of_n(obj, location)
     for key in ("chosen", "rejected"):
         if key not in obj or obj[key] is None:
             raise RecordError(
@@ -432,6 +467,7 @@ def _parse_pair(obj: dict, location: str, likert: Mapping[str, float] | None, no
     extras: dict[str, Any] = {
         "margin": _margin(obj.get("margin"), likert, notes),
         "subset": obj.get("subset") if isinstance(obj.get("subset"), str) else None,
+        "id": _record_id(obj),
         "source": location,
     }
     sc, sr = (obj.get(k, meta.get(k)) for k in ("score_chosen", "score_rejected"))
@@ -551,7 +587,7 @@ def _parse_ranking(obj: dict, location: str) -> PreferenceExample:
         ties = [g for g in groups if len(g) > 1] or None
     subset = obj.get("subset") if isinstance(obj.get("subset"), str) else None
     return PreferenceExample(prompt=prompt, completions=completions, ranking=ranking, ties=ties,
-                             scores=scores, subset=subset, source=location)
+                             scores=scores, subset=subset, id=_record_id(obj), source=location)
 
 
 def _check_distinct(completions: list[list[Message]], what: str) -> None:

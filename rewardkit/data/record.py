@@ -27,6 +27,7 @@ class PreferenceExample:
         margin: optional strength of the preference of ranking[0] over ranking[1] (eq. 5).
         scores: optional per-completion scores (e.g. 1–10 ratings), aligned with ``completions``.
         subset: optional subset name, used for per-subset evaluation.
+        id: optional identifier from the data (its ``id`` field), e.g. RewardBench 2's "ref:12" / "tied:12".
         source: where the record came from ("file:line"), for messages about it.
     """
 
@@ -38,6 +39,7 @@ class PreferenceExample:
     margin: float | None = None
     scores: list[float] | None = None
     subset: str | None = None
+    id: str | None = None
     source: str = ""
 
     @property
