@@ -53,12 +53,13 @@ import codecs
 import csv
 import gzip
 import io
+import itertools
 import json
 import math
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,31 +135,81 @@ def read_preferences(
     ``likert`` maps Likert ``margin`` categories to numbers (a preset name, ``"category=value,…"``
     or a mapping; default Llama 2 "large", see ``rewardkit.data.margins.parse_likert``).
     """
+    report = ReadReport(source=spec)
+    examples = list(iter_preferences(spec, report, skip_bad=skip_bad, split=split, likert=likert,
+                                     split_flag=split_flag))
+    if not examples:
+        raise DataError(f"{spec}: no usable preference records ({report.summary()})")
+    return examples, report
+
+
+def iter_preferences(
+    spec: str,
+    report: ReadReport,
+    *,
+    skip_bad: bool = False,
+    split: str = "train",
+    likert: str | Mapping[str, float] | None = None,
+    split_flag: str = "--split",
+    streaming: bool = False,
+    keep: Callable[[int], bool] | None = None,
+    positions: bool = False,
+) -> Iterator[Any]:
+    """The examples of ``spec`` one at a time, counting into ``report`` as they pass (see ``read_preferences``).
+
+    Files are read line by line (JSON lines, CSV, parquet row groups; a ``.json`` array is read whole), saved
+    datasets are memory-mapped, and with ``streaming`` a hub dataset is streamed, so memory does not grow with
+    the data. ``keep(i)`` selects raw records by position before they are validated (a process's shard); the
+    others are not parsed into examples and are not counted. With ``positions``, every raw record yields
+    ``(position, example)``, the example None when the record is not kept or is skipped, so that processes
+    reading the same stream agree on where they are. A negative slice needs the whole data first and is
+    refused with ``streaming``.
+    """
     table = parse_likert(likert)
     path_str, window = _split_slice(spec)
-    report = ReadReport(source=spec)
-    examples: list[PreferenceExample] = []
-    raw = list(_raw_records(path_str, split, split_flag))
+    raw: Iterable[tuple[str, Any]] = _raw_records(path_str, split, split_flag, streaming=streaming)
     if window is not None:
-        raw = raw[window]
-    for location, obj in raw:
+        if (window.start or 0) < 0 or (window.stop or 0) < 0:
+            if streaming:
+                raise DataError(f"{spec}: a slice from the end needs the whole data in memory; with --streaming "
+                                "give a slice from the start ([:N], [M:N])")
+            raw = list(raw)[window]
+        else:
+            raw = itertools.islice(raw, window.start, window.stop)
+    for position, (location, obj) in enumerate(raw):
+        if keep is not None and not keep(position):
+            if positions:
+                yield position, None
+            continue
         units = [(location, obj)] if isinstance(obj, RecordError) else parse_records(
             obj, location, likert=table, notes=report.notes)
+        kept = False
         for unit_location, unit in units:
             report.records += 1
             if isinstance(unit, PreferenceExample):
-                examples.append(unit)
+                report.loaded += 1
                 report.k_counts[len(unit.completions)] += 1
+                kept = True
+                yield (position, unit) if positions else unit
                 continue
             if not skip_bad:
                 raise DataError(f"{unit_location}: {unit} {SKIP_HINT}")
             report.skipped[unit.reason] += 1
             if len(report.skipped_at) < 20:
                 report.skipped_at.append(unit_location)
-    report.loaded = len(examples)
-    if not examples:
-        raise DataError(f"{spec}: no usable preference records ({report.summary()})")
-    return examples, report
+        if positions and not kept:
+            yield position, None
+
+
+def count_raw_records(spec: str, split: str = "train") -> int | None:
+    """How many raw records ``spec`` holds (one cheap pass, nothing parsed into examples), or None for a hub
+    dataset, whose length a stream does not know. Used to size a streamed run's schedule."""
+    path_str, window = _split_slice(spec)
+    path = Path(path_str).expanduser()
+    if not path.exists():
+        return None
+    n = sum(1 for _ in _raw_records(path_str, split, "--split"))
+    return len(range(n)[window]) if window is not None else n
 
 
 def _split_slice(spec: str) -> tuple[str, slice | None]:
@@ -172,13 +223,14 @@ def _split_slice(spec: str) -> tuple[str, slice | None]:
 # ---------------------------------------------------------------- raw records with their locations
 
 
-def _raw_records(path_str: str, split: str, flag: str = "--split") -> Iterator[tuple[str, Any]]:
+def _raw_records(path_str: str, split: str, flag: str = "--split", streaming: bool = False
+                 ) -> Iterator[tuple[str, Any]]:
     path = Path(path_str).expanduser()
     name = path.name.lower()
     if not path.exists():
         if re.search(r"\.(jsonl|json|gz|parquet|csv)$", name) or path_str.startswith((".", "/", "~")):
             raise DataError(f"data file not found: {path_str}")
-        yield from _hub_records(path_str, split, flag)
+        yield from _hub_records(path_str, split, flag, streaming)
         return
     if path.is_dir():
         if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
@@ -186,31 +238,42 @@ def _raw_records(path_str: str, split: str, flag: str = "--split") -> Iterator[t
             return
         raise DataError(f"{path_str} is a folder but not a saved Hugging Face dataset; "
                         "pass a .jsonl/.jsonl.gz/.json/.parquet/.csv file")
-    if name.endswith((".jsonl.gz", ".json.gz")):
+    if name.endswith(".json.gz"):  # like .json: an array or JSON lines, read whole
         with gzip.open(path, "rb") as f:
             try:
                 data = f.read()
             except (OSError, EOFError, zlib.error) as e:  # zlib.error: corrupt deflate data
                 raise DataError(f"{path_str}: not a readable gzip file ({e})") from None
-        if name.endswith(".json.gz"):  # like .json: an array or JSON lines
-            yield from _json_records(data, path_str)
-        else:
-            yield from _jsonl_records(data, path_str)
+        yield from _json_records(data, path_str)
+    elif name.endswith(".jsonl.gz"):
+        with gzip.open(path, "rb") as f:
+            yield from _jsonl_records(_gzip_lines(f, path_str), path_str)
     elif name.endswith(".jsonl"):
-        yield from _jsonl_records(path.read_bytes(), path_str)
+        with open(path, "rb") as f:
+            yield from _jsonl_records(f, path_str)
     elif name.endswith(".json"):
         yield from _json_records(path.read_bytes(), path_str)
     elif name.endswith(".parquet"):
         yield from _parquet_records(path, path_str)
     elif name.endswith(".csv"):
-        yield from _csv_records(path.read_bytes(), path_str)
+        with open(path, "rb") as f:
+            yield from _csv_records(f, path_str)
     else:
         raise DataError(f"{path_str}: unknown file type; use .jsonl, .jsonl.gz, .json, .parquet or .csv")
 
 
-def _jsonl_records(data: bytes, where: str) -> Iterator[tuple[str, Any]]:
-    data = data.removeprefix(codecs.BOM_UTF8)
-    for lineno, line in enumerate(data.split(b"\n"), start=1):
+def _gzip_lines(f: Any, where: str) -> Iterator[bytes]:
+    try:
+        yield from f
+    except (OSError, EOFError, zlib.error) as e:  # zlib.error: corrupt deflate data
+        raise DataError(f"{where}: not a readable gzip file ({e})") from None
+
+
+def _jsonl_records(lines: Iterable[bytes], where: str) -> Iterator[tuple[str, Any]]:
+    """JSON lines from any iterable of byte lines (a file read lazily, or ``data.split(b"\\n")``)."""
+    for lineno, line in enumerate(lines, start=1):
+        if lineno == 1:
+            line = line.removeprefix(codecs.BOM_UTF8)
         if not line.strip():
             continue
         location = f"{where}:{lineno}"
@@ -238,7 +301,7 @@ def _json_records(data: bytes, where: str) -> Iterator[tuple[str, Any]]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError:  # JSON lines saved as .json
-                yield from _jsonl_records(data, where)
+                yield from _jsonl_records(data.split(b"\n"), where)
                 return
             rows = next((v for k, v in obj.items() if isinstance(v, list) and k in ("data", "train", "examples")), None)
             if rows is None:
@@ -271,17 +334,21 @@ def _parquet_records(path: Path, where: str) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(path)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)  # a row group's batch at a time
+        i = 0
+        for batch in batches:
+            for row in batch.to_pylist():
+                yield f"{where} row {i}", row
+                i += 1
+    except DataError:
+        raise
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise DataError(f"{where}: not a readable parquet file ({e})") from None
-    for i, row in enumerate(table.to_pylist()):
-        yield f"{where} row {i}", row
 
 
-def _csv_records(data: bytes, where: str) -> Iterator[tuple[str, Any]]:
-    # surrogateescape keeps going past bad bytes so the bad row (not the file) is reported.
-    text = data.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""))
+def _csv_records(f: Any, where: str) -> Iterator[tuple[str, Any]]:
+    # surrogateescape keeps going past bad bytes so the bad row (not the file) is reported; utf-8-sig drops a BOM.
+    reader = csv.reader(io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape", newline=""))
     header = next(reader, None)
     if header is None:
         return
@@ -335,7 +402,7 @@ def choose_split(available: Iterable[str], split: str, where: str, flag: str) ->
                     f"{sorted(have)}); pass {flag} NAME")
 
 
-def _hub_records(dataset_id: str, split: str, flag: str) -> Iterator[tuple[str, Any]]:
+def _hub_records(dataset_id: str, split: str, flag: str, streaming: bool = False) -> Iterator[tuple[str, Any]]:
     try:
         import datasets
 
@@ -343,7 +410,7 @@ def _hub_records(dataset_id: str, split: str, flag: str) -> Iterator[tuple[str, 
         # One candidate is loaded directly; several need the split names first (one metadata request).
         chosen = names[0] if len(names) == 1 else choose_split(
             datasets.get_dataset_split_names(dataset_id), split, dataset_id, flag)
-        ds = datasets.load_dataset(dataset_id, split=chosen)
+        ds = datasets.load_dataset(dataset_id, split=chosen, streaming=streaming)
     except DataError:
         raise
     except Exception as e:  # offline, unknown id, gated repo, ... all reach the user the same way
