@@ -93,18 +93,22 @@ def prepare_records(examples: list[PreferenceExample], cfg: TrainConfig) -> tupl
     return examples, changes
 
 
-def sharded_rewards(accelerator: Accelerator, scorer: Scorer, examples: list[PreferenceExample]) -> list[np.ndarray]:
-    """Score examples split across processes (``rewardkit.inference``, as ``eval`` does), gathered back in order.
+def sharded_rewards(accelerator: Accelerator, scorer: Scorer, examples: list[PreferenceExample]
+                    ) -> tuple[list[np.ndarray], str]:
+    """Score examples split across processes (``rewardkit.inference``, as ``eval`` does), gathered back in order;
+    with the scoring path every process reports having run (``ScoreResult.path``, joined with "+" if they differ).
 
     Used for held-out evaluation by both trainers (classifier RM and GenRM)."""
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(examples), world))
-    rewards = score(scorer, [examples[i] for i in mine]).rewards if mine else []
+    scored = score(scorer, [examples[i] for i in mine]) if mine else None
+    rewards = scored.rewards if scored else []
     gathered = gather_object([(i, r.tolist()) for i, r in zip(mine, rewards)])
+    paths = gather_object([scored.path] if scored else [])
     out: list[Any] = [None] * len(examples)
     for i, r in gathered:
         out[i] = np.asarray(r)
-    return out
+    return out, "+".join(sorted(set(paths)))
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -171,9 +175,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def run_eval(step: int) -> dict[str, Any] | None:
         if not eval_ex:
             return None
-        rewards = sharded_rewards(accelerator, eval_scorer, eval_ex)
+        rewards, path = sharded_rewards(accelerator, eval_scorer, eval_ex)
         result = metrics_from_rewards(eval_ex, rewards)
-        last_eval.update(step=step, rewards=rewards, result=result)
+        last_eval.update(step=step, rewards=rewards, result=result, path=path)
         run.log({"step": step, "split": "eval", **result})
         say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
             f"margin {result['mean_margin']:+.3f}  (length baseline {result['length_baseline_accuracy']:.4f})")
@@ -208,11 +212,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     weights = torch.tensor(length_balance_weights([chosen_longer(ex) for ex in train_ex])
                            if cfg.length_debias == "balance" else [1.0] * len(train_ex))
     char_lengths = [[len(completion_text(c)) for c in ex.completions] for ex in train_ex]
+    train_paths: dict[str, str | None] = {}  # what the training forward passes ran: path → why not shared
 
     def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
         records, record_pairs = [train_ex[i] for i in micro], [pairs[i] for i in micro]
         rewards = group_rewards(model, [encoded[i] for i in micro], pad_id, shared=cfg.prefix_sharing,
                                 padding_side=cfg.padding_side, all_heads=odin)
+        train_paths[rewards.path] = rewards.reason
         if not odin:
             losses, correct, margin = records_loss(cfg, records, record_pairs, rewards)
             return losses * weights[micro].to(losses.device), correct, margin
@@ -235,7 +241,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         stats_source, reward_mean, reward_std = "eval", after["reward_mean"], after["reward_std"]
     else:
         sample = train_ex[:500]
-        r = np.concatenate(sharded_rewards(accelerator, eval_scorer, sample))
+        r = np.concatenate(sharded_rewards(accelerator, eval_scorer, sample)[0])
         stats_source, reward_mean, reward_std = "train", float(r.mean()), float(r.std())
     wall = time.time() - started
     warning = learning_warning(history, before, after, loss_floor=loss_floor(cfg, train_ex))
@@ -250,6 +256,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "last_train_loss": history[-1]["loss"] if history else None,
         "skipped_steps": sum(1 for r in history if r.get("skipped")),
         "resumed_from": str(resumed.checkpoint) if resumed else None,
+        # what ran, as the code reports it (not the flags): the training passes' path, held-out scoring's path,
+        # and whether the backbone recomputes activations
+        "prefix_sharing": prefix_sharing_summary(train_paths),
+        "eval_scoring_path": last_eval.get("path"),
+        "gradient_checkpointing": bool(getattr(plain.hf, "is_activation_checkpointing", False)),
     }
     accelerator.wait_for_everyone()
     run.save_final(lambda folder: save_model(folder, final=True, reward_mean=reward_mean, reward_std=reward_std,
@@ -266,6 +277,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run.close()
     accelerator.wait_for_everyone()
     return report
+
+
+def prefix_sharing_summary(paths: dict[str, str | None]) -> str | None:
+    """"on" when every training forward pass of this process ran prefix-shared, "off (why)" when every one ran
+    padded, "mixed" otherwise; None when it ran none (a resumed run with nothing left to do)."""
+    if not paths:
+        return None
+    if set(paths) == {"shared"}:
+        return "on"
+    if set(paths) == {"padded"}:
+        return f"off ({paths['padded'] or '--no-prefix-sharing'})"
+    return "mixed"
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -348,7 +371,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
                 continue
             shard = np.array_split(np.asarray(batch), world)[rank].tolist()
             n_micro = math.ceil(math.ceil(len(batch) / world) / cfg.micro_batch_size)
-            stats = torch.zeros(3, device=device)  # loss sum, correct, margin sum
+            stats = torch.zeros(4, device=device)  # loss sum, correct, margin sum, zero-weight passes
             for j in range(n_micro):
                 micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
                 # A process with no records left still runs a zero-weight pass so gradient sync lines up.
@@ -360,8 +383,10 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
                     losses, correct, margin = micro_loss(micro or batch[:1])
                     losses = losses * weight
                     accelerator.backward(losses.sum() * world / len(batch))
-                stats += torch.tensor([losses.detach().sum().item(), correct * weight, margin * weight], device=device)
-            loss, acc, margin = (accelerator.reduce(stats, "sum") / len(batch)).tolist()
+                stats += torch.tensor([losses.detach().sum().item(), correct * weight, margin * weight, 1.0 - weight],
+                                      device=device)
+            stats = accelerator.reduce(stats, "sum")
+            loss, acc, margin = (stats[:3] / len(batch)).tolist()
             grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                          if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
             finite = math.isfinite(loss) and (cfg.max_grad_norm <= 0 or math.isfinite(float(grad_norm)))
@@ -379,6 +404,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
                       "records": len(batch), "elapsed_s": round(time.time() - started, 2)}
             if world > 1:
                 record["grad_syncs"], syncs[0] = syncs[0], 0
+                record["empty_passes"] = int(stats[3])  # zero-weight passes of processes with no records left
             if not finite:
                 record["skipped"] = True
             history.append(record)

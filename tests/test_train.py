@@ -60,6 +60,30 @@ def test_run_folder_contents(trained):
     meta = read_metadata(run)
     assert meta["pooling"] == "last_real_token" and meta["template"] == "chat" and meta["max_length"] == 64
     assert meta["reward_std"] > 0 and meta["reward_stats_source"] == "eval"
+    # what ran, as the run recorded it: prefix-shared training passes and held-out scoring, no recomputation
+    assert report["prefix_sharing"] == "on" and report["eval_scoring_path"] == "shared"
+    assert report["processes"] == 1 and report["gradient_checkpointing"] is False
+
+
+def test_saved_checkpoint_scores_what_the_run_measured(trained):
+    """Saved = trained: the reloaded checkpoint, scoring the held-out data afresh, gives the run's own final
+    held-out rewards (eval_rewards.jsonl) and metrics (report["after"])."""
+    from rewardkit.data import read_preferences
+    from rewardkit.evaluate import metrics_from_rewards
+    from rewardkit.inference import load_scorer, score
+
+    report, tmp = trained
+    run = Path(report["run_dir"])
+    saved = [json.loads(x)["rewards"] for x in (run / "eval_rewards.jsonl").read_text().splitlines()]
+    examples, _ = read_preferences(str(tmp / "eval.jsonl"))
+    scored = score(load_scorer(str(run)), examples)
+    assert scored.path == "shared" and len(scored.rewards) == len(saved) == 32
+    diff = max(abs(a - b) for r, s in zip(scored.rewards, saved, strict=True) for a, b in zip(r, s, strict=True))
+    assert diff < 1e-5, diff
+    metrics = metrics_from_rewards(examples, scored.rewards)
+    assert metrics["accuracy"] == report["after"]["accuracy"]
+    assert metrics["mean_margin"] == pytest.approx(report["after"]["mean_margin"], abs=1e-5)
+    assert metrics["reward_mean"] == pytest.approx(read_metadata(run)["reward_mean"], abs=1e-5)
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
@@ -110,10 +134,13 @@ def _losses(run_dir: Path) -> list[float]:
 
 @pytest.mark.slow
 def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
-    """Same global batch (8 pairs; 42 pairs in the data so the last batch is partial): the per-step
-    losses of 2 gloo processes equal 1 process to 1e-5."""
+    """Same global batch (8 pairs; 41 pairs in the data, so the last step has one pair and the second process
+    an empty shard, which runs a zero-weight pass): the per-step losses of 2 gloo processes equal 1 process to
+    1e-5. Held-out scoring sharded unevenly over the 2 processes (31 pairs) gives the rewards that one process
+    scoring the saved checkpoint gives."""
     cfg = tiny_config(tiny_model_dir, tmp_path, eval_before=False)
-    write_jsonl(Path(cfg.train_data), learnable_rows(42, seed=1))  # 6 steps, the last one 2 pairs
+    write_jsonl(Path(cfg.train_data), learnable_rows(41, seed=1))  # 6 steps, the last one 1 pair
+    write_jsonl(Path(cfg.eval_data), learnable_rows(31, seed=2))  # 16 + 15 per process
     args = ["train", "--model", cfg.model, "--train-data", cfg.train_data, "--eval-data", cfg.eval_data,
             "--output-dir", cfg.output_dir, "--batch-size", "8", "--micro-batch-size", "2", "--learning-rate", "2e-3",
             "--max-length", "64", "--no-eval-before"]
@@ -129,7 +156,9 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     assert two.returncode == 0, two.stderr[-3000:]
     l1, l2 = _losses(Path(cfg.output_dir) / "one"), _losses(Path(cfg.output_dir) / "two")
     report = json.loads((Path(cfg.output_dir) / "two" / "report.json").read_text())
-    assert report["processes"] == 2
+    report_one = json.loads((Path(cfg.output_dir) / "one" / "report.json").read_text())
+    assert (report["processes"], report_one["processes"]) == (2, 1)
+    assert report["prefix_sharing"] == report_one["prefix_sharing"] == "on"
     assert len(l1) == len(l2) == 6
     print("max |loss(1 process) - loss(2 processes)| =", max(abs(a - b) for a, b in zip(l1, l2)))
     assert max(abs(a - b) for a, b in zip(l1, l2)) < 1e-5, (l1, l2)
@@ -141,6 +170,24 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     syncs = [r["grad_syncs"] for r in rows if r["split"] == "train"]
     print("gradient all-reduces per step (2 processes):", syncs)
     assert len(syncs) == 6 and syncs[0] >= 1 and set(syncs) == {syncs[-1]}, syncs
+    # the last step's second process had no pair: it ran one zero-weight pass, and its loss did not count
+    steps = sorted((r["records"], r["empty_passes"]) for r in rows if r["split"] == "train")
+    assert steps == [(1, 1)] + [(8, 0)] * 5, steps
+
+    # held-out rewards: sharded over 2 processes vs 1 process scoring the same saved weights, and vs the 1-process run
+    from rewardkit.data import read_preferences
+    from rewardkit.inference import load_scorer, score
+
+    def saved(name: str) -> list[list[float]]:
+        return [json.loads(x)["rewards"] for x in (Path(cfg.output_dir) / name / "eval_rewards.jsonl").read_text().splitlines()]
+
+    examples, _ = read_preferences(cfg.eval_data)
+    alone = score(load_scorer(str(Path(cfg.output_dir) / "two")), examples)
+    assert report["eval_scoring_path"] == alone.path == "shared"
+    for other, tol in ((alone.rewards, 1e-5), (saved("one"), 1e-4)):
+        diff = max(abs(a - b) for r, o in zip(saved("two"), other, strict=True) for a, b in zip(r, o, strict=True))
+        assert diff < tol, diff
+    assert report["after"]["accuracy"] == report_one["after"]["accuracy"] and report["after"]["pairs"] == 31
 
 
 def test_learning_warning_flags_a_run_stuck_at_chance():
@@ -158,7 +205,9 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_model_dir, tmp_path):
         cfg = tiny_config(tiny_model_dir, tmp_path, run_name=f"gc-{flag}", gradient_checkpointing=flag,
                           eval_before=False, eval_data=None)
         write_jsonl(Path(cfg.train_data), learnable_rows(24, seed=1))
-        train(cfg)
+        report = train(cfg)
+        assert report["gradient_checkpointing"] is flag  # read from the model's layers, not the config
+        assert report["prefix_sharing"] == "on"  # recomputation ran with the shared layout
         runs.append(_losses(Path(cfg.output_dir) / cfg.run_name))
     assert len(runs[0]) == 3
     assert max(abs(a - b) for a, b in zip(*runs)) < 1e-5

@@ -136,6 +136,9 @@ def test_prefix_sharing_trains_exactly_like_padded_batches(tiny_model_dir, tmp_p
     rows = ranking_rows(48, seed=8) if loss == "plackett_luce" else learnable_rows(48, seed=8)
     shared = train(config(tiny_model_dir, tmp_path, rows, loss=loss, max_length=24, run_name="s"))
     plain = train(config(tiny_model_dir, tmp_path, rows, loss=loss, max_length=24, run_name="p", prefix_sharing=False))
+    # each run records the path its training passes and its held-out scoring really took
+    assert (shared["prefix_sharing"], shared["eval_scoring_path"]) == ("on", "shared")
+    assert (plain["prefix_sharing"], plain["eval_scoring_path"]) == ("off (--no-prefix-sharing)", "padded")
     assert shared["first_train_loss"] == pytest.approx(plain["first_train_loss"], rel=1e-5)
     assert shared["last_train_loss"] == pytest.approx(plain["last_train_loss"], rel=1e-4)
     assert shared["after"]["mean_margin"] == pytest.approx(plain["after"]["mean_margin"], rel=1e-3)
