@@ -47,15 +47,16 @@ def main() -> None:
                 break
     groups = enc.encode_examples(examples)
 
-    def step() -> None:
+    def step() -> str:
         rewards = group_rewards(model, groups, tok.pad_token_id)
         loss = torch.stack([bradley_terry_loss(r[0], r[1]) for r in rewards]).mean()
         loss.backward()
         model.zero_grad(set_to_none=True)
+        return f"{rewards.path}{':' + rewards.route if rewards.route else ''}"  # what ran, as group_rewards says
 
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
+        path = step()
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     share = {"matmul": 0.0, "attention": 0.0, "other": 0.0}
@@ -65,7 +66,7 @@ def main() -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
     print("share of self CPU time: " + ", ".join(f"{k} {v / total:.0%}" for k, v in share.items()))
     print(f"total self CPU time {total / 1e6:.1f} s for {a.pairs} pairs, "
-          f"{sum(len(s) for g in groups for s in g)} tokens ({a.threads} threads)")
+          f"{sum(len(s) for g in groups for s in g)} tokens ({a.threads} threads, path {path})")
 
 
 if __name__ == "__main__":

@@ -147,6 +147,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     pad = tok.pad_token_id
     times: list[float] = []
     first_loss: list[float] = []
+    paths: set[str] = set()  # what group_rewards reports having run (shared / padded)
 
     if a.worker.startswith("trl"):
         from datasets import Dataset
@@ -189,13 +190,14 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             t = time.perf_counter()
             if a.worker == "rk_plain":
                 rewards = group_rewards(model, batch, pad, shared=False)
+                paths.add(rewards.path)
             elif a.worker == "rk_packed":
                 rewards = group_rewards(model, [[s] for pair in batch for s in pair], pad, shared=True)
+                paths.add(rewards.path)
                 rewards = [torch.cat(rewards[i:i + 2]) for i in range(0, len(rewards), 2)]
-            elif a.worker == "rk_shared":
+            elif a.worker in ("rk_shared", "kwise_shared"):
                 rewards = group_rewards(model, batch, pad, shared=True, max_tokens_per_row=a.max_tokens_per_row)
-            elif a.worker == "kwise_shared":
-                rewards = group_rewards(model, batch, pad, shared=True, max_tokens_per_row=a.max_tokens_per_row)
+                paths.add(rewards.path)
             else:  # flattened: every ranking's C(K,2) pairs, each weighted 1/C(K,2) (eq. 6), in micro-batches
                 pairs = [[g[i], g[j]] for g in batch for i in range(len(g)) for j in range(i + 1, len(g))]
                 weights = torch.tensor([1.0 / (len(g) * (len(g) - 1) / 2) for g in batch
@@ -203,7 +205,9 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
                 loss = torch.zeros(())
                 for lo in range(0, len(pairs), a.flat_micro_pairs):  # gradient accumulation, as training does
                     sl = slice(lo, lo + a.flat_micro_pairs)
-                    r = torch.stack(group_rewards(model, pairs[sl], pad, shared=a.worker == "kwise_flat_shared"))
+                    out = group_rewards(model, pairs[sl], pad, shared=a.worker == "kwise_flat_shared")
+                    paths.add(out.path)
+                    r = torch.stack(out)
                     micro = (bradley_terry_loss(r[:, 0], r[:, 1]) * weights[sl]).sum() / len(batch)
                     micro.backward()
                     loss = loss + micro.detach()
@@ -237,6 +241,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     return {
         "config": a.worker, "examples_per_s": med([per_step] * n_steps), "real_tokens_per_s": med(real),
         "useful_flops_per_s": med(flops), "step_s": statistics.median(times[1:]), "first_loss": first_loss[0],
+        "path": "+".join(sorted(paths)) or "trl",
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "real_tokens_per_step": statistics.mean(real[1:]), "unique_tokens_per_step": statistics.mean(unique[1:]),
         "per_step": per_step, "chunk_s": [sum(times[i] for i in c) for c in chunks],
@@ -278,7 +283,7 @@ def run_config(name: str, a: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{name} failed{why}:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"  {name}: {result['examples_per_s']:.3f}/s, first loss {result['first_loss']:.6f} "
-          f"({time.time() - t:.0f} s)", file=sys.stderr)
+          f"path {result['path']} ({time.time() - t:.0f} s)", file=sys.stderr)
     return result
 
 

@@ -17,9 +17,15 @@ def test_speed_benchmark_smoke(tiny_model_dir):
                            "--flat-micro-pairs", "2", "--configs", configs],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    losses = {line.split(":")[0].strip(): float(line.rsplit("first loss ", 1)[1].split()[0])
-              for line in proc.stderr.splitlines() if "first loss" in line}
+    lines = {line.split(":")[0].strip(): line.rsplit("first loss ", 1)[1].split()
+             for line in proc.stderr.splitlines() if "first loss" in line}
+    losses = {name: float(words[0]) for name, words in lines.items()}
     assert set(losses) == set(configs.split(","))
+    # each configuration ran the path it is named for (as group_rewards reported it), so equal losses compare
+    # the shared path with the padded one, not padded with padded
+    paths = {name: words[words.index("path") + 1] for name, words in lines.items()}
+    assert paths == {"rk_plain": "padded", "rk_packed": "shared", "rk_shared": "shared", "kwise_flat_plain": "padded",
+                     "kwise_flat_shared": "shared", "kwise_shared": "shared"}, paths
     assert abs(losses["rk_plain"] - losses["rk_shared"]) < 1e-4
     assert abs(losses["rk_plain"] - losses["rk_packed"]) < 1e-4
     assert abs(losses["kwise_flat_plain"] - losses["kwise_flat_shared"]) < 1e-4
