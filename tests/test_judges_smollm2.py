@@ -1,9 +1,8 @@
-"""The real SmolLM2-135M-Instruct as a pairwise judge on two HH-RLHF pairs, both orders (about 30 s on CPU)."""
+"""The real SmolLM2-135M-Instruct as a pairwise judge on two HH-RLHF pairs, both orders."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -45,9 +44,7 @@ def test_smollm2_pairwise_both_orders_on_hh(smol_pairwise):
     data = SHARED / "data" / "hh-rlhf" / "helpful-base.jsonl.gz"
     examples, _ = read_preferences(f"{data}[-500:-498]")
     scorer = JudgeScorer(smol_pairwise, order="both")
-    t = time.time()
     result = evaluate_judge(scorer, examples)
-    assert time.time() - t < 60
     assert result["pairs"] == 2 and result["judge"]["stats"]["queries"] == 4
     assert result["judge"]["stats"]["pairs_both_orders"] == 2
     scored = score(scorer, examples)  # what the judge saw and said, per pair (deterministic: the same passes)

@@ -4,7 +4,6 @@ are scored by one code path; rewards do not depend on batch size, padding side o
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -94,12 +93,11 @@ def test_smollm2_rewards_do_not_depend_on_batching_padding_or_threads():
     """The real model on real HH pairs: every way of batching gives the same rewards to 1e-4."""
     from rewardkit.data import read_preferences
 
-    start = time.time()
     examples, _ = read_preferences(f"{SHARED / 'data' / 'hh-rlhf' / 'helpful-base.jsonl.gz'}[:4]")
     examples = examples[:3]
     scorer = load_scorer("smollm2-135m", max_length=128, seed=0)
     threads = torch.get_num_threads()
-    results = {}
+    results, paths = {}, {}
     try:
         for name, tokens, side, n_threads, shared in (
                 ("base", 16384, "right", 1, False), ("one per batch", 128, "right", 1, False),
@@ -107,13 +105,19 @@ def test_smollm2_rewards_do_not_depend_on_batching_padding_or_threads():
                 ("prefix-shared, packed", 16384, "right", 1, True), ("prefix-shared, one per batch", 128, "right", 2, True)):
             torch.set_num_threads(n_threads)
             scorer.max_batch_tokens, scorer.padding_side, scorer.prefix_sharing = tokens, side, shared
-            results[name] = np.concatenate(scorer.score_examples(examples))
+            scored = score(scorer, examples)
+            results[name] = np.concatenate(scored.rewards)
+            paths[name] = (scored.path, scored.forward_passes)
     finally:
         torch.set_num_threads(threads)
     for name, r in results.items():
         assert abs(r - results["base"]).max() < 1e-4, name
     assert results["base"].std() > 0  # not a degenerate constant
-    assert time.time() - start < 90
+    # each variant ran the path it names (as the result says), in one pass or one per sequence / pair
+    assert paths == {"base": ("padded", 1), "one per batch": ("padded", 6), "left": ("padded", paths["left"][1]),
+                     "two threads": ("padded", 1), "prefix-shared, packed": ("shared", 1),
+                     "prefix-shared, one per batch": ("shared", 3)}, paths
+    assert 1 < paths["left"][1] < 6  # 300 tokens: a few left-padded batches
 
 
 def test_scorer_protocol_is_all_evaluation_needs():

@@ -4,7 +4,6 @@ reload with plain transformers, same rewards."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -32,11 +31,14 @@ def test_gguf_is_converted_once_into_a_plain_fp32_folder(smollm2_dir):
     config = json.loads((smollm2_dir / "config.json").read_text())
     assert "quantization_config" not in config
     assert config["dtype"] == "float32"
-    t = time.time()
+    def state() -> tuple:  # the cache folder's entries and their files' identity: a conversion would change them
+        return (sorted(p.name for p in smollm2_dir.parent.iterdir()),
+                [(p.name, p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(smollm2_dir.iterdir())])
+
+    before = state()
     assert convert_gguf(smollm2_gguf_path()) == smollm2_dir  # cached: no second conversion
     assert resolve_backbone(str(smollm2_gguf_path())) == str(smollm2_dir)  # a .gguf path, as users pass it
-    assert time.time() - t < 2.0
-
+    assert state() == before
 
 def test_smollm2_train_save_reload_same_rewards(smollm2_dir, tmp_path):
     data = SHARED / "data" / "hh-rlhf" / "helpful-base.jsonl.gz"
@@ -45,6 +47,7 @@ def test_smollm2_train_save_reload_same_rewards(smollm2_dir, tmp_path):
                       max_length=96, learning_rate=1e-5, eval_before=False)
     report = train(cfg)
     assert report["steps"] == 2
+    assert report["prefix_sharing"] == "on" and report["eval_scoring_path"] == "shared"  # what ran
     assert report["train_truncation"]["prompt_truncated"] > 0  # 96 tokens forces prompt truncation
 
     run = report["run_dir"]
