@@ -52,6 +52,7 @@ def texts_and_ids(run: Path):
 def test_merged_lora_checkpoint_scores_identically_in_plain_transformers(merged_run, tiny_model_dir):
     run, report, _ = merged_run
     assert report["after"]["accuracy"] > report["before"]["accuracy"]  # it learned
+    assert report["prefix_sharing"] == "on"  # the adapters kept training on the shared path
     meta = read_metadata(run)
     assert meta["lora"] == {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear", "saved": "merged"}
     saved = load_file(run / "model.safetensors")
@@ -131,6 +132,7 @@ def test_shared_and_padded_lora_training_give_the_same_gradients(tiny_model_dir)
     for shared in (True, False):
         model.zero_grad(set_to_none=True)
         rewards = group_rewards(model, groups, pad_id, shared=shared)
+        assert rewards.path == ("shared" if shared else "padded")  # what ran, as group_rewards reports it
         torch.cat(rewards).pow(2).sum().backward()
         grads[shared] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
