@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # six benchmark subprocesses
 def test_speed_benchmark_smoke(tiny_model_dir):
     configs = "rk_plain,rk_packed,rk_shared,kwise_flat_plain,kwise_flat_shared,kwise_shared"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed.py"), "--model", str(tiny_model_dir),

@@ -124,6 +124,7 @@ def test_debiased_runs_record_their_method_and_still_learn(odin_runs):
     assert not math.isnan(json.loads((odin_runs["balance"] / "report.json").read_text())["first_train_loss"])
 
 
+@pytest.mark.slow  # three training processes
 def test_odin_run_killed_mid_save_resumes_to_the_uninterrupted_heads(tiny_model_dir, tmp_path):
     from test_run import ENV, finish, launch
 

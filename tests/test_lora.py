@@ -146,6 +146,7 @@ def test_lora_and_trainable_layers_are_exclusive():
         TrainConfig(lora_r=8, trainable_layers=2)
 
 
+@pytest.mark.slow  # three training processes
 def test_lora_run_killed_mid_save_resumes_to_the_uninterrupted_weights(tiny_model_dir, tmp_path):
     from rewardkit.run import CRASH_IN_SAVE_ENV
 

@@ -163,6 +163,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tiny_model_dir, 
     assert max_weight_diff(run, uninterrupted) <= 1e-6
 
 
+@pytest.mark.slow  # its fixture runs a whole training process
 def test_resume_refuses_a_different_config_and_checks_its_inputs(tiny_model_dir, data, uninterrupted, capsys):
     from rewardkit.cli import main as cli
 
