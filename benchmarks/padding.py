@@ -21,7 +21,7 @@ import numpy as np
 from rewardkit.batching import Encoder
 from rewardkit.data import read_preferences
 from rewardkit.model import load_tokenizer, resolve_backbone
-from rewardkit.train import make_batches
+from rewardkit.plan import make_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 

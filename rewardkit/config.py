@@ -97,6 +97,14 @@ class TrainConfig(ConfigBase):
                              "'llama2-small' (1, 2/3, 1/3, 0) or a mapping 'significantly better=3,better=2,...'.")
     flatten_rankings: bool = _f(False, "Train on each ranking's C(K,2) pairs as independent records (the unbalanced baseline).")
     drop_ties: bool = _f(False, "Skip records whose completions are all tied (counted and reported).")
+    streaming: bool = _f(False, "Read, validate and tokenize the training data lazily, --stream-window records at a "
+                         "time, so memory does not grow with the data (files line by line, saved datasets "
+                         "memory-mapped, hub datasets streamed: those need --max-steps). Each process parses only "
+                         "its share. Batches are length-grouped within a window.")
+    stream_window: int = _f(0, within="[0, inf)", help="With --streaming: raw records held at a time (a multiple of "
+                            "--batch-size); 0: 50 batches.")
+    max_steps: int = _f(0, within="[0, inf)", help="Stop after exactly this many optimizer steps, passing over the "
+                        "data as often as needed (the schedule spans them); 0: --epochs passes.")
     epochs: int = _f(1, within="[1, inf)", help="Passes over the data. One is the default; the literature finds more epochs overfit.")
     batch_size: int = _f(16, within="[1, inf)", help="Records (pairs or rankings) per optimizer step (global, across processes and accumulation).")
     micro_batch_size: int = _f(4, within="[1, inf)", help="Records per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")
@@ -150,6 +158,12 @@ class TrainConfig(ConfigBase):
         if self.lora_r and self.trainable_layers:
             raise ConfigError("--lora-r and --trainable-layers both choose what trains: LoRA trains adapters on every "
                               "block, --trainable-layers the top blocks' own weights; pass one of them")
+        if self.streaming and self.flatten_rankings:
+            raise ConfigError("--flatten-rankings with --streaming is not supported (a streamed step counts records "
+                              "as read); flatten the rankings into a file first, or train without --streaming")
+        if self.stream_window and self.stream_window % self.batch_size:
+            raise ConfigError(f"--stream-window ({self.stream_window}) must be a multiple of --batch-size "
+                              f"({self.batch_size})")
         if self.length_debias == "odin" and self.lora_r and self.lora_save == "adapter":
             raise ConfigError("--length-debias odin saves the quality head as the model; use --lora-save merged")
 

@@ -13,11 +13,13 @@ epoch is used, not dropped.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,10 @@ from rewardkit.batching import Encoder, TruncationStats
 from rewardkit.checkpoint import METADATA_FILE, save_checkpoint
 from rewardkit.config import TrainConfig, to_dict
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
+from rewardkit.data.readers import count_raw_records, iter_preferences, merge_reports
 from rewardkit.data.record import completion_text
 from rewardkit.data.transforms import drop_ties, flatten_rankings
+from rewardkit.errors import UserError
 from rewardkit.evaluate import metrics_from_rewards
 from rewardkit.heads import (
     LENGTH_HEAD_FILE,
@@ -46,6 +50,7 @@ from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
 from rewardkit.losses import check_record, odin_disentangle_loss, record_loss
 from rewardkit.model import freeze_lower_layers, load_reward_model
+from rewardkit.plan import Item, Step, memory_steps, stream_steps
 from rewardkit.run import Resumed, Run, load_weights
 from rewardkit.sharing import group_rewards, sharing_unsupported_reason
 
@@ -64,19 +69,6 @@ def load_examples(spec: str, cfg: TrainConfig, split: str) -> tuple[list[Prefere
     hub_split, flag = (cfg.split, "--split") if split == "train" else (cfg.eval_split, "--eval-split")
     return read_preferences(spec, skip_bad=cfg.skip_bad_records, split=hub_split, likert=cfg.likert_margins,
                             split_flag=flag)
-
-
-def make_batches(lengths: list[int], batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[list[int]]:
-    """Shuffled batches of indices. With ``group_by_length``, indices are sorted by length inside random
-    windows of 50 batches (as transformers' ``group_by_length``) and the batch order is shuffled."""
-    order = rng.permutation(len(lengths))
-    if group_by_length:
-        window = 50 * batch_size
-        order = np.concatenate([sorted(order[i:i + window], key=lambda j: -lengths[j]) for i in range(0, len(order), window)])
-    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
-    if group_by_length:
-        batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
 
 
 def prepare_records(examples: list[PreferenceExample], cfg: TrainConfig) -> tuple[list[PreferenceExample], dict[str, int]]:
@@ -133,20 +125,41 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.gradient_checkpointing:
         model.hf.activation_checkpointing_enable({"use_reentrant": False})
     encoder = Encoder(tokenizer, max_length=cfg.max_length, template=cfg.template)
-    train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
     eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
     eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
-    train_ex, changes = prepare_records(train_ex, cfg)
-    check_records(train_ex, cfg)
-    train_truncation = TruncationStats()
-    encoded = encoder.encode_examples(train_ex, train_truncation)
-    pairs = [ex.preference_pairs() for ex in train_ex]
-    say(train_report.summary())
-    if changes:
-        say("records: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in changes.items()) + f" → {len(train_ex)} records")
+    train_truncation, changes = TruncationStats(), Counter()
+
+    def to_items(examples: list[PreferenceExample]) -> list[Item]:
+        """Transform, check and tokenize records (all of them, or a stream's window) into training items."""
+        examples, window_changes = prepare_records(examples, cfg)
+        changes.update(window_changes)
+        check_records(examples, cfg)
+        weights = (length_balance_weights([chosen_longer(ex) for ex in examples])
+                   if cfg.length_debias == "balance" else [1.0] * len(examples))
+        return [Item(ex, ids, ex.preference_pairs(), w, tuple(len(completion_text(c)) for c in ex.completions))
+                for ex, ids, w in zip(examples, encoder.encode_examples(examples, train_truncation), weights)]
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if cfg.streaming:  # read, validate and tokenize a window at a time (rewardkit.plan)
+        train_report, train_ex, items = ReadReport(source=cfg.train_data), None, None
+        raw_count = count_raw_records(cfg.train_data, cfg.split) if not cfg.max_steps else None
+        if not cfg.max_steps and raw_count is None:
+            raise UserError(f"--streaming {cfg.train_data}: a streamed hub dataset has no known length; pass "
+                            "--max-steps N")
+        total_steps = cfg.max_steps or math.ceil(raw_count / cfg.batch_size) * cfg.epochs
+        say(f"train: streamed from {cfg.train_data}, {cfg.stream_window or 50 * cfg.batch_size} raw records at a "
+            f"time" + (f" ({raw_count:,} raw records)" if raw_count is not None else ""))
+    else:
+        train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
+        items = to_items(train_ex)
+        total_steps = cfg.max_steps or math.ceil(len(items) / cfg.batch_size) * cfg.epochs
+        say(train_report.summary())
+        if changes:
+            say("records: " + ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in changes.items())
+                + f" → {len(items)} records")
+        say(f"train: {train_truncation.summary()}")
     if eval_report:
         say(eval_report.summary())
-    say(f"train: {train_truncation.summary()}")
     if cfg.prefix_sharing:
         why_not = sharing_unsupported_reason(model)
         say(f"prefix sharing: {'off (' + why_not + ')' if why_not else 'on (each prompt computed once, groups packed)'}")
@@ -155,12 +168,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run.begin(to_dict(cfg))
 
     # ---- optimisation
-    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    pad_id, world = tokenizer.pad_token_id, accelerator.num_processes
+    pad_id = tokenizer.pad_token_id
     plain = accelerator.unwrap_model(model)
     resumed = run.resume(lambda folder: (load_adapter_weights(lora, folder / ADAPTER_DIR) if lora else load_weights(
         plain.hf, folder, transform=(lambda state: join_length_head(state, folder)) if odin else None)),
@@ -207,32 +218,49 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         before = resumed.evals.get(0)
     else:
         before = run_eval(0) if cfg.eval_before else None
-    lengths = [sum(len(ids) for ids in record) for record in encoded]
-
-    weights = torch.tensor(length_balance_weights([chosen_longer(ex) for ex in train_ex])
-                           if cfg.length_debias == "balance" else [1.0] * len(train_ex))
-    char_lengths = [[len(completion_text(c)) for c in ex.completions] for ex in train_ex]
     train_paths: dict[str, str | None] = {}  # what the training forward passes ran: path → why not shared
 
-    def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
-        records, record_pairs = [train_ex[i] for i in micro], [pairs[i] for i in micro]
-        rewards = group_rewards(model, [encoded[i] for i in micro], pad_id, shared=cfg.prefix_sharing,
+    def micro_loss(micro: list[Item]) -> tuple[torch.Tensor, float, float]:
+        records, record_pairs = [it.example for it in micro], [it.pairs for it in micro]
+        rewards = group_rewards(model, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
                                 padding_side=cfg.padding_side, all_heads=odin)
         train_paths[rewards.path] = rewards.reason
         if not odin:
             losses, correct, margin = records_loss(cfg, records, record_pairs, rewards)
-            return losses * weights[micro].to(losses.device), correct, margin
+            return losses * torch.tensor([it.weight for it in micro], device=losses.device), correct, margin
         # ODIN: rank with r_Q + r_L, and disentangle the heads over the micro-batch's completions.
         losses, correct, margin = records_loss(cfg, records, record_pairs, [r.sum(-1) for r in rewards])
         flat = torch.cat(rewards)
-        lengths = torch.tensor([n for i in micro for n in char_lengths[i]], device=flat.device)
+        lengths = torch.tensor([n for it in micro for n in it.char_lengths], device=flat.device)
         w_q, w_l = head_weights(plain)
         extra = odin_disentangle_loss(flat[:, 0], flat[:, 1], lengths, w_q, w_l, length_coef=cfg.odin_length_coef,
                                       quality_coef=cfg.odin_quality_coef, ortho_coef=cfg.odin_ortho_coef)
         return losses + extra, correct, margin  # each record carries the micro-batch's term: its mean per step
 
-    history = optimise(accelerator, model, optimizer, scheduler, cfg, lengths, micro_loss, run=run, run_eval=run_eval,
-                       save_model=save_model, started=started, resumed=resumed)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.streaming:
+        def read(keep: Callable[[int], bool]) -> Any:
+            return iter_preferences(cfg.train_data, train_report, skip_bad=cfg.skip_bad_records, split=cfg.split,
+                                    likert=cfg.likert_margins, streaming=True, keep=keep, positions=True)
+
+        stand_in = PreferenceExample.pair("stand-in", "a", "b")  # run at zero weight only
+        steps = stream_steps(read, to_items, batch_size=cfg.batch_size, window=cfg.stream_window or 50 * cfg.batch_size,
+                             rng=rng, group_by_length=cfg.group_by_length, rank=rank, world=world, epochs=cfg.epochs,
+                             stand_in=Item(stand_in, encoder.encode_examples([stand_in], TruncationStats())[0],
+                                           stand_in.preference_pairs()), max_steps=cfg.max_steps)
+    else:
+        steps = memory_steps(items, cfg.batch_size, rng, cfg.group_by_length, rank, world, cfg.epochs, cfg.max_steps)
+    history = optimise(accelerator, model, optimizer, scheduler, cfg, steps, total_steps, micro_loss, run=run,
+                       run_eval=run_eval, save_model=save_model, started=started, resumed=resumed)
+    if cfg.streaming:  # every process read its own shard: add the counts up
+        train_report = merge_reports(gather_object([train_report]))
+        changes = sum(gather_object([changes]), Counter())
+        truncations = gather_object([train_truncation])
+        train_truncation = TruncationStats()
+        for t in truncations:
+            train_truncation.merge(t)
+        say(train_report.summary())
+        say(f"train: {train_truncation.summary()}")
     step = len(history)
     after = run_eval(step)
 
@@ -240,17 +268,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if after:
         stats_source, reward_mean, reward_std = "eval", after["reward_mean"], after["reward_std"]
     else:
-        sample = train_ex[:500]
+        sample = train_ex[:500] if train_ex is not None else list(itertools.islice(iter_preferences(
+            cfg.train_data, ReadReport(source=cfg.train_data), skip_bad=True, split=cfg.split,
+            likert=cfg.likert_margins, streaming=True), 500))
         r = np.concatenate(sharded_rewards(accelerator, eval_scorer, sample)[0])
         stats_source, reward_mean, reward_std = "train", float(r.mean()), float(r.std())
     wall = time.time() - started
-    warning = learning_warning(history, before, after, loss_floor=loss_floor(cfg, train_ex))
+    warning = learning_warning(history, before, after, loss_floor=loss_floor(cfg, train_ex or []))
     if warning:
         say(f"WARNING: {warning}")
     report = {
         "warning": warning,
         "run_dir": str(run.dir), "config": to_dict(cfg), "steps": step, "wall_time_s": round(wall, 1),
-        "processes": world, "train_data": train_report.to_dict(), "record_changes": changes, "eval_data": eval_report.to_dict() if eval_report else None,
+        "processes": world, "streaming": cfg.streaming, "train_data": train_report.to_dict(),
+        "record_changes": dict(changes), "eval_data": eval_report.to_dict() if eval_report else None,
         "train_truncation": train_truncation.to_dict(), "before": before, "after": after,
         "first_train_loss": history[0]["loss"] if history else None,
         "last_train_loss": history[-1]["loss"] if history else None,
@@ -342,92 +373,96 @@ def count_gradient_syncs(model: torch.nn.Module) -> list[int]:
 
 
 def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-             cfg: TrainConfig, lengths: list[int],
-             micro_loss: Callable[[list[int]], tuple[torch.Tensor, float, float]], *,
+             cfg: TrainConfig, steps: Iterable[Step], total_steps: int,
+             micro_loss: Callable[[list[Item]], tuple[torch.Tensor, float, float]], *,
              run: Run, run_eval: Callable[[int], Any], save_model: Callable[[Path], None], started: float,
              resumed: Resumed | None = None, desc: str = "train") -> list[dict[str, Any]]:
     """The optimisation loop (shared by classifier RMs and ``rewardkit.judges.genrm``); returns the step log.
 
-    ``micro_loss(indices)`` returns the per-record losses of a micro-batch of record indices, the
-    number of correctly ordered pairs and the summed best-minus-worst margin (for the log).
-    A resumed run replays the seeded batch order and skips the steps already done, so it sees the
-    same batches as the uninterrupted run. A step whose loss or gradient norm is not finite is
-    skipped (no update) and logged with ``skipped``; ``max_bad_steps`` of them in a row stop the run.
+    ``steps`` is a plan of ``rewardkit.plan`` (in memory or streamed): per optimizer step, this process's
+    records. ``micro_loss(items)`` returns the per-record losses of a micro-batch, the number of correctly
+    ordered pairs and the summed best-minus-worst margin (for the log). The step's loss is the mean over
+    its records on all processes, whatever the process count or accumulation. A resumed run replays the
+    seeded plan and skips the steps already done, so it sees the same batches as the uninterrupted run. A
+    step whose loss or gradient norm is not finite is skipped (no update) and logged with ``skipped``;
+    ``max_bad_steps`` of them in a row stop the run.
     """
-    rank, world = accelerator.process_index, accelerator.num_processes
+    world = accelerator.num_processes
     device = accelerator.device
-    total_steps = math.ceil(len(lengths) / cfg.batch_size) * cfg.epochs
-    rng = np.random.default_rng(cfg.seed)
     history: list[dict[str, Any]] = list(resumed.history) if resumed else []
     start = resumed.step if resumed else 0
     bar = tqdm(total=total_steps, initial=start, disable=not accelerator.is_main_process, desc=desc, unit="step")
     step, bad = 0, 0
     syncs = count_gradient_syncs(model)
     model.train()
-    for epoch in range(cfg.epochs):
-        for batch in make_batches(lengths, cfg.batch_size, rng, cfg.group_by_length):
-            if step < start:  # done before the run was interrupted
-                step += 1
-                continue
-            shard = np.array_split(np.asarray(batch), world)[rank].tolist()
-            n_micro = math.ceil(math.ceil(len(batch) / world) / cfg.micro_batch_size)
-            stats = torch.zeros(4, device=device)  # loss sum, correct, margin sum, zero-weight passes
-            for j in range(n_micro):
-                micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
-                # A process with no records left still runs a zero-weight pass so gradient sync lines up.
-                weight = 1.0 if micro else 0.0
-                # DDP decides in the forward whether the next backward all-reduces, so the forward must run
-                # inside no_sync too: only the last micro-batch of a step synchronises gradients.
-                sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
-                with sync:
-                    losses, correct, margin = micro_loss(micro or batch[:1])
-                    losses = losses * weight
-                    accelerator.backward(losses.sum() * world / len(batch))
-                stats += torch.tensor([losses.detach().sum().item(), correct * weight, margin * weight, 1.0 - weight],
-                                      device=device)
-            stats = accelerator.reduce(stats, "sum")
-            loss, acc, margin = (stats[:3] / len(batch)).tolist()
-            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                         if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
-            finite = math.isfinite(loss) and (cfg.max_grad_norm <= 0 or math.isfinite(float(grad_norm)))
-            lr = scheduler.get_last_lr()[0]  # the rate this step's update uses (read before the scheduler moves on)
-            if finite:
-                optimizer.step()
-                scheduler.step()
-                bad = 0
-            else:
-                bad += 1
-            optimizer.zero_grad(set_to_none=True)
+    for planned in steps:
+        epoch, shard = planned.epoch, planned.items
+        # Every process's record count: the step's size (the loss is a mean over it) and its micro-batch count.
+        counts = [len(shard)] if world == 1 else accelerator.gather(torch.tensor([len(shard)], device=device)).tolist()
+        n_records = sum(counts)
+        if not n_records:  # a streamed step whose records were all skipped as bad, on every process
+            continue
+        if step < start:  # done before the run was interrupted
             step += 1
-            record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
-                      "margin": margin, "lr": lr, "grad_norm": float(grad_norm),
-                      "records": len(batch), "elapsed_s": round(time.time() - started, 2)}
-            if world > 1:
-                record["grad_syncs"], syncs[0] = syncs[0], 0
-                record["empty_passes"] = int(stats[3])  # zero-weight passes of processes with no records left
-            if not finite:
-                record["skipped"] = True
-            history.append(record)
-            if step % cfg.log_every == 0 or step == total_steps or not finite:
-                run.log(record)
-            if bad >= cfg.max_bad_steps:
-                from rewardkit.run import latest_checkpoint
+            continue
+        n_micro = math.ceil(max(counts) / cfg.micro_batch_size)
+        stats = torch.zeros(4, device=device)  # loss sum, correct, margin sum, zero-weight passes
+        for j in range(n_micro):
+            micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
+            # A process with no records left still runs a zero-weight pass so gradient sync lines up.
+            weight = 1.0 if micro else 0.0
+            # DDP decides in the forward whether the next backward all-reduces, so the forward must run
+            # inside no_sync too: only the last micro-batch of a step synchronises gradients.
+            sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
+            with sync:
+                losses, correct, margin = micro_loss(micro or [planned.stand_in])
+                losses = losses * weight
+                accelerator.backward(losses.sum() * world / n_records)
+            stats += torch.tensor([losses.detach().sum().item(), correct * weight, margin * weight, 1.0 - weight],
+                                  device=device)
+        stats = accelerator.reduce(stats, "sum")
+        loss, acc, margin = (stats[:3] / n_records).tolist()
+        grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                     if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
+        finite = math.isfinite(loss) and (cfg.max_grad_norm <= 0 or math.isfinite(float(grad_norm)))
+        lr = scheduler.get_last_lr()[0]  # the rate this step's update uses (read before the scheduler moves on)
+        if finite:
+            optimizer.step()
+            scheduler.step()
+            bad = 0
+        else:
+            bad += 1
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
+                  "margin": margin, "lr": lr, "grad_norm": float(grad_norm),
+                  "records": n_records, "elapsed_s": round(time.time() - started, 2)}
+        if world > 1:
+            record["grad_syncs"], syncs[0] = syncs[0], 0
+            record["empty_passes"] = int(stats[3])  # zero-weight passes of processes with no records left
+        if not finite:
+            record["skipped"] = True
+        history.append(record)
+        if step % cfg.log_every == 0 or step == total_steps or not finite:
+            run.log(record)
+        if bad >= cfg.max_bad_steps:
+            from rewardkit.run import latest_checkpoint
 
-                last = latest_checkpoint(run.dir)
-                skipped = sum(1 for r in history if r.get("skipped"))
-                raise TrainingDiverged(
-                    f"the loss or gradient was not finite for {bad} steps in a row (step {step}, epoch {epoch}; "
-                    f"{skipped} steps skipped in all, each logged in metrics.jsonl). Lower --learning-rate (now "
-                    f"{cfg.learning_rate}) or check the data for extreme inputs. "
-                    + (f"Last usable checkpoint: {last} (--resume {last})." if last else
-                       "No checkpoint was written (--save-every N writes them)."))
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
-            if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
-                run_eval(step)
-                model.train()
-            if cfg.save_every and finite and (step % cfg.save_every == 0 or step == total_steps):
-                run.save(step, save_model, optimizer, scheduler)
+            last = latest_checkpoint(run.dir)
+            skipped = sum(1 for r in history if r.get("skipped"))
+            raise TrainingDiverged(
+                f"the loss or gradient was not finite for {bad} steps in a row (step {step}, epoch {epoch}; "
+                f"{skipped} steps skipped in all, each logged in metrics.jsonl). Lower --learning-rate (now "
+                f"{cfg.learning_rate}) or check the data for extreme inputs. "
+                + (f"Last usable checkpoint: {last} (--resume {last})." if last else
+                   "No checkpoint was written (--save-every N writes them)."))
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
+        if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
+            run_eval(step)
+            model.train()
+        if cfg.save_every and finite and (step % cfg.save_every == 0 or step == total_steps):
+            run.save(step, save_model, optimizer, scheduler)
     bar.close()
     return history
 

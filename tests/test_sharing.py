@@ -23,6 +23,7 @@ from rewardkit.data import read_preferences
 from rewardkit.data.readers import parse_record
 from rewardkit.inference import forward_token_budget, group_batches, group_tokens
 from rewardkit.model import RewardModel, load_reward_model
+from rewardkit.plan import make_batches
 from rewardkit.sharing import (
     FLEX_MAX_ROW_TOKENS,
     FLEX_MIN_WIDTH,
@@ -35,7 +36,6 @@ from rewardkit.sharing import (
     shared_prefix_length,
     supports_sharing,
 )
-from rewardkit.train import make_batches
 
 from conftest import SHARED
 

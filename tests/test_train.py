@@ -16,7 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rewardkit.checkpoint import load_checkpoint, read_metadata
 from rewardkit.config import TrainConfig
 from rewardkit.inference import score_token_ids
-from rewardkit.train import make_batches, make_optimizer, train
+from rewardkit.plan import make_batches
+from rewardkit.train import make_optimizer, train
 
 from conftest import learnable_rows, write_jsonl
 

@@ -119,6 +119,22 @@ class ReadReport:
         }
 
 
+def merge_reports(reports: list[ReadReport]) -> ReadReport:
+    """One report from the reports of processes that each read their shard of the same data."""
+    out = ReadReport(source=reports[0].source)
+    for r in reports:
+        out.records += r.records
+        out.loaded += r.loaded
+        out.skipped.update(r.skipped)
+        out.notes.update(r.notes)
+        out.k_counts.update(r.k_counts)
+        out.skipped_at += r.skipped_at
+    # In reading order again ("file:12" before "file:103"), the first 20 kept as a single reader keeps them.
+    out.skipped_at = sorted(out.skipped_at, key=lambda loc: [int(t) if t.isdigit() else t
+                                                             for t in re.split(r"(\d+)", loc)])[:20]
+    return out
+
+
 def read_preferences(
     spec: str,
     *,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -50,6 +51,7 @@ from rewardkit.judges.judge import (
 )
 from rewardkit.judges.templates import _UNSET
 from rewardkit.model import freeze_lower_layers
+from rewardkit.plan import Item, memory_steps
 from rewardkit.run import Run, load_weights
 from rewardkit.train import (
     check_records,
@@ -100,6 +102,9 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     check_train_config(cfg)
     if cfg.length_debias != "none":
         raise UserError("--length-debias is implemented for classifier reward models (rewardkit train), not GenRMs")
+    if cfg.streaming:
+        raise UserError("--streaming is implemented for classifier reward models (rewardkit train), not GenRMs; "
+                        "GenRM training reads its data into memory")
     if cfg.lora_r:
         raise UserError("--lora-r is not implemented for GenRM training yet (the LM head would need the adapter "
                         "too); train a GenRM with --trainable-layers N for a cheaper partial fine-tune")
@@ -140,8 +145,8 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     run.begin(to_dict(cfg))
 
     # ---- optimisation (the loop of rewardkit.train, with r = logit P(Yes) instead of a scalar head)
-    steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    items = [Item(ex, ids, p) for ex, ids, p in zip(train_ex, encoded, pairs)]
+    total_steps = cfg.max_steps or math.ceil(len(items) / cfg.batch_size) * cfg.epochs
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -170,15 +175,15 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
                    reward_std=r.get("reward_std"))
 
     before = resumed.evals.get(0) if resumed else (run_eval(0) if cfg.eval_before else None)
-    lengths = [sum(len(ids) for ids in record) for record in encoded]
-
-    def micro_loss(micro: list[int]) -> tuple[torch.Tensor, float, float]:
-        ids, mask = pad_batch([q for i in micro for q in encoded[i]], pad_id, "left")
+    def micro_loss(micro: list[Item]) -> tuple[torch.Tensor, float, float]:
+        ids, mask = pad_batch([q for it in micro for q in it.ids], pad_id, "left")
         flat_rewards = genrm_rewards(wrapped, ids.to(device), mask.to(device), judge.verdicts)
-        rewards = flat_rewards.split([len(encoded[i]) for i in micro])
-        return records_loss(cfg, [train_ex[i] for i in micro], [pairs[i] for i in micro], rewards)
+        rewards = flat_rewards.split([len(it.ids) for it in micro])
+        return records_loss(cfg, [it.example for it in micro], [it.pairs for it in micro], rewards)
 
-    history = optimise(accelerator, wrapped, optimizer, scheduler, cfg, lengths, micro_loss, run=run,
+    steps = memory_steps(items, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.group_by_length,
+                         accelerator.process_index, world, cfg.epochs, cfg.max_steps)
+    history = optimise(accelerator, wrapped, optimizer, scheduler, cfg, steps, total_steps, micro_loss, run=run,
                        run_eval=run_eval, save_model=save_model, started=started, resumed=resumed, desc="train genrm")
     step = len(history)
     after = run_eval(step)

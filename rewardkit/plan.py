@@ -1,0 +1,128 @@
+"""Which records each optimizer step trains on: the whole data in memory, or a stream read a window at a time.
+
+Both plans yield, per optimizer step, a :class:`Step`: this process's encoded records and a stand-in for a
+process left without records (it runs a zero-weight pass so gradient sync lines up). The global record count
+of a step is the sum over processes, which the training loop reduces.
+
+* **In memory** (:func:`memory_steps`): every record is read and tokenized first; batches come from
+  :func:`make_batches` (length-grouped, shuffled); each global batch is split across processes.
+* **Streamed** (``--streaming``, :func:`stream_steps`): records are read, validated and tokenized lazily,
+  ``stream_window`` raw records at a time (a multiple of the batch size); each window is cut into batches by
+  the same :func:`make_batches` with the same generator, so with a window at least as large as the data the
+  steps are exactly the in-memory ones (tested). Raw record i of the stream belongs to process i mod P; only
+  its owner parses it into an example, validates and tokenizes it. Every process cuts its share of a window
+  into the same number of steps (from the window's raw size, which all know), so the processes stay in step
+  even when bad records are skipped unevenly. Memory holds one window, never the data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from rewardkit.data import DataError, PreferenceExample
+
+
+@dataclass
+class Item:
+    """One training record, ready for the loss: the example, its token sequences (one per completion), its
+    preference pairs, its loss weight and its completions' lengths in characters."""
+
+    example: PreferenceExample
+    ids: list[list[int]]
+    pairs: list[tuple[int, int, bool]]
+    weight: float = 1.0
+    char_lengths: tuple[int, ...] = ()
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(s) for s in self.ids)
+
+
+@dataclass
+class Step:
+    """One optimizer step: the epoch, this process's records, and a record to run at zero weight when a
+    process has none (it must still take part in the gradient all-reduce)."""
+
+    epoch: int
+    items: list[Item]
+    stand_in: Item
+
+
+def make_batches(lengths: list[int], batch_size: int, rng: np.random.Generator, group_by_length: bool) -> list[list[int]]:
+    """Shuffled batches of indices. With ``group_by_length``, indices are sorted by length inside random
+    windows of 50 batches (as transformers' ``group_by_length``) and the batch order is shuffled."""
+    order = rng.permutation(len(lengths))
+    if group_by_length:
+        window = 50 * batch_size
+        order = np.concatenate([sorted(order[i:i + window], key=lambda j: -lengths[j]) for i in range(0, len(order), window)])
+    batches = [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if group_by_length:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def memory_steps(items: list[Item], batch_size: int, rng: np.random.Generator, group_by_length: bool,
+                 rank: int, world: int, epochs: int, max_steps: int = 0) -> Iterator[Step]:
+    """The in-memory plan: ``epochs`` passes (or exactly ``max_steps`` steps, passing over the data as often as
+    needed), each global batch split across processes as ``np.array_split`` does."""
+    lengths = [it.tokens for it in items]
+    step = 0
+    for epoch in range(10**9 if max_steps else epochs):
+        for batch in make_batches(lengths, batch_size, rng, group_by_length):
+            if max_steps and step >= max_steps:
+                return
+            shard = np.array_split(np.asarray(batch), world)[rank].tolist()
+            yield Step(epoch, [items[i] for i in shard], items[batch[0]])
+            step += 1
+
+
+def stream_steps(read: Callable[[Callable[[int], bool]], Iterable[tuple[int, PreferenceExample | None]]],
+                 to_items: Callable[[list[PreferenceExample]], list[Item]], *, batch_size: int, window: int,
+                 rng: np.random.Generator, group_by_length: bool, rank: int, world: int, epochs: int,
+                 stand_in: Item, max_steps: int = 0) -> Iterator[Step]:
+    """The streamed plan. ``read(keep)`` opens the stream afresh and yields ``(raw position, example or None)``
+    for **every** raw record (None: not this process's, or skipped as bad), so all processes count windows
+    alike; ``to_items`` encodes a window's examples. ``window`` raw records (a multiple of ``batch_size``) are
+    held at a time. ``stand_in`` is what a process with no record of its own in a step runs at zero weight
+    (any encoded record: the stream may not have given this process a valid one yet)."""
+    if window % batch_size:
+        raise ValueError("the stream window must be a multiple of the batch size")
+    step = 0
+    for epoch in range(10**9 if max_steps else epochs):
+        seen = 0
+        for raw_count, examples in _windows(read(lambda i: i % world == rank), window):
+            seen += raw_count
+            items = to_items(examples)
+            n_steps = math.ceil(raw_count / batch_size)  # from the raw count: the same on every process
+            batches = (make_batches([it.tokens for it in items], math.ceil(len(items) / n_steps), rng, group_by_length)
+                       if items else [])
+            batches += [[]] * (n_steps - len(batches))
+            for batch in batches:
+                if max_steps and step >= max_steps:
+                    return
+                yield Step(epoch, [items[i] for i in batch], stand_in)
+                step += 1
+        if not seen:
+            raise DataError("the training data is empty: no record to stream")
+
+
+def _windows(stream: Iterable[tuple[int, PreferenceExample | None]], window: int
+             ) -> Iterator[tuple[int, list[PreferenceExample]]]:
+    """(raw records in the window, this process's examples in it) for consecutive windows of ``window`` raw
+    records; every raw position is seen by every process, so all cut the same windows."""
+    buffer: list[PreferenceExample] = []
+    count, last = 0, -1
+    for position, example in stream:
+        if position != last:  # one raw record may hold several examples (an Open Assistant tree)
+            if count == window:
+                yield count, buffer
+                buffer, count = [], 0
+            count, last = count + 1, position
+        if example is not None:
+            buffer.append(example)
+    if count:
+        yield count, buffer
