@@ -121,6 +121,10 @@ class TrainConfig(ConfigBase):
     padding_side: str = _f("right", choices=("left", "right"), help="Padding side used in batches (results do not depend on it).")
     prefix_sharing: bool = _f(True, "Compute each prompt once for all its completions and pack records without padding "
                               "(exact; used when the model supports it). --no-prefix-sharing runs the plain padded batches.")
+    torch_dtype: str = _f("float32", choices=("float32", "bfloat16", "float16"), help="Dtype the model's weights "
+                          "are loaded and trained in. float32 (default) keeps full-precision weights (use "
+                          "--mixed-precision bf16 for bf16 compute on GPU); bfloat16 halves weight memory, e.g. for "
+                          "LoRA on a large model whose frozen weights need no fp32 copy.")
     mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"), help="'no', 'bf16' or 'fp16' (GPU). Keep 'no' on CPU: bf16 matmuls are far slower there.")
     trainable_layers: int = _f(0, within="[0, inf)", help="Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
                                "Cuts the backward pass to those blocks: a cheaper partial fine-tune.")

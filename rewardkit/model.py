@@ -206,8 +206,13 @@ def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None) -> tuple[RewardModel, PreTrainedTokenizerBase]:
-    """Load a backbone (or a trained rewardkit checkpoint) as a reward model in fp32."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None,
+                      dtype: str = "float32") -> tuple[RewardModel, PreTrainedTokenizerBase]:
+    """Load a backbone (or a trained rewardkit checkpoint) as a reward model, its weights in ``dtype``
+    (float32 by default: the right choice on CPU, and the master weights of mixed-precision training)."""
     source = resolve_backbone(name_or_path)
     tok = tokenizer or load_tokenizer(source)
     try:
@@ -216,7 +221,7 @@ def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | No
         hf_logging.set_verbosity_error()
         try:
             hf, info = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=1, dtype=torch.float32, output_loading_info=True)
+                source, num_labels=1, dtype=DTYPES[dtype], output_loading_info=True)
         finally:
             hf_logging.set_verbosity(verbosity)
     except OSError as e:

@@ -114,7 +114,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     started = time.time()
 
     # ---- model and data
-    model, tokenizer = load_reward_model(cfg.model)
+    model, tokenizer = load_reward_model(cfg.model, dtype=cfg.torch_dtype)
     odin = cfg.length_debias == "odin"
     if odin:  # before LoRA, so peft's trainable copy of the head has both outputs
         add_length_head(model)
@@ -292,6 +292,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "prefix_sharing": prefix_sharing_summary(train_paths),
         "eval_scoring_path": last_eval.get("path"),
         "gradient_checkpointing": bool(getattr(plain.hf, "is_activation_checkpointing", False)),
+        "weights_dtype": str(next(plain.parameters()).dtype).removeprefix("torch."),
     }
     accelerator.wait_for_everyone()
     run.save_final(lambda folder: save_model(folder, final=True, reward_mean=reward_mean, reward_std=reward_std,

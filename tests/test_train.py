@@ -319,3 +319,15 @@ def test_absolute_position_models_need_the_saved_right_padding(tmp_path):
     assert abs(ours - rewards["right"]).max() < 1e-4
     assert abs(ours - rewards["left+positions"]).max() < 1e-4
     assert abs(ours - rewards["left"]).max() > 1e-3  # the trap the saved padding side avoids
+
+
+def test_the_model_trains_and_saves_in_the_dtype_asked_for(tiny_model_dir, tmp_path):
+    """Issue 15.3: --torch-dtype; the weights the run trained (report) and saved (safetensors) are bfloat16."""
+    from safetensors.torch import load_file
+
+    report = train(tiny_config(tiny_model_dir, tmp_path, torch_dtype="bfloat16", eval_before=False))
+    assert report["weights_dtype"] == "bfloat16"
+    weights = load_file(Path(report["run_dir"]) / "model.safetensors")
+    assert {str(w.dtype) for w in weights.values()} == {"torch.bfloat16"}
+    assert report["after"]["accuracy"] > 0.5 and report["last_train_loss"] < report["first_train_loss"]
+    assert train(tiny_config(tiny_model_dir, tmp_path, run_name="fp32"))["weights_dtype"] == "float32"
