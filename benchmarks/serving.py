@@ -39,6 +39,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_section  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf" / "helpful-base.jsonl.gz"
 
 
@@ -325,19 +328,6 @@ def render(a: argparse.Namespace, off: dict | None, srv: dict | None, wall: floa
         lines += ["", f"**Dynamic batching: {ratio:.2f}× the throughput** of one request per forward pass "
                       f"(per-repeat: {per_repeat}).", ""]
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    doc = path.read_text()
-    head = text.splitlines()[0].split(" — ")[0]
-    start = doc.find(head)
-    if start >= 0:
-        end = doc.find("\n## ", start + 1)
-        doc = doc[:start] + text.rstrip() + "\n" + (doc[end:] if end >= 0 else "")
-    else:
-        doc = doc.rstrip() + "\n\n" + text.rstrip() + "\n"
-    path.write_text(doc)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_section  # noqa: E402
+
 HH = ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz"
 OA = ROOT.parent / "shared/data/oasst-rankings/en_100_tree.jsonl"
 
@@ -363,17 +366,6 @@ def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: f
                          f"{r['useful_flops_per_s'] / 1e9 / peak:.1%} | {r['peak_rss_mb']:.0f} |")
         lines.append("")
     return "\n".join(lines) + "\n"
-
-
-def write_section(text: str) -> None:
-    path = ROOT / "BENCHMARKS.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n\nEach section: the exact command, the machine and the date.\n\n"
-    marker = "## Training speed vs. TRL"
-    if marker in old:  # replace the previous run's section, keep the others
-        head, rest = old.split(marker, 1)
-        tail = rest.split("\n## ", 1)
-        old = head + ("## " + tail[1] if len(tail) > 1 else "")
-    path.write_text(old.rstrip("\n") + "\n\n" + text)
 
 
 def parser() -> argparse.ArgumentParser:
