@@ -1,8 +1,9 @@
 """Mutation check: break the code on purpose, one named breakage at a time, and see the tests go red.
 
-Each breakage below replaces one exact snippet of one source file (the script stops if the snippet is not
-there exactly once: the code moved and the breakage needs updating) and names the tests that claim the
-behaviour it breaks. Every breakage must turn its tests red; a breakage that leaves them green is a test
+Each breakage below replaces one snippet of one source file — its lines matched without their leading
+indentation, which the replacement keeps, so re-indented code still matches; a snippet found other than
+exactly once is reported as ``stale`` (the code changed: update the breakage) — and names the tests that
+claim the behaviour it breaks. Every breakage must turn its tests red; a breakage that leaves them green is a test
 that does not prove what it claims (issue 18).
 
 The working tree is never touched: every run (the unbroken baseline, then each breakage) gets a fresh copy
@@ -146,13 +147,21 @@ def make_copy(ref: str, parent: Path) -> Path:
     return repo
 
 
-def apply(repo: Path, b: Breakage) -> None:
+def apply(repo: Path, b: Breakage) -> str | None:
+    """Break ``b.file`` in the copy; None when done, else why not (the snippet is not there exactly once)."""
     path = repo / b.file
-    text = path.read_text()
-    if text.count(b.old) != 1:
-        raise SystemExit(f"{b.name}: the snippet to break occurs {text.count(b.old)} times in {b.file} (must be once); "
-                         "update the breakage to the current code")
-    path.write_text(text.replace(b.old, b.new))
+    lines = path.read_text().splitlines(keepends=True)
+    old = [x.strip() for x in b.old.splitlines()]
+    hits = [i for i in range(len(lines) - len(old) + 1)
+            if [x.strip() for x in lines[i:i + len(old)]] == old]
+    if len(hits) != 1:
+        return f"the snippet to break occurs {len(hits)} times in {b.file} (must be once): update the breakage"
+    (i,) = hits
+    indent = lines[i][:len(lines[i]) - len(lines[i].lstrip())]
+    base = min(len(x) - len(x.lstrip()) for x in b.new.splitlines() if x.strip())
+    new = [indent + x[base:] + "\n" for x in b.new.splitlines()]
+    path.write_text("".join(lines[:i] + new + lines[i + len(old):]))
+    return None
 
 
 def env_for(repo: Path) -> dict[str, str]:
@@ -215,9 +224,9 @@ def main() -> int:
             ok &= outcome == "green"
         for b in chosen:
             repo = make_copy(a.ref, work / b.name)
-            apply(repo, b)
+            stale = apply(repo, b)
             check_imports_copy(repo)
-            outcome, summary, seconds = run_tests(repo, b.tests, a.timeout)
+            outcome, summary, seconds = ("stale", stale, 0.0) if stale else run_tests(repo, b.tests, a.timeout)
             print(f"{b.name}: {outcome} ({summary}, {seconds:.0f} s)", file=sys.stderr)
             rows.append((b.name, len(b.tests), outcome, summary, seconds))
             ok &= outcome == "red"
