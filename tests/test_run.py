@@ -187,8 +187,8 @@ def _train_with_nan(tiny_model_dir, data, tmp_path, monkeypatch, nan_calls, **kw
     train_module = importlib.import_module("rewardkit.train")  # the module (rewardkit.train is also the function)
     original, calls = train_module.load_reward_model, {"n": 0}
 
-    def load_with_fault(name):
-        model, tok = original(name)
+    def load_with_fault(name, **kw):
+        model, tok = original(name, **kw)
 
         def hook(module, inputs, output):
             calls["n"] += 1
