@@ -188,9 +188,13 @@ def run_tests(repo: Path, tests: tuple[str, ...], timeout: int) -> tuple[str, st
     tail = (proc.stdout + proc.stderr).strip().splitlines()
     summary = lines[-1].strip("= ") if lines else (tail[-1] if tail else f"exit status {proc.returncode}")
     outcome = {0: "green", 1: "red"}.get(proc.returncode, "error")
-    if outcome == "red" or outcome == "error":
-        failed = [x.split(" ", 1)[1].split(" - ")[0] for x in proc.stdout.splitlines() if x.startswith(("FAILED", "ERROR"))]
-        summary = f"{summary}; {', '.join(f.split('::', 1)[1] for f in failed if '::' in f)}"
+    if outcome == "red" or outcome == "error":  # each failed test, with the start of its reason
+        failed = []
+        for x in proc.stdout.splitlines():
+            if x.startswith(("FAILED", "ERROR")) and "::" in x:
+                test, _, why = x.split(" ", 1)[1].partition(" - ")
+                failed.append(f"{test.split('::', 1)[1]} ({why[:90]})" if why else test.split("::", 1)[1])
+        summary = f"{summary}: {'; '.join(failed)}"
     return outcome, str(summary), time.time() - started
 
 
