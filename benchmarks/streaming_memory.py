@@ -65,13 +65,15 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz",
+                   help="HH pairs to repeat")
     p.add_argument("--write", action="store_true")
     args = p.parse_args()
     from conftest import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="rk-stream-"))
     model = build_tiny_model(tmp / "tiny")
-    source = ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz"
+    source = args.data
     results = []
     for streaming, sizes in ((True, args.sizes), (False, args.memory_sizes)):
         for n in (int(s) for s in sizes.split(",") if s):
