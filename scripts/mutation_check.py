@@ -17,7 +17,7 @@ named test on the unbroken copy first; it must be green, or the table means noth
     .venv/bin/python scripts/mutation_check.py --only pooling-assumes-right-padding --no-baseline
 
 It runs the real tests (tiny models, real processes; two of them spawn training processes), one pytest at a
-time: about 15-25 minutes on a 2-core CPU. It is not part of CI; its last result is recorded in the issue's
+time: 10-15 minutes on a 2-core CPU. It is not part of CI; its last result is recorded in the issue's
 closing note. Exit status 0 when the baseline is green and every breakage turned red.
 """
 
