@@ -153,7 +153,7 @@ class TrainConfig(ConfigBase):
                             "checkpoint) or a checkpoint folder. The config must match the run's (bookkeeping "
                             "fields such as --save-every may change).")
     max_bad_steps: int = _f(3, within="[1, inf)", help="A step whose loss or gradient is NaN/inf is skipped and counted; this many in a row "
-                            "stop the run (the last checkpoint stays usable).")
+                            "stop the run (the checkpoints written before stay on disk; the error names the last one).")
     report_to: str = _f("none", choices=("none", "tensorboard", "wandb"), help="Also log the metrics to 'tensorboard' (<run>/tensorboard) or 'wandb' (offline unless "
                         "WANDB_MODE says otherwise), through accelerate's trackers; 'none' writes metrics.jsonl only.")
 

@@ -455,7 +455,8 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
                 f"the loss or gradient was not finite for {bad} steps in a row (step {step}, epoch {epoch}; "
                 f"{skipped} steps skipped in all, each logged in metrics.jsonl). Lower --learning-rate (now "
                 f"{cfg.learning_rate}) or check the data for extreme inputs. "
-                + (f"Last usable checkpoint: {last} (--resume {last})." if last else
+                + (f"Last checkpoint written after a finite step: {last} (--resume {last}); one step can blow the "
+                   "weights up and still be finite, so evaluate it before resuming from it." if last else
                    "No checkpoint was written (--save-every N writes them)."))
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")

@@ -335,7 +335,8 @@ def test_a_diverging_run_stops_with_one_line_naming_its_checkpoint(tiny_model_di
     rows = _jsonl(tmp_path / "div" / "metrics.jsonl")
     assert [(r["step"], bool(r.get("skipped"))) for r in rows] == [(1, False), (2, True), (3, True)]
     assert not (tmp_path / "div" / "rewardkit.json").exists()  # the run did not finish
-    # The named checkpoint loads and scores. (Its weights are those after step 1's update with lr 1e30, so
-    # they already give NaN: "last usable" means the last one written after a finite step, not a healthy model.)
+    # The named checkpoint loads and scores. Its weights are those after step 1's update with lr 1e30, so they
+    # already give NaN: the error says it is the last one written after a finite step and to evaluate it first.
+    assert "evaluate it before resuming" in err
     scored = score(load_scorer(str(checkpoint)), [PreferenceExample.pair("q", "good", "bad")])
     assert scored.path == "shared" and np.isnan(scored.rewards[0]).all()
