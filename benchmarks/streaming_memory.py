@@ -3,8 +3,9 @@
     python benchmarks/streaming_memory.py --write      # results into BENCHMARKS.md
 
 The data is HH helpful-base pairs repeated (each copy's prompt gets a distinct suffix, so no two records
-are equal) into a JSON-lines file of N pairs. The model is a tiny random Llama (as in the tests: 2 blocks,
-hidden 64) so that what grows with N is the data pipeline, not the model. Each run is the whole command
+are equal) into a JSON-lines file of N pairs. The model is a tiny random Llama (as in the tests, 1 block,
+hidden 64) and sequences are cut to 32 tokens, 256 pairs a step, so that the run is short and what grows
+with N is the data pipeline, not the model. Each run is the whole command
 ``python -m rewardkit.cli train ...`` under ``/usr/bin/time``; peak RSS is its maximum resident set size.
 Streamed runs hold one window of ``--stream-window`` raw records (default 50 × batch size); in-memory runs
 read and tokenize everything first.
@@ -62,8 +63,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="10000,200000")
     p.add_argument("--memory-sizes", default="10000,50000", help="in-memory runs, for contrast")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="pairs per step (large: few steps over 200k pairs)")
+    p.add_argument("--max-length", type=int, default=32, help="tokens per sequence (short: cheap steps)")
+    p.add_argument("--layers", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz",
                    help="HH pairs to repeat")
@@ -72,7 +74,7 @@ def main() -> None:
     from conftest import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="rk-stream-"))
-    model = build_tiny_model(tmp / "tiny")
+    model = build_tiny_model(tmp / "tiny", layers=args.layers)
     source = args.data
     results = []
     for streaming, sizes in ((True, args.sizes), (False, args.memory_sizes)):
@@ -87,7 +89,7 @@ def main() -> None:
     lines = ["## Streaming: peak memory vs data size (issue 15)", "",
              f"`python benchmarks/streaming_memory.py --write` — {time.strftime('%Y-%m-%d')}, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}. "
-             f"Tiny random Llama (2 blocks, hidden 64), HH helpful-base pairs repeated, batch {args.batch_size}, "
+             f"Tiny random Llama ({args.layers} block(s), hidden 64), HH helpful-base pairs repeated, batch {args.batch_size}, "
              f"max length {args.max_length}, whole `rewardkit train` command under `/usr/bin/time`.", "",
              "| mode | pairs | steps | peak RSS | wall |", "|---|---|---|---|---|"]
     for r in results:
