@@ -20,7 +20,7 @@ from rewardkit.errors import ConfigError
 
 T = TypeVar("T")
 
-# The loss names of rewardkit.losses.LOSS_NAMES (a test keeps the two equal; config does not import torch).
+# The training losses (rewardkit.losses implements them); here so the config can check --loss without torch.
 LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
 
 

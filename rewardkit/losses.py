@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from rewardkit.config import LOSS_NAMES
 from rewardkit.errors import UserError
 
 
@@ -154,7 +155,6 @@ def odin_disentangle_loss(r_quality: torch.Tensor, r_length: torch.Tensor, lengt
 
 # ---------------------------------------------------------------- one record's loss, by name
 
-LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
 
 
 def check_record(name: str, k: int, tied: bool, margin: float | None, where: str = "", *,

@@ -17,6 +17,7 @@ of a step is the sum over processes, which the training loop reduces.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -71,7 +72,7 @@ def memory_steps(items: list[Item], batch_size: int, rng: np.random.Generator, g
     needed), each global batch split across processes as ``np.array_split`` does."""
     lengths = [it.tokens for it in items]
     step = 0
-    for epoch in range(10**9 if max_steps else epochs):
+    for epoch in (itertools.count() if max_steps else range(epochs)):  # max_steps ends it
         for batch in make_batches(lengths, batch_size, rng, group_by_length):
             if max_steps and step >= max_steps:
                 return
@@ -92,7 +93,7 @@ def stream_steps(read: Callable[[Callable[[int], bool]], Iterable[tuple[int, Pre
     if window % batch_size:
         raise ValueError("the stream window must be a multiple of the batch size")
     step = 0
-    for epoch in range(10**9 if max_steps else epochs):
+    for epoch in (itertools.count() if max_steps else range(epochs)):  # max_steps ends it
         seen = 0
         for raw_count, examples in _windows(read(lambda i: i % world == rank), window):
             seen += raw_count
