@@ -117,6 +117,12 @@ class TrainConfig(ConfigBase):
     group_by_length: bool = _f(True, "Build batches from pairs of similar length (less padding); batch order stays random.")
     eval_every: int = _f(0, within="[0, inf)", help="Evaluate every N optimizer steps (0: only before and after training).")
     eval_before: bool = _f(True, "Evaluate the untrained model first, so the report shows before and after.")
+    reward_stats: str = _f("auto", choices=("auto", "rescore", "last-steps"), help="How the checkpoint's reward "
+                           "mean/std (for normalised scores) are measured when there is no --eval-data (with it: on "
+                           "the held-out rewards, free). 'rescore': score up to 500 training records with the final "
+                           "model (exact; one forward pass over them). 'last-steps': the rewards the last training "
+                           "steps computed, up to 500 records (free; weights at most those steps old). 'auto': "
+                           "rescore when that costs under 5 % of the training steps' time, else last-steps.")
     log_every: int = _f(1, within="[1, inf)", help="Write training metrics every N optimizer steps.")
     padding_side: str = _f("right", choices=("left", "right"), help="Padding side used in batches (results do not depend on it).")
     prefix_sharing: bool = _f(True, "Compute each prompt once for all its completions and pack records without padding "

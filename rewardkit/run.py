@@ -26,13 +26,14 @@ crash lives here:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,40 @@ class Resumed:
     evals: dict[int, dict[str, Any]]  # eval lines by step
 
 
+@dataclass
+class Clock:
+    """Where a run's wall time goes: seconds per named phase (model load, data, evaluation, saving, ...),
+    accumulated, plus the start-up before the trainer was called (imports, argument parsing: measured from the
+    process's start). ``report.json`` carries it as ``timings_s``, so a user sees what a run pays outside its
+    optimizer steps."""
+
+    started: float = field(default_factory=time.time)
+    phases: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t
+
+    def summary(self, step_seconds: list[float]) -> dict[str, float]:
+        """Phases, ``startup`` (process start → trainer), ``steps`` (sum of ``step_seconds``, of which
+        ``first_step``), ``other`` (the rest), ``total`` and ``outside_steps_fraction``."""
+        import psutil
+
+        startup = max(0.0, self.started - psutil.Process().create_time())
+        total = time.time() - self.started + startup
+        steps = sum(step_seconds)
+        out = {"startup": startup, **self.phases, "steps": steps,
+               "first_step": step_seconds[0] if step_seconds else 0.0}
+        out["other"] = total - startup - steps - sum(self.phases.values())
+        out["total"] = total
+        out["outside_steps_fraction"] = (total - steps) / total if total else 0.0
+        return {k: round(v, 3) for k, v in out.items()}
+
+
 class Run:
     """One training run's folder and bookkeeping. Create with :meth:`open`; every process holds one."""
 
@@ -78,6 +113,7 @@ class Run:
         self.resume_from = resume_from
         self._metrics = None
         self._tracker: Any = None  # an accelerate tracker (tensorboard / wandb), main process only
+        self.clock = Clock()
 
     # ---- opening
 

@@ -12,6 +12,7 @@ epoch is used, not dropped.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import json
@@ -111,10 +112,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     set_seed(cfg.seed)
     check_train_config(cfg)
     run = Run.open(accelerator, cfg, "%Y%m%d-%H%M%S")
-    started = time.time()
+    started, clock = time.time(), run.clock
 
     # ---- model and data
-    model, tokenizer = load_reward_model(cfg.model, dtype=cfg.torch_dtype)
+    with clock.phase("load_model"):
+        model, tokenizer = load_reward_model(cfg.model, dtype=cfg.torch_dtype)
     odin = cfg.length_debias == "odin"
     if odin:  # before LoRA, so peft's trainable copy of the head has both outputs
         add_length_head(model)
@@ -126,7 +128,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.hf.activation_checkpointing_enable({"use_reentrant": False})
     encoder = Encoder(tokenizer, max_length=cfg.max_length, template=cfg.template)
     eval_spec = cfg.eval_data or (cfg.train_data if cfg.train_data.startswith("builtin:") else None)
-    eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
+    with clock.phase("read_and_tokenize"):
+        eval_ex, eval_report = load_examples(eval_spec, cfg, "eval") if eval_spec else ([], None)
     train_truncation, changes = TruncationStats(), Counter()
 
     def to_items(examples: list[PreferenceExample]) -> list[Item]:
@@ -150,8 +153,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(f"train: streamed from {cfg.train_data}, {cfg.stream_window or 50 * cfg.batch_size} raw records at a "
             f"time" + (f" ({raw_count:,} raw records)" if raw_count is not None else ""))
     else:
-        train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
-        items = to_items(train_ex)
+        with clock.phase("read_and_tokenize"):
+            train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
+            items = to_items(train_ex)
         total_steps = cfg.max_steps or math.ceil(len(items) / cfg.batch_size) * cfg.epochs
         say(train_report.summary())
         if changes:
@@ -186,7 +190,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def run_eval(step: int) -> dict[str, Any] | None:
         if not eval_ex:
             return None
-        rewards, path = sharded_rewards(accelerator, eval_scorer, eval_ex)
+        with clock.phase("eval"):
+            rewards, path = sharded_rewards(accelerator, eval_scorer, eval_ex)
         result = metrics_from_rewards(eval_ex, rewards)
         last_eval.update(step=step, rewards=rewards, result=result, path=path)
         run.log({"step": step, "split": "eval", **result})
@@ -203,6 +208,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                   "target_modules": cfg.lora_target_modules} if lora else None)
 
     def save_model(folder: Path, final: bool = False, **stats: Any) -> None:
+        with clock.phase("save"):
+            _save_model(folder, final, **stats)
+
+    def _save_model(folder: Path, final: bool = False, **stats: Any) -> None:
         if not stats and last_eval:  # a periodic checkpoint carries the latest held-out statistics
             r = last_eval["result"]
             stats = {"reward_mean": r["reward_mean"], "reward_std": r["reward_std"],
@@ -219,12 +228,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     else:
         before = run_eval(0) if cfg.eval_before else None
     train_paths: dict[str, str | None] = {}  # what the training forward passes ran: path → why not shared
+    # The last training rewards (reward head), per record, with the step that computed them: the free source of the
+    # checkpoint's reward statistics when there is no held-out set (--reward-stats).
+    recent_rewards: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=STATS_RECORDS)
 
     def micro_loss(micro: list[Item]) -> tuple[torch.Tensor, float, float]:
         records, record_pairs = [it.example for it in micro], [it.pairs for it in micro]
         rewards = group_rewards(model, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
                                 padding_side=cfg.padding_side, all_heads=odin)
         train_paths[rewards.path] = rewards.reason
+        for it, r in zip(micro, rewards):
+            if id(it) in now["pending"]:  # each of this step's own records once (not a zero-weight stand-in pass)
+                now["pending"].discard(id(it))
+                recent_rewards.append((now["step"], (r[:, 0] if odin else r).detach().float().cpu().numpy()))
         if not odin:
             losses, correct, margin = records_loss(cfg, records, record_pairs, rewards)
             return losses * torch.tensor([it.weight for it in micro], device=losses.device), correct, margin
@@ -238,6 +254,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return losses + extra, correct, margin  # each record carries the micro-batch's term: its mean per step
 
     rng = np.random.default_rng(cfg.seed)
+    now: dict[str, Any] = {"step": 0, "pending": set()}  # the planned step being trained (for recent_rewards)
+
+    def watched(plan: Iterable[Step]) -> Iterable[Step]:
+        for i, planned in enumerate(plan, 1):
+            now.update(step=i, pending={id(it) for it in planned.items})
+            yield planned
+
     if cfg.streaming:
         def read(keep: Callable[[int], bool]) -> Any:
             return iter_preferences(cfg.train_data, train_report, skip_bad=cfg.skip_bad_records, split=cfg.split,
@@ -248,8 +271,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                              rng=rng, group_by_length=cfg.group_by_length, rank=rank, world=world, epochs=cfg.epochs,
                              stand_in=Item(stand_in, encoder.encode_examples([stand_in], TruncationStats())[0],
                                            stand_in.preference_pairs()), max_steps=cfg.max_steps)
+        steps = watched(steps)
     else:
-        steps = memory_steps(items, cfg.batch_size, rng, cfg.group_by_length, rank, world, cfg.epochs, cfg.max_steps)
+        steps = watched(memory_steps(items, cfg.batch_size, rng, cfg.group_by_length, rank, world, cfg.epochs,
+                                     cfg.max_steps))
     history = optimise(accelerator, model, optimizer, scheduler, cfg, steps, total_steps, micro_loss, run=run,
                        run_eval=run_eval, save_model=save_model, started=started, resumed=resumed)
     if cfg.streaming:  # every process read its own shard: add the counts up
@@ -268,11 +293,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if after:
         stats_source, reward_mean, reward_std = "eval", after["reward_mean"], after["reward_std"]
     else:
-        sample = train_ex[:500] if train_ex is not None else list(itertools.islice(iter_preferences(
-            cfg.train_data, ReadReport(source=cfg.train_data), skip_bad=True, split=cfg.split,
-            likert=cfg.likert_margins, streaming=True), 500))
-        r = np.concatenate(sharded_rewards(accelerator, eval_scorer, sample)[0])
-        stats_source, reward_mean, reward_std = "train", float(r.mean()), float(r.std())
+        with clock.phase("reward_stats"):
+            stats_source, reward_mean, reward_std = reward_statistics(
+                accelerator, cfg, eval_scorer, train_ex, list(recent_rewards), history)
     wall = time.time() - started
     warning = learning_warning(history, before, after, loss_floor=loss_floor(cfg, train_ex or []))
     if warning:
@@ -297,6 +320,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     run.save_final(lambda folder: save_model(folder, final=True, reward_mean=reward_mean, reward_std=reward_std,
                                              reward_stats_source=stats_source), METADATA_FILE)
+    # where the wall time went (this process); written last, so saving the model is in it
+    report["timings_s"] = clock.summary([r["step_s"] for r in history if "step_s" in r])
     if main:
         (run.dir / "report.json").write_text(json.dumps(report, indent=2))
         if last_eval.get("step") == step:  # per-completion held-out rewards, so metrics can be recomputed without the model
@@ -309,6 +334,39 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run.close()
     accelerator.wait_for_everyone()
     return report
+
+
+STATS_RECORDS = 500  # records behind the reward statistics when there is no held-out set
+
+
+def reward_statistics(accelerator: Accelerator, cfg: TrainConfig, scorer: Scorer,
+                      train_ex: list[PreferenceExample] | None, recent: list[tuple[int, np.ndarray]],
+                      history: list[dict[str, Any]]) -> tuple[str, float, float]:
+    """(source, mean, std) of the rewards saved with a checkpoint trained without a held-out set (--reward-stats).
+
+    "rescore" scores up to ``STATS_RECORDS`` training records with the final model: exact, and the right
+    thing for any real run, where it is a rounding error of the training time. On a small run it is not: a
+    forward pass costs about a third of a training step per record, so rescoring all of a 160-pair run's
+    records adds a third to its training time. "auto" therefore rescores only when the run trained on at least
+    ``STATS_RECORDS / 0.15`` records (rescoring then costs under 5 % of the steps), and otherwise uses the
+    rewards the last steps computed (``recent``: (step, rewards) per record), which cost nothing and come from
+    weights at most those steps old. The source string says which, over which steps, for ``rewardkit.json``.
+    """
+    trained = sum(r.get("records", 0) for r in history)
+    mode = cfg.reward_stats
+    if mode == "auto":
+        mode = "rescore" if trained * 0.05 >= STATS_RECORDS / 3 else "last-steps"
+    gathered = [x for part in gather_object([recent]) for x in part]
+    if mode == "last-steps" and gathered:
+        gathered = sorted(gathered, key=lambda x: x[0])[-STATS_RECORDS:]
+        r = np.concatenate([x for _, x in gathered])
+        return (f"train rewards of steps {gathered[0][0]}-{gathered[-1][0]} of {len(history)} ({len(gathered)} "
+                "records, computed during training)", float(r.mean()), float(r.std()))
+    sample = train_ex[:STATS_RECORDS] if train_ex is not None else list(itertools.islice(iter_preferences(
+        cfg.train_data, ReadReport(source=cfg.train_data), skip_bad=True, split=cfg.split,
+        likert=cfg.likert_margins, streaming=True), STATS_RECORDS))
+    r = np.concatenate(sharded_rewards(accelerator, scorer, sample)[0])
+    return f"train ({len(sample)} records rescored with the final model)", float(r.mean()), float(r.std())
 
 
 def prefix_sharing_summary(paths: dict[str, str | None]) -> str | None:
@@ -399,6 +457,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
     for planned in steps:
         epoch, shard = planned.epoch, planned.items
         # Every process's record count: the step's size (the loss is a mean over it) and its micro-batch count.
+        step_started = time.perf_counter()
         counts = [len(shard)] if world == 1 else accelerator.gather(torch.tensor([len(shard)], device=device)).tolist()
         n_records = sum(counts)
         if not n_records:  # a streamed step whose records were all skipped as bad, on every process
@@ -436,8 +495,8 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
         optimizer.zero_grad(set_to_none=True)
         step += 1
         record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
-                  "margin": margin, "lr": lr, "grad_norm": float(grad_norm),
-                  "records": n_records, "elapsed_s": round(time.time() - started, 2)}
+                  "margin": margin, "lr": lr, "grad_norm": float(grad_norm), "records": n_records,
+                  "step_s": round(time.perf_counter() - step_started, 3), "elapsed_s": round(time.time() - started, 2)}
         if world > 1:
             record["grad_syncs"], syncs[0] = syncs[0], 0
             record["empty_passes"] = int(stats[3])  # zero-weight passes of processes with no records left

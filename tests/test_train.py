@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -335,3 +336,30 @@ def test_the_model_trains_and_saves_in_the_dtype_asked_for(tiny_model_dir, tmp_p
     assert {str(w.dtype) for w in weights.values()} == {"torch.bfloat16"}
     assert math.isfinite(report["last_train_loss"]) and report["after"]["reward_std"] > 0
     assert train(tiny_config(tiny_model_dir, tmp_path, run_name="fp32", **small))["weights_dtype"] == "float32"
+
+
+def test_reward_stats_without_held_out_data(tiny_model_dir, tmp_path):
+    """No --eval-data: 'rescore' scores the training records with the final model; 'last-steps' reuses the
+    rewards training computed (free); 'auto' picks last-steps for a small run. With a vanishing learning rate
+    the weights do not move, so both must measure the same statistics of the same records."""
+    from rewardkit.data import read_preferences
+    from rewardkit.inference import load_scorer, score
+
+    found = {}
+    for mode in ("rescore", "last-steps", "auto"):
+        cfg = tiny_config(tiny_model_dir, tmp_path, eval_data="", eval_before=False, learning_rate=1e-12,
+                          run_name=f"stats-{mode}", reward_stats=mode)
+        report = train(cfg)
+        found[mode] = read_metadata(report["run_dir"])
+        assert report["timings_s"]["steps"] > 0 and 0 < report["timings_s"]["outside_steps_fraction"] < 1
+    assert found["rescore"]["reward_stats_source"].startswith("train (96 records rescored")
+    assert found["last-steps"]["reward_stats_source"].startswith("train rewards of steps 1-12 of 12 (96 records")
+    assert found["auto"]["reward_stats_source"] == found["last-steps"]["reward_stats_source"]
+    for key in ("reward_mean", "reward_std"):
+        assert found["last-steps"][key] == pytest.approx(found["rescore"][key], abs=1e-5)
+    # the rescored statistics are those of the saved model on the training records
+    examples, _ = read_preferences(str(tmp_path / "train.jsonl"))
+    rewards = score(load_scorer(str(tmp_path / "runs" / "stats-rescore")), examples).rewards
+    everything = np.concatenate(rewards)
+    assert found["rescore"]["reward_mean"] == pytest.approx(float(everything.mean()), abs=1e-5)
+    assert found["rescore"]["reward_std"] == pytest.approx(float(everything.std()), abs=1e-5)
