@@ -175,6 +175,12 @@ class RewardModel(nn.Module):
         return scores if all_heads else scores[:, 0]
 
 
+def transformer_blocks(backbone: nn.Module) -> nn.ModuleList | None:
+    """The backbone's list of transformer blocks (``layers`` in Llama/Qwen/Mistral, ``h`` in GPT-2), or None."""
+    return next((m for name in ("layers", "h", "blocks") if isinstance(m := getattr(backbone, name, None), nn.ModuleList)),
+                None)
+
+
 def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:
     """Train only the top ``trainable_layers`` transformer blocks, the final norm and the score head.
 
@@ -189,8 +195,7 @@ def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:
         return sum(p.numel() for p in model.parameters())
     hf = getattr(model, "hf", model)
     backbone = getattr(hf, hf.base_model_prefix)
-    blocks = next((m for name in ("layers", "h", "blocks") if isinstance(m := getattr(backbone, name, None), nn.ModuleList)),
-                  None)
+    blocks = transformer_blocks(backbone)
     if blocks is None:
         raise ModelLoadError(f"{type(hf).__name__}: cannot find its transformer blocks to freeze; "
                              "use --trainable-layers 0 (train everything)")

@@ -53,8 +53,10 @@ not saved with the model (transformers strips ``_attn_implementation_internal`` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +132,9 @@ class PackedLayout:
     real_tokens: int  # Σ sequence lengths (the prompt counted once per completion)
     unique_tokens: int  # tokens actually computed (each prefix once)
     route: str = "segments"
+    # Run the last block's MLP only at the positions whose reward is read (``packed_forward``); False runs it
+    # at every position (the reference the exactness test compares with).
+    prune_last_mlp: bool = True
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def to(self, device: torch.device | str) -> PackedLayout:
@@ -482,9 +487,51 @@ def packed_forward(model: nn.Module, layout: PackedLayout) -> torch.Tensor:
     _install(model.hf.config)
     # A (rows, 1, 1, 1) placeholder 4D mask makes transformers skip building a T×T mask we would ignore.
     placeholder = torch.ones(layout.input_ids.shape[0], 1, 1, 1, dtype=torch.bool, device=layout.input_ids.device)
-    out = backbone(input_ids=layout.input_ids, attention_mask=placeholder, position_ids=layout.position_ids,
-                   use_cache=False, rewardkit_layout=layout)
+    with _last_mlp_at_read_positions(backbone, layout):
+        out = backbone(input_ids=layout.input_ids, attention_mask=placeholder, position_ids=layout.position_ids,
+                       use_cache=False, rewardkit_layout=layout)
     return rewards_at(model, out.last_hidden_state, layout.end_row, layout.end_col)
+
+
+@contextlib.contextmanager
+def _last_mlp_at_read_positions(backbone: nn.Module, layout: PackedLayout) -> Iterator[None]:
+    """Run the last block's MLP only where a reward is read (each completion's last token).
+
+    The reward reads one position per completion of the last hidden state, and after the last block's
+    attention nothing mixes positions: its MLP (about three quarters of a Llama block's matmul work) at
+    every other position computes values no reward reads. Hooks hand the MLP just the read positions and
+    scatter its output back into a zero tensor, so the residual stream is exact where it is read and left
+    unfinished elsewhere (the model's last hidden state at other positions is not meaningful on this path).
+    The same positions' MLP input, weights and output are used, so rewards and gradients equal the full
+    computation (tested). Off when the block is recomputed by gradient checkpointing (the recomputation
+    would run without the hooks) or the model has no per-position ``mlp`` in its last block.
+    """
+    from rewardkit.model import transformer_blocks
+
+    blocks = transformer_blocks(backbone)
+    mlp = getattr(blocks[-1], "mlp", None) if blocks is not None and len(blocks) else None
+    if (not layout.prune_last_mlp or mlp is None or getattr(backbone, "gradient_checkpointing", False)
+            or getattr(blocks[-1], "gradient_checkpointing", False)):
+        yield
+        return
+    rows, cols = layout.end_row, layout.end_col
+    shape: list[torch.Size] = []
+
+    def gather(module: nn.Module, args: tuple) -> tuple:
+        hidden = args[0]
+        shape.append(hidden.shape)
+        return (hidden[rows, cols].unsqueeze(0), *args[1:])
+
+    def scatter(module: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor:
+        full = out.new_zeros(shape.pop())
+        return full.index_put((rows, cols), out[0])
+
+    handles = [mlp.register_forward_pre_hook(gather), mlp.register_forward_hook(scatter)]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
 
 
 _warned: set[str] = set()

@@ -31,6 +31,7 @@ from rewardkit.sharing import (
     build_layout,
     flex_shape,
     group_rewards,
+    layout_group,
     pack_rows,
     row_budget,
     shared_prefix_length,
@@ -326,6 +327,44 @@ def test_gradient_checkpointing_recomputes_with_the_shared_layout(tiny_model_dir
     model.hf.gradient_checkpointing_enable({"use_reentrant": False})
     model.train()
     assert_same(model, random_groups([(25, [6, 14]), (10, [3, 8, 2, 5])], seed=6), tok.pad_token_id)
+
+
+def mlp_positions(model, groups, pad_id) -> list[int]:
+    """Positions each block's MLP computed in one shared forward + backward (and the rewards are exact)."""
+    from rewardkit.model import transformer_blocks
+
+    assert_same(model, groups, pad_id)
+    seen: list[int] = []
+    blocks = transformer_blocks(model.hf.model)
+    handles = [b.mlp.register_forward_hook(lambda m, a, out: seen.append(out.shape[0] * out.shape[1])) for b in blocks]
+    try:
+        rewards_and_grads(model, groups, pad_id, "shared", shared=True)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def test_last_block_mlp_runs_only_where_rewards_are_read(tiny):
+    """Issue 17: the last block's MLP runs at each completion's last token only (work no reward reads is
+    skipped), and rewards and gradients still equal the padded path (assert_same, every parameter); with
+    gradient checkpointing (recomputation runs without the hooks) it runs everywhere."""
+    model, tok = tiny
+    groups = random_groups([(30, [7, 12]), (9, [4, 8, 3]), (15, [20, 6])], seed=11)
+    unique = sum(len(layout_group(g)[0]) for g in groups)
+    seen = mlp_positions(model, groups, tok.pad_token_id)
+    n_blocks = model.config.num_hidden_layers
+    assert seen[:n_blocks - 1] == [unique] * (n_blocks - 1) and seen[n_blocks - 1] == 7  # 7 completions
+
+
+def test_last_block_mlp_pruning_is_off_under_gradient_checkpointing(tiny_model_dir):
+    model, tok = load_reward_model(str(tiny_model_dir))
+    model.hf.activation_checkpointing_enable({"use_reentrant": False})
+    model.train()
+    groups = random_groups([(12, [5, 9]), (20, [3, 4])], seed=12)
+    unique = sum(len(layout_group(g)[0]) for g in groups)
+    seen = mlp_positions(model, groups, tok.pad_token_id)
+    assert set(seen) == {unique}  # every block, forward and recomputation, at every position
 
 
 def test_plain_calls_and_saving_are_unchanged_after_sharing(tiny, tmp_path):
