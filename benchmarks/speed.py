@@ -55,6 +55,8 @@ LABELS = {
     "kwise_flat_shared": "rankings flattened into C(K,2) pairs, each pair shared + packed",
     "kwise_shared": "rewardkit K-wise: one shared group per ranking",
 }
+for _m in (1, 2, 4):  # TRL with small micro-batches and accumulation ("trl" is micro-batch = the whole step)
+    LABELS[f"trl_mb{_m}"] = f"TRL RewardTrainer, micro-batch {_m} + accumulation (otherwise as matched)"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -164,18 +166,20 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             def on_step_end(self, args, state, control, **kw):
                 times.append(time.perf_counter() - self.t)
 
-        class Trainer(RewardTrainer):
-            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-                loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-                if not first_loss:
-                    first_loss.append(float((loss[0] if return_outputs else loss).detach()))
-                return loss
+            def on_log(self, args, state, control, logs=None, **kw):  # the first step's loss, over all its micro-batches
+                if not first_loss and logs and "loss" in logs:
+                    first_loss.append(float(logs["loss"]))
+
+        Trainer = RewardTrainer
 
         rows = [{"chosen_ids": c, "rejected_ids": r} for b in batches for c, r in b]
-        common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=per_step, max_steps=n_steps,
+        # trl_mbN: micro-batches of N pairs, accumulated to the step's pairs (how a user tunes TRL on a CPU)
+        micro = int(a.worker.removeprefix("trl_mb")) if a.worker.startswith("trl_mb") else per_step
+        common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=micro,
+                      gradient_accumulation_steps=per_step // micro, max_steps=n_steps,
                       report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, use_cpu=True,
                       bf16=False, train_sampling_strategy="sequential", max_length=a.max_length, seed=0)
-        if a.worker == "trl":
+        if a.worker == "trl" or a.worker.startswith("trl_mb"):
             args = RewardConfig(**common, learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0,
                                 weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=False, optim="adamw_torch_fused")
         else:  # TRL's defaults, except bf16 (CPU bf16 is ~60× slower; every run here is fp32)
@@ -234,8 +238,10 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         flops.append(f)
         unique.append(u)
         real.append(sum(len(s) for g in b for s in g))
-        seqs = [s for g in b for s in g]  # one padded batch of every sequence (TRL: chosen + rejected rows)
-        padded.append(padded_flops(model.config, len(seqs), max(len(s) for s in seqs)))
+        # TRL pads each micro-batch (chosen + rejected rows) to its longest sequence
+        m = int(a.worker.removeprefix("trl_mb")) if a.worker.startswith("trl_mb") else len(b)
+        padded.append(sum(padded_flops(model.config, len(seqs), max(len(s) for s in seqs))
+                          for seqs in ([s for g in b[i:i + m] for s in g] for i in range(0, len(b), m))))
     chunks = [range(1 + k * a.steps, 1 + (k + 1) * a.steps) for k in range(a.repeats)]
 
     def med(values: list[float]) -> float:
@@ -324,9 +330,9 @@ def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: f
         "parameters × unique tokens (each prompt once) + causal attention; MFU = useful FLOP/s ÷ that rate.",
         "",
     ]
-    pair = [c for c in PAIR_CONFIGS if c in results]
+    pair = [c for c in results if c in PAIR_CONFIGS or c.startswith("trl_mb")]
     if pair:
-        base = results.get("trl")
+        base = results.get("trl") or next((results[c] for c in pair if c.startswith("trl_mb")), None)
         r0 = results[pair[0]]
         lines += [f"HH helpful-base, {a.pairs_per_step} pairs per step ({r0['real_tokens_per_step']:.0f} real tokens "
                   f"per step on average, {r0['unique_tokens_per_step']:.0f} unique):", "",
