@@ -115,10 +115,10 @@ def run_rewardkit(a: argparse.Namespace, pairs: int, work: Path) -> dict[str, An
 def work_ratio(a: argparse.Namespace, pairs: int, shapes: list[list[int]]) -> tuple[float, float, float]:
     """(useful FLOPs, TRL's padded FLOPs, unique tokens) of one pass over the first ``pairs`` pairs."""
     from speed import hh_pairs, padded_flops, useful_flops
+    from transformers import AutoConfig
 
     from rewardkit.batching import Encoder
     from rewardkit.model import load_tokenizer, resolve_backbone
-    from transformers import AutoConfig
 
     source = resolve_backbone(a.model)
     config = AutoConfig.from_pretrained(source)
