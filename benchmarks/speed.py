@@ -55,7 +55,7 @@ LABELS = {
     "kwise_flat_shared": "rankings flattened into C(K,2) pairs, each pair shared + packed",
     "kwise_shared": "rewardkit K-wise: one shared group per ranking",
 }
-for _m in (1, 2, 4):  # TRL with small micro-batches and accumulation ("trl" is micro-batch = the whole step)
+for _m in (1, 2, 4, 8):  # TRL with small micro-batches and accumulation ("trl" is micro-batch = the whole step)
     LABELS[f"trl_mb{_m}"] = f"TRL RewardTrainer, micro-batch {_m} + accumulation (otherwise as matched)"
 
 
