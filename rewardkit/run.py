@@ -120,6 +120,14 @@ class Run:
     @classmethod
     def open(cls, accelerator: Accelerator, cfg: Any, default_name: str) -> Run:
         """Resolve the run folder (the same on every process), check it against ``--overwrite`` / ``--resume``."""
+        launched = int(os.environ.get("WORLD_SIZE", "1"))
+        if launched > accelerator.num_processes:
+            # e.g. an accelerate FSDP config with use_cpu: true: the launcher starts N processes, accelerate
+            # connects none of them, and N independent runs would write one run folder
+            raise UserError(f"the launcher started {launched} processes but accelerate connected "
+                            f"{accelerator.num_processes} ({accelerator.distributed_type}): they would train "
+                            "independently. Check the accelerate config (on CPU use --multi_gpu with "
+                            "ACCELERATE_USE_CPU=1, which runs DDP; FSDP and DeepSpeed need GPUs)")
         name = [cfg.run_name or time.strftime(default_name)]
         broadcast_object_list(name)  # every process must write to the same run folder
         run_dir = Path(cfg.output_dir) / name[0]

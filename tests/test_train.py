@@ -363,3 +363,21 @@ def test_reward_stats_without_held_out_data(tiny_model_dir, tmp_path):
     everything = np.concatenate(rewards)
     assert found["rescore"]["reward_mean"] == pytest.approx(float(everything.mean()), abs=1e-5)
     assert found["rescore"]["reward_std"] == pytest.approx(float(everything.std()), abs=1e-5)
+
+
+@pytest.mark.slow
+def test_unconnected_processes_are_refused(tiny_model_dir, tmp_path):
+    """An accelerate FSDP config with use_cpu: true starts 2 processes that accelerate never connects
+    (DistributedType.NO): two independent runs writing one folder. rewardkit refuses, exit 2, one line."""
+    cfg = tiny_config(tiny_model_dir, tmp_path)
+    config = tmp_path / "fsdp-cpu.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: FSDP\nnum_processes: 2\nnum_machines: 1\n"
+                      "machine_rank: 0\nmixed_precision: 'no'\nuse_cpu: true\nfsdp_config:\n  fsdp_version: 2\n")
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                           "--main_process_port", "29519", "-m", "rewardkit.cli", "train", "--model", cfg.model,
+                           "--train-data", cfg.train_data, "--output-dir", cfg.output_dir, "--max-length", "64"],
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "the launcher started 2 processes but accelerate connected 1" in proc.stderr
+    assert "internal error" not in proc.stderr  # a user error (exit 2 per process), not a crash
+    assert not (Path(cfg.output_dir) / "tiny" / "metrics.jsonl").exists()
