@@ -141,6 +141,9 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
 
     torch.manual_seed(0)
     model, tok = load_reward_model(a.model)
+    model.to(a.device)
+    cuda = a.device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     encoder = Encoder(tok, max_length=a.max_length)
     n_steps = 1 + a.steps * a.repeats
     kwise = a.worker.startswith("kwise")
@@ -164,6 +167,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
                 self.t = time.perf_counter()
 
             def on_step_end(self, args, state, control, **kw):
+                sync()
                 times.append(time.perf_counter() - self.t)
 
             def on_log(self, args, state, control, logs=None, **kw):  # the first step's loss, over all its micro-batches
@@ -177,8 +181,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         micro = int(a.worker.removeprefix("trl_mb")) if a.worker.startswith("trl_mb") else per_step
         common = dict(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=micro,
                       gradient_accumulation_steps=per_step // micro, max_steps=n_steps,
-                      report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, use_cpu=True,
-                      bf16=False, train_sampling_strategy="sequential", max_length=a.max_length, seed=0)
+                      report_to=[], save_strategy="no", logging_steps=1, disable_tqdm=True, use_cpu=not cuda,
+                      bf16=a.bf16, train_sampling_strategy="sequential", max_length=a.max_length, seed=0)
         if a.worker == "trl" or a.worker.startswith("trl_mb"):
             args = RewardConfig(**common, learning_rate=a.lr, lr_scheduler_type="constant", warmup_steps=0,
                                 weight_decay=0.0, max_grad_norm=1.0, gradient_checkpointing=False, optim="adamw_torch_fused")
@@ -193,8 +197,13 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         from rewardkit.train import make_optimizer
 
         opt = make_optimizer(model, TrainConfig(learning_rate=a.lr, weight_decay=0.0))  # what `rewardkit train` uses
+        import contextlib
+
+        autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
         for batch in batches:
             t = time.perf_counter()
+            ctx = autocast()  # bf16 compute, fp32 master weights: what `--mixed-precision bf16` runs
+            ctx.__enter__()
             if a.worker == "rk_plain":
                 rewards = group_rewards(model, batch, pad, shared=False)
                 paths.add(rewards.path)
@@ -223,11 +232,13 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
             elif not kwise:
                 r = torch.stack(rewards)
                 loss = bradley_terry_loss(r[:, 0], r[:, 1]).mean()
+            ctx.__exit__(None, None, None)
             if loss.requires_grad:
                 loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
+            sync()
             times.append(time.perf_counter() - t)
             first_loss.append(float(loss.detach()))
     if len(times) != n_steps:
@@ -251,7 +262,8 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
         "config": a.worker, "examples_per_s": med([per_step] * n_steps), "real_tokens_per_s": med(real),
         "useful_flops_per_s": med(flops), "step_s": statistics.median(times[1:]), "first_loss": first_loss[0],
         "path": "+".join(sorted(paths)) or "trl",
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": (torch.cuda.max_memory_allocated() / 2**20 if cuda else
+                        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),  # GPU: peak allocated memory
         "real_tokens_per_step": statistics.mean(real[1:]), "unique_tokens_per_step": statistics.mean(unique[1:]),
         "per_step": per_step, "chunk_s": [sum(times[i] for i in c) for c in chunks],
         "chunk_useful_flops": [sum(flops[i] for i in c) for c in chunks],
@@ -265,24 +277,30 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
 # Driver
 
 
-def matmul_gflops(threads: int, n: int = 2048, reps: int = 5) -> float:
+def matmul_gflops(threads: int, n: int = 2048, reps: int = 5, device: str = "cpu", bf16: bool = False) -> float:
     import torch
 
     torch.set_num_threads(threads)
-    x, y = torch.randn(n, n), torch.randn(n, n)
+    if device.startswith("cuda"):
+        n = 8192  # a GPU needs a bigger matmul to reach its rate
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    x, y = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     x @ y
+    sync()
     best = float("inf")
     for _ in range(reps):
         t = time.perf_counter()
         x @ y
+        sync()
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
 
 
 def run_config(name: str, a: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", name] + [
-        f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items()
-        if k not in ("worker", "write", "configs") and v is not None]
+        f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in vars(a).items()
+        if k not in ("worker", "write", "configs") and v is not None and v is not False]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     t = time.time()
@@ -321,7 +339,8 @@ def render(results: dict[str, dict], peak: float, a: argparse.Namespace, wall: f
         f"Command: `{cmd}` (wall time {wall / 60:.1f} min). Machine: {platform.machine()}, "
         f"{os.cpu_count()} visible cores, {a.threads} threads for every configuration; torch {torch.__version__}, "
         f"transformers {transformers.__version__}, TRL {trl_version} (installed for this benchmark only). "
-        f"Model `{a.model}`, fp32, max length {a.max_length}, lr {a.lr}, AdamW (fused kernel in every configuration), "
+        f"Model `{a.model}`, {'bf16 autocast (fp32 weights)' if a.bf16 else 'fp32'} on {a.device}"
+        f"{' (the memory column is peak GPU memory allocated)' if a.device != 'cpu' else ''}, max length {a.max_length}, lr {a.lr}, AdamW (fused kernel in every configuration), "
         "clip 1.0. Each configuration in its "
         f"own process; 1 warm-up step, then {a.repeats} timed chunks of {a.steps} step(s) over the same data in every "
         "configuration: rates are medians over chunks; ratios are medians of per-chunk time ratios on the same "
@@ -385,6 +404,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--flat-micro-pairs", type=int, default=4, help="flattened baselines: pairs per forward pass")
     p.add_argument("--max-tokens-per-row", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU check (benchmarks/gpu_check_train.sh)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides (GPU; on CPU bf16 is ~60x slower)")
     p.add_argument("--steps", type=int, default=1, help="optimizer steps per timed chunk")
     p.add_argument("--repeats", type=int, default=2, help="timed chunks (median)")
     p.add_argument("--configs", default=",".join(PAIR_CONFIGS + KWISE_CONFIGS))
@@ -402,7 +423,7 @@ def main() -> None:
         print(json.dumps(worker(a)))
         return
     started = time.time()
-    peak = matmul_gflops(a.threads)
+    peak = matmul_gflops(a.threads, device=a.device, bf16=a.bf16)
     print(f"fp32 matmul: {peak:.1f} GFLOP/s on {a.threads} threads", file=sys.stderr)
     results = {c: run_config(c, a) for c in a.configs.split(",") if c}
     text = render(results, peak, a, time.time() - started)
