@@ -379,7 +379,10 @@ def test_plain_calls_and_saving_are_unchanged_after_sharing(tiny, tmp_path):
     assert "rewardkit" not in (tmp_path / "config.json").read_text()
 
 
-def test_unsupported_model_falls_back_to_the_plain_path_with_a_notice(caplog):
+def test_unsupported_model_falls_back_to_the_plain_path_with_a_notice(caplog, monkeypatch):
+    import rewardkit.sharing
+
+    monkeypatch.setattr(rewardkit.sharing, "_warned", set())  # the notice is once per process: not yet given here
     torch.manual_seed(0)
     gpt2 = GPT2ForSequenceClassification(GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=2, n_head=2,
                                                     num_labels=1, pad_token_id=0))
