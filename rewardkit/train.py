@@ -39,7 +39,7 @@ from rewardkit.data.readers import count_raw_records, iter_preferences, merge_re
 from rewardkit.data.record import completion_text
 from rewardkit.data.transforms import drop_ties, flatten_rankings
 from rewardkit.errors import UserError
-from rewardkit.evaluate import metrics_from_rewards
+from rewardkit.evaluate import completion_reward_stats, metrics_from_rewards
 from rewardkit.heads import (
     LENGTH_HEAD_FILE,
     add_length_head,
@@ -230,7 +230,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     train_paths: dict[str, str | None] = {}  # what the training forward passes ran: path → why not shared
     # The last training rewards (reward head), per record, with the step that computed them: the free source of the
     # checkpoint's reward statistics when there is no held-out set (--reward-stats).
-    recent_rewards: collections.deque[tuple[int, np.ndarray]] = collections.deque(maxlen=STATS_RECORDS)
+    recent_rewards: collections.deque[tuple[int, torch.Tensor]] = collections.deque(maxlen=STATS_RECORDS)
 
     def micro_loss(micro: list[Item]) -> tuple[torch.Tensor, float, float]:
         records, record_pairs = [it.example for it in micro], [it.pairs for it in micro]
@@ -240,7 +240,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         for it, r in zip(micro, rewards):
             if id(it) in now["pending"]:  # each of this step's own records once (not a zero-weight stand-in pass)
                 now["pending"].discard(id(it))
-                recent_rewards.append((now["step"], (r[:, 0] if odin else r).detach().float().cpu().numpy()))
+                recent_rewards.append((now["step"], (r[:, 0] if odin else r).detach()))  # stays on device: no sync
         if not odin:
             losses, correct, margin = records_loss(cfg, records, record_pairs, rewards)
             return losses * torch.tensor([it.weight for it in micro], device=losses.device), correct, margin
@@ -295,7 +295,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     else:
         with clock.phase("reward_stats"):
             stats_source, reward_mean, reward_std = reward_statistics(
-                accelerator, cfg, eval_scorer, train_ex, list(recent_rewards), history)
+                accelerator, cfg, eval_scorer, train_ex,
+                [(step, r.float().cpu().numpy()) for step, r in recent_rewards], history)
     wall = time.time() - started
     warning = learning_warning(history, before, after, loss_floor=loss_floor(cfg, train_ex or []))
     if warning:
@@ -359,14 +360,14 @@ def reward_statistics(accelerator: Accelerator, cfg: TrainConfig, scorer: Scorer
     gathered = [x for part in gather_object([recent]) for x in part]
     if mode == "last-steps" and gathered:
         gathered = sorted(gathered, key=lambda x: x[0])[-STATS_RECORDS:]
-        r = np.concatenate([x for _, x in gathered])
+        stats = completion_reward_stats([x for _, x in gathered])
         return (f"train rewards of steps {gathered[0][0]}-{gathered[-1][0]} of {len(history)} ({len(gathered)} "
-                "records, computed during training)", float(r.mean()), float(r.std()))
+                "records, computed during training)", stats["reward_mean"], stats["reward_std"])
     sample = train_ex[:STATS_RECORDS] if train_ex is not None else list(itertools.islice(iter_preferences(
         cfg.train_data, ReadReport(source=cfg.train_data), skip_bad=True, split=cfg.split,
         likert=cfg.likert_margins, streaming=True), STATS_RECORDS))
-    r = np.concatenate(sharded_rewards(accelerator, scorer, sample)[0])
-    return f"train ({len(sample)} records rescored with the final model)", float(r.mean()), float(r.std())
+    stats = completion_reward_stats(sharded_rewards(accelerator, scorer, sample)[0])
+    return f"train ({len(sample)} records rescored with the final model)", stats["reward_mean"], stats["reward_std"]
 
 
 def prefix_sharing_summary(paths: dict[str, str | None]) -> str | None:
