@@ -39,7 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import write_section  # noqa: E402
+from common import first_valid_records, write_section  # noqa: E402
 
 HH = ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz"
 
@@ -59,21 +59,8 @@ def timed(cmd: list[str], a: argparse.Namespace) -> tuple[float, float]:
 
 def first_valid_lines(a: argparse.Namespace, pairs: int, work: Path) -> Path:
     """The first ``pairs`` HH lines that parse (HH has a few malformed records), as the one file both sides read."""
-    import gzip
-
-    from rewardkit.data.readers import parse_record
-
-    out, kept = work / f"hh-{pairs}.jsonl", []
-    with gzip.open(a.data, "rt") if a.data.endswith(".gz") else open(a.data) as f:
-        for line in f:
-            try:
-                parse_record(json.loads(line))
-            except ValueError:
-                continue
-            kept.append(line)
-            if len(kept) == pairs:
-                break
-    out.write_text("".join(kept))
+    out = work / f"hh-{pairs}.jsonl"
+    out.write_text("".join(line for line, _ in first_valid_records(a.data, pairs)))
     return out
 
 

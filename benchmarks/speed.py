@@ -23,7 +23,6 @@ same run (a 2048³ matmul on the same threads).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -38,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import write_section  # noqa: E402
+from common import first_valid_records, write_section  # noqa: E402
 
 HH = ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz"
 OA = ROOT.parent / "shared/data/oasst-rankings/en_100_tree.jsonl"
@@ -64,19 +63,7 @@ for _m in (1, 2, 4, 8):  # TRL with small micro-batches and accumulation ("trl" 
 
 
 def hh_pairs(encoder, n: int) -> list[list[list[int]]]:
-    from rewardkit.data.readers import parse_record
-
-    out = []
-    with gzip.open(HH, "rt") as f:
-        for line in f:
-            try:
-                ex = parse_record(json.loads(line))
-            except ValueError:  # HH has a few malformed records (empty reply); the same skip for all configs
-                continue
-            out.append(ex)
-            if len(out) == n:
-                break
-    return encoder.encode_examples(out)
+    return encoder.encode_examples([ex for _, ex in first_valid_records(HH, n)])
 
 
 def oa_rankings(encoder, n: int, max_k: int) -> list[list[list[int]]]:
