@@ -90,7 +90,7 @@ def kill_run(proc: subprocess.Popen, run_dir: Path) -> None:
 
 
 def lines_without_time(run: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"}
+    return [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "step_s")}  # wall-clock timings
             for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
