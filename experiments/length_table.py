@@ -18,7 +18,7 @@ def main(folder: str) -> None:
     rows = ["| method | HH acc. [95% CI] | HH acc., chosen shorter [95% CI] (pairs) | HH prefers longer | "
             "HH Spearman(r, length) | PandaLM acc. [95% CI] | PandaLM length baseline |",
             "|---|---|---|---|---|---|---|"]
-    for method in ("none", "odin", "balance"):
+    for method in ("none", "odin", "odin-0.1", "balance"):
         hh_file, pl_file = out / f"hh-{method}.json", out / f"pandalm-{method}.json"
         if not hh_file.exists() or not pl_file.exists():
             continue
