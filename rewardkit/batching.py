@@ -18,6 +18,9 @@ from transformers import PreTrainedTokenizerBase
 from rewardkit.data.record import Message, PreferenceExample
 from rewardkit.errors import UserError
 
+# Texts per tokenizer call (``Encoder._tokenize_texts``) and records per truncation pass (``encode_groups``).
+TOKENIZE_CHUNK = 512
+
 _RAW_ROLE = {"user": "Human", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
 
@@ -120,13 +123,15 @@ class Encoder:
 
     def encode_groups(self, examples: list[Any]) -> list[tuple[list[list[int]], TruncationStats]]:
         """:meth:`encode_examples` with each group's own truncation counts (``prompt`` + ``completions``)."""
-        flat = [(ex.prompt, c) for ex in examples for c in ex.completions]
-        tokenized = self._tokenize(flat)
-        out, i = [], 0
-        for ex in examples:
-            stats = TruncationStats()
-            out.append((self._truncate_siblings(tokenized[i:i + len(ex.completions)], stats), stats))
-            i += len(ex.completions)
+        out = []
+        for start in range(0, len(examples), TOKENIZE_CHUNK):  # truncated chunk by chunk: full-length ids never pile up
+            chunk = examples[start:start + TOKENIZE_CHUNK]
+            tokenized = self._tokenize([(ex.prompt, c) for ex in chunk for c in ex.completions])
+            i = 0
+            for ex in chunk:
+                stats = TruncationStats()
+                out.append((self._truncate_siblings(tokenized[i:i + len(ex.completions)], stats), stats))
+                i += len(ex.completions)
         return out
 
     def end_of_turn(self) -> str:
@@ -177,20 +182,20 @@ class Encoder:
 
     def _tokenize_texts(self, rendered: list[tuple[str, str]]) -> list[tuple[list[int], int]]:
         """(ids, number of prompt tokens) per (prompt text, full text)."""
-        if not rendered:
-            return []
-        # Chat templates already contain their special tokens; raw text gets the tokenizer's own (BOS).
-        enc = self.tokenizer(
-            [full for _, full in rendered],
-            add_special_tokens=self.template == "raw",
-            return_offsets_mapping=True,
-        )
         out = []
-        for (head, _), ids, offsets in zip(rendered, enc["input_ids"], enc["offset_mapping"]):
-            # A token that starts inside the prompt text is a prompt token (an added BOS has offset (0, 0));
-            # a leading BOS always counts as one, also when there is no prompt.
-            ids = list(ids)
-            out.append((ids, max(sum(1 for start, _ in offsets if start < len(head)), len(self._bos(ids)))))
+        # In chunks: the tokenizer's output for a batch (ids, attention masks, per-token offset tuples as Python
+        # objects, all before truncation) is ~40x the ids we keep. Tokenized whole, 10k HH pairs peaked at
+        # 2.8 GB and 50k at 12.5 GB with a tiny model (BENCHMARKS.md, streaming); chunks bound that transient.
+        for i in range(0, len(rendered), TOKENIZE_CHUNK):
+            chunk = rendered[i:i + TOKENIZE_CHUNK]
+            # Chat templates already contain their special tokens; raw text gets the tokenizer's own (BOS).
+            enc = self.tokenizer([full for _, full in chunk], add_special_tokens=self.template == "raw",
+                                 return_offsets_mapping=True, return_attention_mask=False)
+            for (head, _), ids, offsets in zip(chunk, enc["input_ids"], enc["offset_mapping"]):
+                # A token that starts inside the prompt text is a prompt token (an added BOS has offset (0, 0));
+                # a leading BOS always counts as one, also when there is no prompt.
+                ids = list(ids)
+                out.append((ids, max(sum(1 for start, _ in offsets if start < len(head)), len(self._bos(ids)))))
         return out
 
     def _bos(self, ids: list[int]) -> list[int]:

@@ -107,6 +107,8 @@ def stream_steps(read: Callable[[Callable[[int], bool]], Iterable[tuple[int, Pre
                     return
                 yield Step(epoch, [items[i] for i in batch], stand_in)
                 step += 1
+            # Let go of this window before the next is read and tokenized, so two windows never coexist.
+            items = batches = examples = None
         if not seen:
             raise DataError("the training data is empty: no record to stream")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rewardkit.batching import Encoder, TruncationStats, pad_batch
-from rewardkit.data.record import PreferenceExample
+from rewardkit.data.record import PreferenceExample, as_messages
 from rewardkit.inference import RewardModelScorer, score
 from rewardkit.model import load_reward_model
 from rewardkit.pooling import last_token_index, position_ids_from_mask
@@ -167,3 +167,25 @@ def test_empty_prompt_keeps_one_bos_and_counts_no_truncation(tiny):
         assert seq[0] == tok.bos_token_id and seq.count(tok.bos_token_id) == 1
     assert stats.completion_truncated == 0 and stats.prompt_truncated == 0 and stats.sequences == 2
     assert ids[0] == tok(enc.render([], ex.completions[0])[1])["input_ids"]  # the text's own tokens, nothing cut
+
+
+def test_encoding_in_chunks_gives_the_same_ids_and_counts(tiny, monkeypatch):
+    """Tokenization runs in chunks of TOKENIZE_CHUNK records (bounded memory); the chunk size must not change any
+    sequence or truncation count, including records with three completions straddling a chunk boundary."""
+    import rewardkit.batching as batching
+
+    _, tok = tiny
+    examples = [PreferenceExample.pair(f"Question {i}? " * (i % 7 + 1), "yes " * (i % 5 + 1), "no " * (i % 11 + 1))
+                for i in range(23)]
+    examples.insert(3, PreferenceExample(as_messages("Rank these " * 9, "user"), [as_messages(t, "assistant") for t in
+                                         ("a b c", "a b", "a")], ranking=[0, 1, 2]))
+    enc = Encoder(tok, max_length=24)
+    whole_stats = TruncationStats()
+    whole = enc.encode_examples(examples, whole_stats)
+    monkeypatch.setattr(batching, "TOKENIZE_CHUNK", 4)
+    chunked_stats = TruncationStats()
+    assert enc.encode_examples(examples, chunked_stats) == whole
+    assert chunked_stats.to_dict() == whole_stats.to_dict() and whole_stats.prompt_truncated > 0
+    single = enc.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
+    monkeypatch.setattr(batching, "TOKENIZE_CHUNK", 512)
+    assert single == enc.encode_many([(ex.prompt, c) for ex in examples for c in ex.completions])
