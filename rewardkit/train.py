@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import gather_object, set_seed
+from accelerate.utils import DistributedType, gather_object, set_seed
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
@@ -52,7 +52,15 @@ from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
 from rewardkit.losses import check_record, odin_disentangle_loss, record_loss
 from rewardkit.model import freeze_lower_layers, load_reward_model
 from rewardkit.plan import Item, Step, memory_steps, stream_steps
-from rewardkit.run import Resumed, Run, load_weights
+from rewardkit.run import (
+    Resumed,
+    Run,
+    configure_deepspeed,
+    full_state_dict,
+    load_weights,
+    make_accelerator,
+    shards_parameters,
+)
 from rewardkit.sharing import group_rewards, sharing_unsupported_reason
 
 
@@ -106,11 +114,15 @@ def sharded_rewards(accelerator: Accelerator, scorer: Scorer, examples: list[Pre
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train a classifier reward model: the recipe, top to bottom, on a :class:`rewardkit.run.Run`."""
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    accelerator = make_accelerator(cfg.mixed_precision)
     main = accelerator.is_main_process
     say = accelerator.print
     set_seed(cfg.seed)
     check_train_config(cfg)
+    if shards_parameters(accelerator) and (cfg.lora_r or cfg.length_debias == "odin"):
+        raise UserError(f"{'--lora-r' if cfg.lora_r else '--length-debias odin'} with sharded parameters "
+                        f"({accelerator.distributed_type}): saving merges or splits the head from whole weights, which "
+                        "no process holds. Use DDP or DeepSpeed ZeRO-2 (configs/accelerate/)")
     run = Run.open(accelerator, cfg, "%Y%m%d-%H%M%S")
     started, clock = time.time(), run.clock
 
@@ -174,6 +186,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # ---- optimisation
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
+    configure_deepspeed(accelerator, cfg.micro_batch_size, cfg.max_grad_norm)
     model, optimizer = accelerator.prepare(model, optimizer)
     pad_id = tokenizer.pad_token_id
     plain = accelerator.unwrap_model(model)
@@ -207,18 +220,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     lora_meta = ({"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
                   "target_modules": cfg.lora_target_modules} if lora else None)
 
-    def save_model(folder: Path, final: bool = False, **stats: Any) -> None:
+    def save_model(folder: Path, state: dict[str, torch.Tensor] | None = None, final: bool = False, **stats: Any) -> None:
         with clock.phase("save"):
-            _save_model(folder, final, **stats)
+            _save_model(folder, state, final, **stats)
 
-    def _save_model(folder: Path, final: bool = False, **stats: Any) -> None:
+    def gather() -> dict[str, torch.Tensor] | None:  # on every process: the whole model when ZeRO-3 / FSDP shard it
+        with clock.phase("save"):
+            return full_state_dict(accelerator, model)
+
+    def _save_model(folder: Path, state: dict[str, torch.Tensor] | None, final: bool = False, **stats: Any) -> None:
         if not stats and last_eval:  # a periodic checkpoint carries the latest held-out statistics
             r = last_eval["result"]
             stats = {"reward_mean": r["reward_mean"], "reward_std": r["reward_std"],
                      "reward_stats_source": f"eval at step {last_eval['step']}"}
         # Periodic checkpoints are always merged + adapter (loadable, and resumable from the adapter).
         lora_save = cfg.lora_save if final else "merged"
-        save_checkpoint(folder, plain, tokenizer, encoder, lora_adapter=lora, lora_save=lora_save, length_head=odin,
+        save_checkpoint(folder, plain, tokenizer, encoder, state=state, lora_adapter=lora, lora_save=lora_save, length_head=odin,
                         base_model=cfg.model, padding_side=cfg.padding_side,
                         **({"lora": {**lora_meta, "saved": lora_save}} if lora else {}),
                         **({"length_debias": debias_meta} if debias_meta else {}), **stats)
@@ -276,7 +293,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         steps = watched(memory_steps(items, cfg.batch_size, rng, cfg.group_by_length, rank, world, cfg.epochs,
                                      cfg.max_steps))
     history = optimise(accelerator, model, optimizer, scheduler, cfg, steps, total_steps, micro_loss, run=run,
-                       run_eval=run_eval, save_model=save_model, started=started, resumed=resumed)
+                       run_eval=run_eval, save_model=save_model, gather=gather, started=started, resumed=resumed)
     if cfg.streaming:  # every process read its own shard: add the counts up
         train_report = merge_reports(gather_object([train_report]))
         changes = sum(gather_object([changes]), Counter())
@@ -319,8 +336,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "weights_dtype": str(next(plain.parameters()).dtype).removeprefix("torch."),
     }
     accelerator.wait_for_everyone()
-    run.save_final(lambda folder: save_model(folder, final=True, reward_mean=reward_mean, reward_std=reward_std,
-                                             reward_stats_source=stats_source), METADATA_FILE)
+    run.save_final(lambda folder, state: save_model(folder, state, final=True, reward_mean=reward_mean, reward_std=reward_std,
+                                             reward_stats_source=stats_source), METADATA_FILE, gather=gather)
     # where the wall time went (this process); written last, so saving the model is in it
     report["timings_s"] = clock.summary([r["step_s"] for r in history if "step_s" in r])
     if main:
@@ -435,8 +452,9 @@ def count_gradient_syncs(model: torch.nn.Module) -> list[int]:
 def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
              cfg: TrainConfig, steps: Iterable[Step], total_steps: int,
              micro_loss: Callable[[list[Item]], tuple[torch.Tensor, float, float]], *,
-             run: Run, run_eval: Callable[[int], Any], save_model: Callable[[Path], None], started: float,
-             resumed: Resumed | None = None, desc: str = "train") -> list[dict[str, Any]]:
+             run: Run, run_eval: Callable[[int], Any], save_model: Callable[..., None], started: float,
+             resumed: Resumed | None = None, desc: str = "train",
+             gather: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
     """The optimisation loop (shared by classifier RMs and ``rewardkit.judges.genrm``); returns the step log.
 
     ``steps`` is a plan of ``rewardkit.plan`` (in memory or streamed): per optimizer step, this process's
@@ -454,6 +472,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
     bar = tqdm(total=total_steps, initial=start, disable=not accelerator.is_main_process, desc=desc, unit="step")
     step, bad = 0, 0
     syncs = count_gradient_syncs(model)
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     model.train()
     for planned in steps:
         epoch, shard = planned.epoch, planned.items
@@ -474,17 +493,25 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
             weight = 1.0 if micro else 0.0
             # DDP decides in the forward whether the next backward all-reduces, so the forward must run
             # inside no_sync too: only the last micro-batch of a step synchronises gradients.
-            sync = contextlib.nullcontext() if j == n_micro - 1 else accelerator.no_sync(model)
+            last = j == n_micro - 1
+            sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
             with sync:
                 losses, correct, margin = micro_loss(micro or [planned.stand_in])
                 losses = losses * weight
+                if deepspeed:
+                    # DeepSpeed steps its engine (clip, update, zero the gradients) inside backward at an
+                    # accumulation boundary (accelerate's DeepSpeedEngineWrapper): only the step's last micro-batch
+                    # is one. accelerate's own `accumulate` counts a fixed number of micro-batches; ours varies.
+                    accelerator.gradient_state._set_sync_gradients(last)
                 accelerator.backward(losses.sum() * world / n_records)
             stats += torch.tensor([losses.detach().sum().item(), correct * weight, margin * weight, 1.0 - weight],
                                   device=device)
         stats = accelerator.reduce(stats, "sum")
         loss, acc, margin = (stats[:3] / n_records).tolist()
+        # (under DeepSpeed the engine has already clipped and stepped; this reads its gradient norm)
         grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                      if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
+        grad_norm = torch.tensor(float("nan")) if grad_norm is None else grad_norm
         finite = math.isfinite(loss) and (cfg.max_grad_norm <= 0 or math.isfinite(float(grad_norm)))
         lr = scheduler.get_last_lr()[0]  # the rate this step's update uses (read before the scheduler moves on)
         if finite:
@@ -524,7 +551,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
             run_eval(step)
             model.train()
         if cfg.save_every and finite and (step % cfg.save_every == 0 or step == total_steps):
-            run.save(step, save_model, optimizer, scheduler)
+            run.save(step, save_model, optimizer, scheduler, gather=gather)
     bar.close()
     return history
 

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from rewardkit.batching import TruncationStats, pad_batch
@@ -52,7 +51,7 @@ from rewardkit.judges.judge import (
 from rewardkit.judges.templates import _UNSET
 from rewardkit.model import freeze_lower_layers
 from rewardkit.plan import Item, memory_steps
-from rewardkit.run import Run, load_weights
+from rewardkit.run import Run, configure_deepspeed, load_weights, make_accelerator, shards_parameters
 from rewardkit.train import (
     check_records,
     check_train_config,
@@ -96,10 +95,13 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
 
     The same recipe as ``rewardkit.train.train`` on the same :class:`rewardkit.run.Run` (checkpoints,
     resume, trackers, non-finite steps); what differs is the model, the encoding and the reward."""
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    accelerator = make_accelerator(cfg.mixed_precision)
     main, say = accelerator.is_main_process, accelerator.print
     set_seed(cfg.seed)
     check_train_config(cfg)
+    if shards_parameters(accelerator):
+        raise UserError(f"GenRM training under {accelerator.distributed_type} with sharded parameters is not supported "
+                        "(its checkpoint is written from whole weights): use DDP or DeepSpeed ZeRO-2")
     if cfg.length_debias != "none":
         raise UserError("--length-debias is implemented for classifier reward models (rewardkit train), not GenRMs")
     if cfg.streaming:
@@ -149,6 +151,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     total_steps = cfg.max_steps or math.ceil(len(items) / cfg.batch_size) * cfg.epochs
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
+    configure_deepspeed(accelerator, cfg.micro_batch_size, cfg.max_grad_norm)
     wrapped, optimizer = accelerator.prepare(model, optimizer)
     device, pad_id = accelerator.device, tokenizer.pad_token_id
     world = accelerator.num_processes
