@@ -107,7 +107,10 @@ class TrainConfig(ConfigBase):
                         "data as often as needed (the schedule spans them); 0: --epochs passes.")
     epochs: int = _f(1, within="[1, inf)", help="Passes over the data. One is the default; the literature finds more epochs overfit.")
     batch_size: int = _f(16, within="[1, inf)", help="Records (pairs or rankings) per optimizer step (global, across processes and accumulation).")
-    micro_batch_size: int = _f(4, within="[1, inf)", help="Records per forward pass per process; batch_size / (processes * micro) micro-steps accumulate.")
+    micro_batch_size: int = _f(4, within="[1, inf)", help="Records per forward pass per process at most; a step's records are cut into micro-batches that accumulate.")
+    micro_batch_tokens: int = _f(-1, within="[-1, inf)", help="Tokens per forward pass per process at most (the "
+                                 "records' sequence lengths summed; a longer record runs alone), so activation memory "
+                                 "stays bounded whatever the lengths. -1: auto (1,024 on CPU, no cap on GPU); 0: no cap.")
     learning_rate: float = _f(2e-5, within="(0, inf)", help="Peak AdamW learning rate.")
     weight_decay: float = _f(0.0, within="[0, inf)", help="AdamW weight decay.")
     warmup_ratio: float = _f(0.05, within="[0, 1]", help="Fraction of steps spent warming up linearly from 0.")

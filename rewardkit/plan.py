@@ -129,3 +129,25 @@ def _windows(stream: Iterable[tuple[int, PreferenceExample | None]], window: int
             buffer.append(example)
     if count:
         yield count, buffer
+
+
+def micro_batches(items: list[Item], max_records: int, max_tokens: int = 0) -> list[list[Item]]:
+    """A step's records on one process cut into micro-batches, in order: at most ``max_records`` records and, when
+    ``max_tokens`` > 0, at most ``max_tokens`` tokens (their sequences' lengths summed) each; a record longer than
+    the budget on its own is a micro-batch alone.
+
+    A token budget keeps a micro-batch's activation memory about constant whatever the records' lengths (a count
+    of records does not: four long HH pairs hold ~5x the tokens of four short ones)."""
+    out: list[list[Item]] = []
+    current: list[Item] = []
+    tokens = 0
+    for it in items:
+        if current and (len(current) == max_records or (max_tokens and tokens + it.tokens > max_tokens)):
+            out.append(current)
+            current, tokens = [], 0
+        current.append(it)
+        tokens += it.tokens
+    if current:
+        out.append(current)
+    return out
+

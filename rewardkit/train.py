@@ -51,7 +51,7 @@ from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
 from rewardkit.losses import check_record, odin_disentangle_loss, record_loss
 from rewardkit.model import freeze_lower_layers, load_reward_model
-from rewardkit.plan import Item, Step, memory_steps, stream_steps
+from rewardkit.plan import Item, Step, memory_steps, micro_batches, stream_steps
 from rewardkit.run import (
     Resumed,
     Run,
@@ -418,6 +418,15 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=fused or None)
 
 
+def micro_batch_token_budget(setting: int, device: torch.device) -> int:
+    """Tokens per training micro-batch (``--micro-batch-tokens``); 0 means no cap (``--micro-batch-size`` decides).
+
+    Auto (-1) is 1,024 on CPU: PLACEHOLDER. On a GPU, larger passes fill the device: no cap."""
+    if setting >= 0:
+        return setting
+    return 1024 if device.type == "cpu" else 0
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
     """Linear warmup over ``warmup_ratio`` of the steps, then ``lr_schedule``.
 
@@ -473,22 +482,26 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
     step, bad = 0, 0
     syncs = count_gradient_syncs(model)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    micro_tokens = micro_batch_token_budget(cfg.micro_batch_tokens, device)
     model.train()
     for planned in steps:
         epoch, shard = planned.epoch, planned.items
         # Every process's record count: the step's size (the loss is a mean over it) and its micro-batch count.
         step_started = time.perf_counter()
-        counts = [len(shard)] if world == 1 else accelerator.gather(torch.tensor([len(shard)], device=device)).tolist()
-        n_records = sum(counts)
+        micros = micro_batches(shard, cfg.micro_batch_size, micro_tokens)
+        if world == 1:
+            n_records, n_micro = len(shard), len(micros)
+        else:  # every process runs as many micro-batches as the busiest one (zero-weight passes fill in)
+            counts = accelerator.gather(torch.tensor([[len(shard), len(micros)]], device=device))
+            n_records, n_micro = int(counts[:, 0].sum()), int(counts[:, 1].max())
         if not n_records:  # a streamed step whose records were all skipped as bad, on every process
             continue
         if step < start:  # done before the run was interrupted
             step += 1
             continue
-        n_micro = math.ceil(max(counts) / cfg.micro_batch_size)
         stats = torch.zeros(4, device=device)  # loss sum, correct, margin sum, zero-weight passes
         for j in range(n_micro):
-            micro = shard[j * cfg.micro_batch_size:(j + 1) * cfg.micro_batch_size]
+            micro = micros[j] if j < len(micros) else []
             # A process with no records left still runs a zero-weight pass so gradient sync lines up.
             weight = 1.0 if micro else 0.0
             # DDP decides in the forward whether the next backward all-reduces, so the forward must run
