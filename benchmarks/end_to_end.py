@@ -82,17 +82,18 @@ def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path) -> dict[s
     return r
 
 
-def run_rewardkit(a: argparse.Namespace, pairs: int, work: Path) -> dict[str, Any]:
+def run_rewardkit(a: argparse.Namespace, pairs: int, work: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``rewardkit train`` with its defaults (``extra``: flags the sweep varies)."""
     wall, rss = timed([sys.executable, "-m", "rewardkit.cli", "train", "--model", a.model, "--train-data",
                        str(first_valid_lines(a, pairs, work)), "--batch-size", str(a.batch_size),
                        "--learning-rate", str(a.lr), "--max-length", str(a.max_length), "--output-dir", str(work),
-                       "--run-name", "rk", "--overwrite"], a)
+                       "--run-name", "rk", "--overwrite", *extra], a)
     report = json.loads((work / "rk/report.json").read_text())
     if report["train_data"]["loaded"] != pairs:
         raise SystemExit(f"rewardkit trained on {report['train_data']['loaded']} of {pairs} pairs")
     steps = [r["step_s"] for r in map(json.loads, (work / "rk/metrics.jsonl").read_text().splitlines())
              if r.get("split") == "train"]
-    r = {"side": "rewardkit train (defaults)", "wall_s": wall, "rss_mb": rss, "steps_s": sum(steps),
+    r = {"side": "rewardkit train " + (" ".join(extra) or "(defaults)"), "wall_s": wall, "rss_mb": rss, "steps_s": sum(steps),
          "steady_step_s": statistics.median(steps[1:] or steps), "n_steps": len(steps),
          "first_loss": report["first_train_loss"], "timings": report["timings_s"]}
     print(f"  rewardkit: wall {wall:.1f} s, steps {r['steps_s']:.1f} s, RSS {rss:.0f} MB", file=sys.stderr)
@@ -116,7 +117,7 @@ def work_ratio(a: argparse.Namespace, pairs: int, shapes: list[list[int]]) -> tu
 
 
 def render(a: argparse.Namespace, sweep: list[dict], best: dict, trl: list[dict], rk: list[dict], bound: tuple,
-           wall: float) -> str:
+           wall: float, rk_sweep: list[dict]) -> str:
     import torch
     import transformers
     import trl as trl_pkg
@@ -141,7 +142,7 @@ def render(a: argparse.Namespace, sweep: list[dict], best: dict, trl: list[dict]
         "timed by `/usr/bin/time` (wall, peak RSS), both reading one file of the first valid pairs. TRL: "
         "`benchmarks/trl_train.py`; rewardkit: `rewardkit train "
         f"--train-data FILE --batch-size {a.batch_size} --learning-rate {a.lr}` (its defaults otherwise: "
-        "micro-batch 4, prefix sharing + packing).",
+        "micro-batches of at most 1,024 tokens and 4 records on CPU, prefix sharing + packing).",
         "",
         f"**Sweep of TRL's micro-batch** (first {a.sweep_pairs} pairs, accumulation to {a.batch_size} pairs per step, "
         "gradient checkpointing off: on CPU it only trades time for memory, e.g. 0.82× in the per-step table "
@@ -155,6 +156,18 @@ def render(a: argparse.Namespace, sweep: list[dict], best: dict, trl: list[dict]
         mark = " **(best)**" if s is best else ""
         lines.append(f"| {s['side']}{mark} | {s['wall_s']:.1f} | {s['steps_s']:.1f} | {s['steady_step_s']:.2f} | "
                      f"{s['rss_mb']:.0f} | {p / u:.2f}× |")
+    if rk_sweep:
+        lines += [
+            "",
+            f"**rewardkit's micro-batching on the same {a.sweep_pairs} pairs**, for context (its default is a token "
+            "budget of 1,024 per micro-batch on CPU, at most 4 records; one run each):",
+            "",
+            "| rewardkit configuration | wall (s) | time in steps (s) | median step (s) | peak RSS (MB) |",
+            "|---|---|---|---|---|",
+        ]
+        for s in rk_sweep:
+            lines.append(f"| {s['side']} | {s['wall_s']:.1f} | {s['steps_s']:.1f} | {s['steady_step_s']:.2f} | "
+                         f"{s['rss_mb']:.0f} |")
     lines += [
         "",
         f"**End to end**, {len(trl)} alternating repeats, {a.pairs} pairs ({rk[0]['n_steps']} steps); medians, "
@@ -195,6 +208,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-pairs", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trl-micro-batches", default="1,2,4,8")
+    p.add_argument("--rk-sweep", default="--micro-batch-tokens 512,--micro-batch-tokens 1024,"
+                   "--micro-batch-tokens 2048,--micro-batch-tokens 0,--micro-batch-tokens 0 --micro-batch-size 1",
+                   help="comma-separated rewardkit flag sets run on the sweep's pairs, for context")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--threads", type=int, default=2)
@@ -217,6 +233,8 @@ def main() -> None:
             r = run_trl(a, m, a.sweep_pairs, work)
             r["bound"] = work_ratio(a, a.sweep_pairs, r["padded_shapes"])
             sweep.append(r)
+        rk_sweep = [run_rewardkit(a, a.sweep_pairs, work, tuple(flags.split()))
+                    for flags in a.rk_sweep.split(",") if flags]
         best = min(sweep, key=lambda r: r["steps_s"])
         print(f"TRL's best: {best['side']}", file=sys.stderr)
         trl, rk = [], []
@@ -229,7 +247,7 @@ def main() -> None:
                 rk.append(run_rewardkit(a, a.pairs, work))
                 trl.append(run_trl(a, best["micro"], a.pairs, work))
         bound = work_ratio(a, a.pairs, trl[0]["padded_shapes"])
-    text = render(a, sweep, best, trl, rk, bound, time.time() - started)
+    text = render(a, sweep, best, trl, rk, bound, time.time() - started, rk_sweep)
     print(text)
     if a.write:
         write_section(text)
