@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def ci(value: float | None, interval: list | None) -> str:
     if value is None:
@@ -29,6 +31,36 @@ def main(folder: str) -> None:
                     f"{h['model_prefers_longer']:.3f} | {h['reward_length_spearman']:+.3f} | "
                     f"{ci(pl['accuracy'], pl.get('accuracy_ci'))} | {p['length_baseline_accuracy']:.3f} |")
     print("\n".join(rows))
+    paired = [paired_difference(out, method, data) for data in ("hh", "pandalm") for method in ("odin", "odin-0.1", "balance")]
+    print("\n".join(line for line in paired if line))
+
+
+def correct(path: Path) -> np.ndarray:
+    """Per held-out pair: 1 if the chosen reply got the higher reward, 0.5 for equal rewards, else 0; NaN for a
+    pair labelled a tie (PandaLM has them; accuracy leaves them out)."""
+    out = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        best, worst = row["ranks"].index(0), row["ranks"].index(max(row["ranks"]))
+        r = row["rewards"]
+        if best == worst:
+            out.append(float("nan"))
+            continue
+        out.append(1.0 if r[best] > r[worst] else 0.5 if r[best] == r[worst] else 0.0)
+    return np.asarray(out)
+
+
+def paired_difference(out: Path, method: str, data: str) -> str | None:
+    """Accuracy of ``method`` minus the plain run's on the same pairs, with a paired bootstrap 95 % interval."""
+    a, b = out / f"{data}-{method}.rewards.jsonl", out / f"{data}-none.rewards.jsonl"
+    if not a.exists() or not b.exists():
+        return None
+    diff = correct(a) - correct(b)
+    diff = diff[~np.isnan(diff)]
+    rng = np.random.default_rng(0)
+    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return f"{data}: {method} − plain accuracy {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] (paired bootstrap, {len(diff)} pairs)"
 
 
 if __name__ == "__main__":
