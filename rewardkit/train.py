@@ -235,8 +235,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                      "reward_stats_source": f"eval at step {last_eval['step']}"}
         # Periodic checkpoints are always merged + adapter (loadable, and resumable from the adapter).
         lora_save = cfg.lora_save if final else "merged"
-        save_checkpoint(folder, plain, tokenizer, encoder, state=state, lora_adapter=lora, lora_save=lora_save, length_head=odin,
-                        base_model=cfg.model, padding_side=cfg.padding_side,
+        save_checkpoint(folder, plain, tokenizer, encoder, state=state, lora_adapter=lora, lora_save=lora_save,
+                        length_head=odin, base_model=cfg.model, padding_side=cfg.padding_side,
                         **({"lora": {**lora_meta, "saved": lora_save}} if lora else {}),
                         **({"length_debias": debias_meta} if debias_meta else {}), **stats)
 
@@ -336,8 +336,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "weights_dtype": str(next(plain.parameters()).dtype).removeprefix("torch."),
     }
     accelerator.wait_for_everyone()
-    run.save_final(lambda folder, state: save_model(folder, state, final=True, reward_mean=reward_mean, reward_std=reward_std,
-                                             reward_stats_source=stats_source), METADATA_FILE, gather=gather)
+    run.save_final(lambda folder, state: save_model(folder, state, final=True, reward_mean=reward_mean,
+                                                    reward_std=reward_std, reward_stats_source=stats_source),
+                   METADATA_FILE, gather=gather)
     # where the wall time went (this process); written last, so saving the model is in it
     report["timings_s"] = clock.summary([r["step_s"] for r in history if "step_s" in r])
     if main:
