@@ -222,6 +222,36 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     assert report["after"]["accuracy"] == report_one["after"]["accuracy"] and report["after"]["pairs"] == 31
 
 
+@pytest.mark.slow
+def test_two_processes_with_uneven_token_budgeted_micro_batches(tiny_model_dir, tmp_path):
+    """With a token budget, processes cut their shards into different numbers of micro-batches; each step every
+    process runs the busiest one's count (zero-weight passes fill in) and syncs once. The losses and weights of 2
+    processes equal 1 process's."""
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(tiny_model_dir, tmp_path, eval_before=False)
+    write_jsonl(Path(cfg.train_data), learnable_rows(40, seed=3))
+    args = ["train", "--model", cfg.model, "--train-data", cfg.train_data, "--output-dir", cfg.output_dir,
+            "--batch-size", "8", "--micro-batch-size", "4", "--micro-batch-tokens", "70", "--learning-rate", "2e-3",
+            "--max-length", "64", "--no-eval-before"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    one = subprocess.run([sys.executable, "-m", "rewardkit.cli", *args, "--run-name", "one"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                          "--main_process_port", "29519", "-m", "rewardkit.cli", *args, "--run-name", "two"],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    out = Path(cfg.output_dir)
+    l1, l2 = _losses(out / "one"), _losses(out / "two")
+    assert len(l1) == len(l2) == 5 and max(abs(a - b) for a, b in zip(l1, l2)) < 1e-5, (l1, l2)
+    rows = [json.loads(x) for x in (out / "two" / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert sum(r["empty_passes"] for r in rows) > 0, "the budget never made the processes' micro-batch counts differ"
+    assert len({r["grad_syncs"] for r in rows}) == 1  # one all-reduce per step (per bucket), however many passes
+    w1, w2 = (load_file(out / n / "model.safetensors") for n in ("one", "two"))
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-4
+
+
 def test_learning_warning_flags_a_run_stuck_at_chance():
     from rewardkit.train import learning_warning
 
