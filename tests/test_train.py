@@ -232,7 +232,7 @@ def test_two_processes_with_uneven_token_budgeted_micro_batches(tiny_model_dir, 
     cfg = tiny_config(tiny_model_dir, tmp_path, eval_before=False)
     write_jsonl(Path(cfg.train_data), learnable_rows(40, seed=3))
     args = ["train", "--model", cfg.model, "--train-data", cfg.train_data, "--output-dir", cfg.output_dir,
-            "--batch-size", "8", "--micro-batch-size", "4", "--micro-batch-tokens", "70", "--learning-rate", "2e-3",
+            "--batch-size", "8", "--micro-batch-size", "4", "--micro-batch-tokens", "120", "--learning-rate", "2e-3",
             "--max-length", "64", "--no-eval-before"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     one = subprocess.run([sys.executable, "-m", "rewardkit.cli", *args, "--run-name", "one"], env=env,
