@@ -164,6 +164,19 @@ def _losses(run_dir: Path) -> list[float]:
     return [r["loss"] for r in rows if r["split"] == "train"]
 
 
+def train_one_and_two_processes(args: list[str], port: int) -> None:
+    """``rewardkit train`` with ``args`` as run "one" (1 process) and run "two" (2 gloo processes).
+
+    accelerate 1.x starts one process for `--cpu --num_processes 2` (it needs mpirun for more); torchrun
+    through --multi_gpu with ACCELERATE_USE_CPU=1 starts two real gloo processes (see docs/distributed.md)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    for name, launcher in (("one", []), ("two", ["-m", "accelerate.commands.launch", "--multi_gpu",
+                                                 "--num_processes", "2", "--main_process_port", str(port)])):
+        proc = subprocess.run([sys.executable, *launcher, "-m", "rewardkit.cli", *args, "--run-name", name], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     """Same global batch (8 pairs; 41 pairs in the data, so the last step has one pair and the second process
@@ -176,16 +189,7 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     args = ["train", "--model", cfg.model, "--train-data", cfg.train_data, "--eval-data", cfg.eval_data,
             "--output-dir", cfg.output_dir, "--batch-size", "8", "--micro-batch-size", "2", "--learning-rate", "2e-3",
             "--max-length", "64", "--no-eval-before"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    one = subprocess.run([sys.executable, "-m", "rewardkit.cli", *args, "--run-name", "one"], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    # accelerate 1.x starts one process for `--cpu --num_processes 2` (it needs mpirun for more); torchrun
-    # through --multi_gpu with ACCELERATE_USE_CPU=1 starts two real gloo processes (see docs/distributed.md).
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--main_process_port", "29517", "-m", "rewardkit.cli", *args, "--run-name", "two"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    train_one_and_two_processes(args, port=29517)
     l1, l2 = _losses(Path(cfg.output_dir) / "one"), _losses(Path(cfg.output_dir) / "two")
     report = json.loads((Path(cfg.output_dir) / "two" / "report.json").read_text())
     report_one = json.loads((Path(cfg.output_dir) / "one" / "report.json").read_text())
@@ -234,14 +238,7 @@ def test_two_processes_with_uneven_token_budgeted_micro_batches(tiny_model_dir, 
     args = ["train", "--model", cfg.model, "--train-data", cfg.train_data, "--output-dir", cfg.output_dir,
             "--batch-size", "8", "--micro-batch-size", "4", "--micro-batch-tokens", "120", "--learning-rate", "2e-3",
             "--max-length", "64", "--no-eval-before"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
-    one = subprocess.run([sys.executable, "-m", "rewardkit.cli", *args, "--run-name", "one"], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                          "--main_process_port", "29519", "-m", "rewardkit.cli", *args, "--run-name", "two"],
-                         env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    train_one_and_two_processes(args, port=29519)
     out = Path(cfg.output_dir)
     l1, l2 = _losses(out / "one"), _losses(out / "two")
     assert len(l1) == len(l2) == 5 and max(abs(a - b) for a, b in zip(l1, l2)) < 1e-5, (l1, l2)
