@@ -147,10 +147,10 @@ class TrainConfig(ConfigBase):
     lora_save: str = _f("merged", choices=("merged", "adapter"), help="How a LoRA run's model is saved: 'merged' (a "
                         "plain sequence-classification checkpoint that plain transformers loads, adapter beside it in "
                         "lora-adapter/) or 'adapter' (peft's adapter + head only, loaded onto --model).")
-    length_debias: str = _f("none", choices=("none", "odin", "balance"), help="Length debiasing: 'odin' (Chen et "
+    length_debias: str = _f("balance", choices=("none", "odin", "balance"), help="Length debiasing: 'odin' (Chen et "
                             "al. 2024: a quality and a length head trained apart, the quality head is the reward), "
                             "'balance' (weight pairs so that chosen-longer and chosen-shorter pairs count equally) or "
-                            "'none'. docs/length.md compares them.")
+                            "'none'. Default 'balance': on HH it beat 'none' by 4 points held-out (docs/length.md).")
     odin_length_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_L: weight of −corr(length head, length).")
     odin_quality_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_Q: weight of |corr(quality head, length)|.")
     odin_ortho_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_O: weight of |w_Q · w_L| (orthogonal heads).")
