@@ -122,14 +122,16 @@ def load_checkpoint(name_or_path: str, max_length: int | None = None, template: 
     meta = read_metadata(name_or_path) if Path(name_or_path).is_dir() else {}
     if meta and meta.get("pooling", POOLING_RULE) != POOLING_RULE:
         raise UserError(f"{name_or_path}: pooling rule {meta['pooling']!r} is not supported by this rewardkit")
+    labels = 2 * len(meta["aspects"]["names"]) if meta.get("aspects") else 1  # rewardkit.heads: A rewards + A gates
     if is_adapter_folder(name_or_path):
         if not meta.get("base_model"):
             raise UserError(f"{name_or_path}: a LoRA adapter without a recorded base model ('base_model' in "
                             f"{METADATA_FILE}); load it with peft onto its base model")
-        base, tok = load_reward_model(meta["base_model"], tokenizer=load_tokenizer(str(name_or_path)))
+        base, tok = load_reward_model(meta["base_model"], tokenizer=load_tokenizer(str(name_or_path)),
+                                      num_labels=labels)
         model = load_adapter_model(name_or_path, base)
     else:
-        model, tok = load_reward_model(name_or_path)
+        model, tok = load_reward_model(name_or_path, num_labels=labels)
     encoder = Encoder(tok, max_length=max_length or meta.get("max_length", 1024),
                       template=template or meta.get("template", "auto"))
     return model, encoder, meta

@@ -118,7 +118,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     section_map = load_section_map(cfg.sections) if cfg.sections else None  # a bad map fails before loading
     scorer = load_scorer(cfg.model, max_length=cfg.max_length, template=cfg.template,
                          max_batch_tokens=cfg.max_batch_tokens, padding_side=cfg.padding_side, seed=cfg.seed,
-                         progress=True, prefix_sharing=cfg.prefix_sharing, device=cfg.device)
+                         progress=True, prefix_sharing=cfg.prefix_sharing, device=cfg.device,
+                         aspect_weights=cfg.aspect_weights)
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
     result, rewards = run_evaluation(scorer, examples, section_map=section_map, tie_threshold=cfg.tie_threshold,
@@ -164,7 +165,7 @@ def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
     rows, locations = read_jsonl(cfg.input)  # a bad file fails before the model loads
     scorer = load_any_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                              max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
-                             complete_turn=cfg.complete_turn, device=cfg.device)
+                             complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights)
     scored, result = (rerank_rows if rerank else score_rows)(scorer, rows, locations)
     info = scorer.describe()
     if info.get("type") == "reward_model" and not info.get("reward_std"):

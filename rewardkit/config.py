@@ -154,6 +154,10 @@ class TrainConfig(ConfigBase):
     odin_length_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_L: weight of −corr(length head, length).")
     odin_quality_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_Q: weight of |corr(quality head, length)|.")
     odin_ortho_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_O: weight of |w_Q · w_L| (orthogonal heads).")
+    aspects: str = _f("", "Aspect-conditioned heads (ArmoRM-style, rewardkit.heads): comma-separated aspect names, "
+                      "e.g. 'helpful,harmless'. Each head trains on its aspect's records (tag sources: --train-data "
+                      "'helpful=a.jsonl,harmless=b.jsonl', or an 'aspect' field), a gate on the prompt mixes them. "
+                      "'' (default): one reward head.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
     save_every: int = _f(0, within="[0, inf)", help="Write a checkpoint every N optimizer steps (and at the last step) under "
                          "<run>/checkpoints/step-N, atomically; 0: only the final model.")
@@ -179,6 +183,11 @@ class TrainConfig(ConfigBase):
                               f"({self.batch_size})")
         if self.length_debias == "odin" and self.lora_r and self.lora_save == "adapter":
             raise ConfigError("--length-debias odin saves the quality head as the model; use --lora-save merged")
+
+
+ASPECT_WEIGHTS_HELP = ("Aspect models (trained with --aspects): how their aspect rewards are mixed: 'gate' or unset "
+                       "(the model's gate, per prompt), or explicit weights such as 'helpful=1,harmless=0' (steering; "
+                       "aspects not named weigh 0).")
 
 
 @dataclass
@@ -232,6 +241,7 @@ class EvalConfig(JudgeOptions):
     bootstrap_samples: int = _f(1000, within="[0, inf)", help="Bootstrap resamples (of prompts) for confidence intervals; 0 disables them.")
     report: str | None = _f(None, "After evaluating, write the visual report (PNGs + report.html) to this folder "
                             "(and the results to <folder>/eval.json unless --output is given).")
+    aspect_weights: str | None = _f(None, ASPECT_WEIGHTS_HELP)
 
 
 @dataclass
@@ -252,6 +262,7 @@ class ScoringOptions(JudgeOptions):
                              "end-of-turn marker when it is missing, so the reward is read where training read it. "
                              "--no-complete-turn scores the text exactly as sent.")
     seed: int = _f(42, "Seed of the new head when --model is an untrained backbone, and of judge sampling.")
+    aspect_weights: str | None = _f(None, ASPECT_WEIGHTS_HELP)
     device: str = _f("auto", "Where the model runs: 'auto' (the first GPU if there is one, else the CPU), 'cpu', "
                      "'cuda' or 'cuda:N'.")
 

@@ -569,7 +569,24 @@ def run_evaluation(scorer: Any, examples: list[PreferenceExample], *, section_ma
     truncation = scored.truncation_total().to_dict()
     result = {"model": scorer.name, **metrics, "scorer": {**info, "scoring_path": scored.path},
               "truncation": truncation}
+    if scored.aspects:
+        result["aspects"] = aspect_metrics(examples, scored.aspects, bootstrap_samples=bootstrap_samples, seed=seed)
     return result, rewards
+
+
+def aspect_metrics(examples: list[PreferenceExample], aspects: list[dict[str, Any]], *, bootstrap_samples: int = 1000,
+                   seed: int = 0) -> dict[str, Any]:
+    """An aspect model's extra numbers (``ScoreResult.aspects``): the mean mixing weight of each aspect over the
+    examples (the gate's, or the given ones), and each aspect head's own accuracy [95 % CI] on all the examples,
+    as if it alone were the reward."""
+    names = list(aspects[0]["weights"])
+    heads = {}
+    for a in names:
+        m = metrics_from_rewards(examples, [np.asarray(d["rewards"][a]) for d in aspects],
+                                 bootstrap_samples=bootstrap_samples, seed=seed)
+        heads[a] = {"accuracy": m["accuracy"], "accuracy_ci": m.get("accuracy_ci")}
+    return {"mean_weights": {a: float(np.mean([d["weights"][a] for d in aspects])) for a in names},
+            "head_accuracy": heads}
 
 
 def rewards_path_for(output: str | Path) -> Path:

@@ -1,4 +1,7 @@
-"""Score heads beyond one scalar: ODIN's quality and length heads (Chen et al. 2024, arXiv 2402.07319).
+"""Score heads beyond one scalar: ODIN's quality and length heads (Chen et al. 2024, arXiv 2402.07319), and
+aspect-conditioned multi-objective heads with a gate (ArmoRM-style; Wang et al. 2024, arXiv 2406.12845).
+
+**ODIN.**
 
 The model's ``score`` layer grows from one output to two: output 0 is the **quality** head, output 1 the
 **length** head. Training ranks with r_Q + r_L and adds ODIN's disentangling terms
@@ -10,15 +13,38 @@ sequence-classification model) and the length head beside it in ``rewardkit_leng
 the deployed reward is r_Q, so ``AutoModelForSequenceClassification`` and every rewardkit scorer read
 exactly that without knowing about ODIN, and nothing downstream can pick up the length head by mistake.
 The length head is kept for analysis and to resume training.
+
+**Aspects.** With A named aspects (e.g. helpful, harmless) the ``score`` layer has 2A outputs: outputs 0…A−1 are
+the aspect rewards r_a(x, y), read at the completion's last token like any reward; outputs A…2A−1 are the gate's
+logits g(x), read at the last token of the **probe**: the prompt followed by an empty assistant reply
+(:data:`PROBE`), so the gate sees the prompt and nothing of the completion. The reward is the mixture
+r(x, y) = Σ_a w_a(x) r_a(x, y) with w(x) = softmax(g(x)), or with explicit weights given at inference
+(steering: ``helpful=1,harmless=0`` scores with the helpful head alone). Unlike ArmoRM, which regresses frozen
+embeddings on absolute ratings and then fits the gate, every head here is trained end to end with the pairwise
+loss on its own aspect's records, and the gate with the same loss on the mixture with the heads' rewards held
+fixed (detached), so the mixture cannot bend a head away from its aspect (``rewardkit.train``).
+
+Why one 2A-output layer, saved as is: the checkpoint stays a standard ``*ForSequenceClassification`` folder
+(``num_labels = 2A``, ``id2label`` naming ``reward:<aspect>`` and ``gate:<aspect>``). Plain transformers run on
+the conversation gives the aspect rewards in its first A logits (the gate logits there are meaningless), and
+run on the probe conversation gives the gate in its last A; the mixture is two passes and a softmax
+(docs/aspects.md, tested). Under prefix sharing the probe costs its own two or three tokens per group.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from rewardkit.batching import Encoder, TruncationStats
+from rewardkit.data.record import Message
+from rewardkit.errors import UserError
 from rewardkit.model import RewardModel
 
 LENGTH_HEAD_FILE = "rewardkit_length_head.safetensors"
@@ -88,3 +114,149 @@ def length_balance_weights(chosen_longer: list[bool | None]) -> list[float]:
         return [1.0] * len(chosen_longer)
     n = longer + shorter
     return [1.0 if c is None else n / (2 * (longer if c else shorter)) for c in chosen_longer]
+
+
+# ------------------------------------------------------------------------------------- aspect heads
+
+PROBE: list[Message] = [{"role": "assistant", "content": ""}]  # the gate reads the prompt + an empty reply
+
+
+def parse_aspects(text: str) -> list[str]:
+    """'helpful,harmless' → ['helpful', 'harmless'] (the heads' order); '' → [] (a plain reward model)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise UserError(f"--aspects {text!r}: each aspect once")
+    if len(names) == 1:
+        raise UserError(f"--aspects {text!r}: one aspect is a plain reward model; name two or more, or none")
+    return names
+
+
+def parse_aspect_weights(given: str | Mapping[str, float] | None, aspects: list[str],
+                         where: str = "--aspect-weights") -> list[float] | None:
+    """Explicit aspect weights, 'helpful=1,harmless=0.5' or a mapping → one weight per aspect, in head order
+    (aspects not named get 0); None / '' / 'gate' → None (the gate's weights, per prompt). Used as given, not
+    normalised: weights summing to 1 keep the reward on the scale of the heads."""
+    if given is None or (isinstance(given, str) and given.strip() in ("", "gate")):
+        return None
+    if not aspects:
+        raise UserError(f"{where} {given!r}: this model has no aspect heads (train one with --aspects)")
+    pairs = (given.items() if isinstance(given, Mapping) else
+             [(part.partition("=")[0], part.partition("=")[2] if "=" in part else None) for part in given.split(",")])
+    weights = dict.fromkeys(aspects, 0.0)
+    for name, value in pairs:
+        name = str(name).strip()
+        if value is None or name not in weights:
+            raise UserError(f"{where} {given!r}: expected name=weight for the aspects {', '.join(aspects)} "
+                            "(or 'gate'), e.g. " + ",".join(f"{a}={int(i == 0)}" for i, a in enumerate(aspects)))
+        try:
+            weights[name] = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where} {given!r}: {value!r} is not a number") from None
+        if not math.isfinite(weights[name]):
+            raise UserError(f"{where} {given!r}: weights must be finite")
+    return list(weights.values())
+
+
+def check_aspects(examples: list[Any], aspects: list[str]) -> None:
+    """Every training record of an aspect model names one of its aspects (a source tag or an ``aspect`` field)."""
+    if not aspects:
+        return
+    for ex in examples:
+        if ex.aspect not in aspects:
+            got = f"aspect {ex.aspect!r}" if ex.aspect else "no aspect"
+            raise UserError(f"{ex.source or 'a record'}: {got}, but --aspects is {','.join(aspects)}. Tag each data "
+                            f"source with its aspect ('{aspects[0]}=data.jsonl,{aspects[1]}=other.jsonl') or give "
+                            "records an 'aspect' field")
+
+
+def aspect_metadata(aspects: list[str]) -> dict[str, Any]:
+    """What ``rewardkit.json`` records about an aspect model: enough to score it without rewardkit."""
+    n = len(aspects)
+    return {"names": aspects, "rewards": f"score outputs 0..{n - 1}, read at the completion's last token",
+            "gate": f"score outputs {n}..{2 * n - 1}, read at the last token of the prompt followed by an empty "
+                    "assistant reply; softmax gives the aspect weights",
+            "reward": "sum over aspects of weight × aspect reward (weights: the gate's, or given at inference)"}
+
+
+def add_aspect_heads(model: RewardModel, aspects: list[str]) -> None:
+    """Grow the 1-output score layer to A aspect rewards + A gate logits. Aspect 0 keeps the existing head's
+    weights, the others are independent draws of the same initialisation (seeded by the caller); the gate starts
+    at zero, i.e. uniform weights."""
+    old, n = model.hf.score, len(aspects)
+    if old.out_features != 1:
+        raise ValueError(f"expected a 1-output score head, got {old.out_features}")
+    new = nn.Linear(old.in_features, 2 * n, bias=old.bias is not None, dtype=old.weight.dtype,
+                    device=old.weight.device)
+    std = getattr(model.hf.config, "initializer_range", 0.02)
+    with torch.no_grad():
+        new.weight[0] = old.weight[0]
+        new.weight[1:n].normal_(0.0, std)
+        new.weight[n:].zero_()
+        if old.bias is not None:
+            new.bias.zero_()
+            new.bias[0] = old.bias[0]
+    model.hf.score = new
+    set_aspect_labels(model.hf.config, aspects)
+
+
+def set_aspect_labels(config: Any, aspects: list[str]) -> None:
+    config.num_labels = 2 * len(aspects)
+    config.id2label = {i: f"reward:{a}" for i, a in enumerate(aspects)} | {
+        len(aspects) + i: f"gate:{a}" for i, a in enumerate(aspects)}
+    config.label2id = {v: k for k, v in config.id2label.items()}
+
+
+@dataclass(frozen=True)
+class Probed:
+    """A group with the probe appended as its last completion (``Encoder.encode_groups`` reads prompt and
+    completions; the probe is truncated with its siblings, so it keeps the same prompt tokens)."""
+
+    prompt: list[Message]
+    completions: list[list[Message]]
+
+    @classmethod
+    def of(cls, group: Any) -> Probed:
+        return cls(group.prompt, [*group.completions, PROBE])
+
+
+def mix(outputs: torch.Tensor, n_aspects: int, weights: torch.Tensor | None = None, *, probed: bool = True,
+        detach_heads: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One group's score outputs (K [+1 probe], 2A) → (mixed rewards (K,), aspect weights (A,)).
+
+    ``weights`` None: the gate's softmax read on the probe row (the last, ``probed``); else the given weights.
+    ``detach_heads``: the aspect rewards enter as constants (the gate's training loss)."""
+    heads = outputs[:-1, :n_aspects] if probed else outputs[:, :n_aspects]
+    if detach_heads:
+        heads = heads.detach()
+    if weights is None:
+        if not probed:
+            raise ValueError("the gate needs the probe row")
+        weights = torch.softmax(outputs[-1, n_aspects:], dim=-1)
+    return heads @ weights.to(heads.dtype), weights
+
+
+def _without_probe(stats: TruncationStats) -> TruncationStats:
+    """A probed group's truncation counts, the probe taken out. The probe shares its siblings' prompt tokens, so
+    it was cut from the left exactly when some sequence of the group was (or, when every real completion was too
+    long by itself, when the prompt alone was): it is in ``prompt_truncated`` iff that count is above 0."""
+    return TruncationStats(stats.sequences - 1, stats.prompt_truncated - (stats.prompt_truncated > 0),
+                           stats.completion_truncated)
+
+
+def encode_probed(encoder: Encoder, groups: list[Any]) -> list[tuple[list[list[int]], TruncationStats]]:
+    """``Encoder.encode_groups`` with each group's probe as its last sequence; counts are the real completions'."""
+    return [(ids, _without_probe(stats)) for ids, stats in encoder.encode_groups([Probed.of(g) for g in groups])]
+
+
+def encode_rendered_probed(encoder: Encoder, texts: list[str], prompt_text: str | None, stats: TruncationStats,
+                           complete_turn: bool = True) -> tuple[list[list[int]], int]:
+    """``Encoder.encode_rendered`` plus the probe: the rendered prompt followed by an end of turn (the text of an
+    empty reply). The gate needs the prompt, so ``prompt_text`` is required and must start every text."""
+    if not prompt_text or not all(t.startswith(prompt_text) for t in texts):
+        raise UserError("an aspect model's gate reads the prompt: give prompt_text (the rendered prompt every text "
+                        "starts with), or explicit aspect weights")
+    probe = encoder.complete_turn(prompt_text)[0]
+    own = TruncationStats()
+    ids, added = encoder.encode_rendered([*texts, probe], prompt_text, own, complete_turn=complete_turn)
+    stats.merge(_without_probe(own))
+    return ids, added  # the probe already ends its turn: never counted as completed

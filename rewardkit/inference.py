@@ -61,6 +61,8 @@ class Group:
     texts: list[str] | None = None
     prompt_text: str | None = None
     source: str = ""  # where the group came from ("file:line"), for messages about it
+    # Aspect models only: this group's mixing weights {aspect: w} (steering), instead of the scorer's (rewardkit.heads)
+    aspect_weights: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         if self.texts is not None and self.completions:
@@ -88,6 +90,8 @@ class Prepared:
     truncation: list[TruncationStats]  # per group
     end_of_turn_added: int = 0  # rendered texts whose end-of-turn marker was completed
     ids: list[list[list[int]]] | None = None  # classifier: per group, per completion
+    # aspect models: per group its mixing weights, None where the gate decides (its ids end with the probe)
+    mixing: list[list[float] | None] | None = None
     payload: Any = None  # judges: their encoded queries
 
     @property
@@ -105,6 +109,8 @@ class ScoreResult:
     end_of_turn_added: int = 0
     forward_passes: int = 0  # batches run for this call (a dynamic batch shares them between requests)
     details: list[dict[str, Any]] | None = None  # judges: per group what the judge saw and said
+    # aspect models: per group {"weights": {aspect: w}, "rewards": {aspect: [r per completion]}} (rewardkit.heads)
+    aspects: list[dict[str, Any]] | None = None
     stats: dict[str, Any] | None = None  # judges: verdict statistics of this call (flip rate, position bias, ...)
 
     def truncation_total(self) -> TruncationStats:
@@ -144,13 +150,14 @@ def score(scorer: Scorer, groups: list[Any]) -> ScoreResult:
 
 @torch.inference_mode()
 def _padded_rewards(model: RewardModel, sequences: list[list[int]], pad_id: int, max_batch_tokens: int,
-                    max_batch_size: int, padding_side: str, progress: bool) -> tuple[np.ndarray, int]:
+                    max_batch_size: int, padding_side: str, progress: bool, all_heads: bool = False
+                    ) -> tuple[np.ndarray, int]:
     device = next(model.parameters()).device
-    rewards = np.zeros(len(sequences), dtype=np.float64)
+    rewards = np.zeros((len(sequences), model.config.num_labels) if all_heads else len(sequences), dtype=np.float64)
     batches = length_sorted_batches([len(s) for s in sequences], max_batch_tokens, max_batch_size)
     for idx in _progress(batches, progress):
         ids, mask = pad_batch([sequences[i] for i in idx], pad_id, padding_side)
-        rewards[idx] = model(ids.to(device), mask.to(device)).double().cpu().numpy()
+        rewards[idx] = model(ids.to(device), mask.to(device), all_heads=all_heads).double().cpu().numpy()
     return rewards, len(batches)
 
 
@@ -207,8 +214,9 @@ def forward_token_budget(device: torch.device) -> int:
 
 def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int, *, max_batch_tokens: int | None = None,
                   max_batch_size: int = 64, padding_side: str = "right", prefix_sharing: bool = True,
-                  progress: bool = False) -> tuple[list[np.ndarray], str, int]:
-    """Rewards of already-encoded groups → (per group rewards, path taken, forward passes run).
+                  progress: bool = False, all_heads: bool = False) -> tuple[list[np.ndarray], str, int]:
+    """Rewards of already-encoded groups → (per group rewards, path taken, forward passes run). With
+    ``all_heads`` each group's array is (K, outputs): every output of the score layer (``rewardkit.heads``).
 
     The path is what ran, as ``group_rewards`` reports it: ``"shared"`` when prefix sharing ran
     (``rewardkit.sharing``), ``"padded"`` otherwise (asked for, or the model does not support sharing
@@ -225,14 +233,15 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
         if not (prefix_sharing and sharing_unsupported_reason(model) is None):
             flat = [ids for g in groups for ids in g]
             rewards, passes = _padded_rewards(model, flat, pad_id, max_batch_tokens, max_batch_size, padding_side,
-                                              progress)
+                                              progress, all_heads)
             return list(np.split(rewards, np.cumsum([len(g) for g in groups])[:-1])), "padded", passes
         batches = group_batches([group_tokens(g) for g in groups], max_batch_tokens)
         out: list[np.ndarray | None] = [None] * len(groups)
         paths = set()
         with torch.inference_mode():
             for batch in _progress(batches, progress):
-                rewards = group_rewards(model, [groups[i] for i in batch], pad_id, padding_side=padding_side)
+                rewards = group_rewards(model, [groups[i] for i in batch], pad_id, padding_side=padding_side,
+                                        all_heads=all_heads)
                 paths.add(rewards.path)
                 for i, r in zip(batch, rewards):
                     out[i] = r.double().cpu().numpy()
@@ -268,35 +277,71 @@ class RewardModelScorer:
     progress: bool = False
     prefix_sharing: bool = True
     complete_turn: bool = True  # rendered texts: append a missing end-of-turn marker
+    # Aspect models (rewardkit.heads): the aspect names, and the weights that mix them (None: the gate's, per prompt).
+    aspects: list[str] = field(default_factory=list)
+    aspect_weights: list[float] | None = None
 
     def prepare(self, groups: list[Any]) -> Prepared:
+        from rewardkit.heads import encode_probed, encode_rendered_probed, parse_aspect_weights
+
         groups = [Group.of(g) for g in groups]
+        mixing = None
+        if self.aspects:  # a group's own weights, else the scorer's; None: the gate (the group carries the probe)
+            mixing = [self.aspect_weights if g.aspect_weights is None else
+                      parse_aspect_weights(g.aspect_weights, self.aspects, f"{g.source or 'a group'}: aspect_weights")
+                      for g in groups]
+        elif any(g.aspect_weights is not None for g in groups):
+            raise UserError(f"{self.name} has no aspect heads: aspect_weights apply to models trained with --aspects")
+        gated = [mixing is not None and mixing[i] is None for i in range(len(groups))]
         ids: list[list[list[int]] | None] = [None] * len(groups)
         truncation = [TruncationStats() for _ in groups]
         added = 0
-        messages = [i for i, g in enumerate(groups) if g.texts is None]
-        for i, (group_ids, stats) in zip(messages, self.encoder.encode_groups([groups[i] for i in messages])):
-            ids[i], truncation[i] = group_ids, stats
+        for probe in (False, True):
+            chosen = [i for i, g in enumerate(groups) if g.texts is None and gated[i] == probe]
+            encoded = (encode_probed(self.encoder, [groups[i] for i in chosen]) if probe else
+                       self.encoder.encode_groups([groups[i] for i in chosen]))
+            for i, (group_ids, stats) in zip(chosen, encoded):
+                ids[i], truncation[i] = group_ids, stats
         for i, g in enumerate(groups):
             if g.texts is not None:
-                ids[i], n = self.encoder.encode_rendered(g.texts, g.prompt_text, truncation[i],
-                                                         complete_turn=self.complete_turn)
+                ids[i], n = (encode_rendered_probed(self.encoder, g.texts, g.prompt_text, truncation[i],
+                                                    complete_turn=self.complete_turn) if gated[i] else
+                             self.encoder.encode_rendered(g.texts, g.prompt_text, truncation[i],
+                                                          complete_turn=self.complete_turn))
                 added += n
         tokens = sum(group_tokens(g) if self.prefix_sharing else sum(map(len, g)) for g in ids)
-        return Prepared(groups=groups, tokens=tokens, truncation=truncation, end_of_turn_added=added, ids=ids)
+        return Prepared(groups=groups, tokens=tokens, truncation=truncation, end_of_turn_added=added, ids=ids,
+                        mixing=mixing)
 
     def run(self, prepared: list[Prepared]) -> list[ScoreResult]:
         flat = [g for p in prepared for g in p.ids]
         rewards, path, passes = reward_groups(
             self.model, flat, self.encoder.tokenizer.pad_token_id, max_batch_tokens=self.max_batch_tokens,
             max_batch_size=self.max_batch_size, padding_side=self.padding_side, prefix_sharing=self.prefix_sharing,
-            progress=self.progress)
+            progress=self.progress, all_heads=bool(self.aspects))
+        mixing = [w for p in prepared for w in (p.mixing or [None] * len(p.groups))]
+        aspects = [self._mix(r, w) for r, w in zip(rewards, mixing)] if self.aspects else None
+        if aspects is not None:
+            rewards = [r for r, _ in aspects]
         out, i = [], 0
         for p in prepared:
             out.append(ScoreResult(rewards=rewards[i:i + len(p.groups)], truncation=p.truncation, path=path,
-                                   end_of_turn_added=p.end_of_turn_added, forward_passes=passes))
+                                   end_of_turn_added=p.end_of_turn_added, forward_passes=passes,
+                                   aspects=[d for _, d in aspects[i:i + len(p.groups)]] if aspects else None))
             i += len(p.groups)
         return out
+
+    def _mix(self, outputs: np.ndarray, weights: list[float] | None) -> tuple[np.ndarray, dict[str, Any]]:
+        """One group's score outputs → (mixed rewards, its aspect weights and per-aspect rewards); ``weights``
+        None: the gate's, read on the probe (the group's last row)."""
+        from rewardkit.heads import mix
+
+        n, gated = len(self.aspects), weights is None
+        given = None if gated else torch.tensor(weights, dtype=torch.float64)
+        rewards, weights = mix(torch.from_numpy(outputs), n, given, probed=gated)
+        heads = outputs[:-1, :n] if gated else outputs[:, :n]
+        return rewards.numpy(), {"weights": dict(zip(self.aspects, weights.tolist())),
+                                 "rewards": {a: heads[:, k].tolist() for k, a in enumerate(self.aspects)}}
 
     def score_examples(self, examples: list[Any]) -> list[np.ndarray]:
         """Rewards only (a shortcut of :func:`score`)."""
@@ -314,6 +359,10 @@ class RewardModelScorer:
         }
         if self.head_seed is not None:
             out["head_init_seed"] = self.head_seed
+        if self.aspects:
+            out["aspects"] = self.aspects
+            out["aspect_weights"] = ("gate" if self.aspect_weights is None else
+                                     dict(zip(self.aspects, self.aspect_weights)))
         for key in ("reward_mean", "reward_std", "reward_stats_source", "base_model"):
             if self.metadata.get(key) is not None:
                 out[key] = self.metadata[key]
@@ -353,7 +402,7 @@ def model_kind(name_or_path: str) -> str:
 def load_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
                 max_batch_tokens: int | None = None, max_batch_size: int = 64, padding_side: str = "right",
                 seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
-                device: str = "auto") -> RewardModelScorer:
+                device: str = "auto", aspect_weights: str | None = None) -> RewardModelScorer:
     """A scorer for ``spec``: a rewardkit run folder, a Hugging Face reward model (folder or hub id),
     a ``.gguf`` file or a built-in backbone name (untrained head initialised from ``seed``).
 
@@ -364,10 +413,14 @@ def load_scorer(spec: str, *, max_length: int | None = None, template: str | Non
       (``rewardkit.pooling``), never by searching for the pad id; template ``auto``;
     * a backbone without a score head (e.g. ``smollm2-135m``): a new head initialised from ``seed`` —
       the untrained baseline, reproducible and recorded as such.
+
+    An aspect checkpoint (``rewardkit.heads``) scores the mixture of its aspect rewards, weighted by its gate or
+    by ``aspect_weights`` ('helpful=1,harmless=0'; None or 'gate': the gate).
     """
     from accelerate.utils import set_seed
 
     from rewardkit.checkpoint import load_checkpoint
+    from rewardkit.heads import parse_aspect_weights
 
     if not spec:
         raise UserError("no model given: pass a rewardkit run folder, a Hugging Face reward model or a backbone")
@@ -376,7 +429,9 @@ def load_scorer(spec: str, *, max_length: int | None = None, template: str | Non
     set_seed(seed)
     model, encoder, meta = load_checkpoint(spec, max_length, template)
     model.to(resolve_device(device))
-    return RewardModelScorer(model, encoder, name=spec, kind=kind, metadata=meta,
+    aspects = (meta.get("aspects") or {}).get("names", [])
+    return RewardModelScorer(model, encoder, name=spec, kind=kind, metadata=meta, aspects=aspects,
+                             aspect_weights=parse_aspect_weights(aspect_weights, aspects),
                              head_seed=seed if kind.startswith("backbone") else None,
                              max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                              padding_side=padding_side, progress=progress, prefix_sharing=prefix_sharing)

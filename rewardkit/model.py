@@ -215,9 +215,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None,
-                      dtype: str = "float32") -> tuple[RewardModel, PreTrainedTokenizerBase]:
+                      dtype: str = "float32", num_labels: int = 1) -> tuple[RewardModel, PreTrainedTokenizerBase]:
     """Load a backbone (or a trained rewardkit checkpoint) as a reward model, its weights in ``dtype``
-    (float32 by default: the right choice on CPU, and the master weights of mixed-precision training)."""
+    (float32 by default: the right choice on CPU, and the master weights of mixed-precision training).
+    ``num_labels``: the score layer's outputs (1; 2A for an aspect checkpoint, ``rewardkit.heads``)."""
     source = resolve_backbone(name_or_path)
     tok = tokenizer or load_tokenizer(source)
     try:
@@ -226,7 +227,7 @@ def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | No
         hf_logging.set_verbosity_error()
         try:
             hf, info = AutoModelForSequenceClassification.from_pretrained(
-                source, num_labels=1, dtype=DTYPES[dtype], output_loading_info=True)
+                source, num_labels=num_labels, dtype=DTYPES[dtype], output_loading_info=True)
         finally:
             hf_logging.set_verbosity(verbosity)
     except OSError as e:

@@ -9,6 +9,9 @@ Row shapes (one JSON object per line; every other field is passed through):
 * ``{"text"}`` → ``reward`` of an already-rendered conversation, scored as given (``Group.texts``);
   an optional ``prompt_text`` marks its prompt.
 
+An aspect model (``rewardkit.heads``) adds ``aspects`` to each row: the mixing weights used and every aspect's
+rewards. A row's optional ``aspect_weights`` object (``{"helpful": 1, "harmless": 0}``) steers that row.
+
 Prompts and completions are text or chat messages. When the checkpoint recorded held-out reward
 statistics, ``*_normalized`` = (r − mean) / std is added beside each raw value; when it did not, no
 normalised value is written and the command says so once. Truncated rows carry ``truncated``.
@@ -16,6 +19,7 @@ normalised value is written and the command says so once. Truncated rows carry `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -35,6 +39,14 @@ def parse_score_row(row: Any, location: str, hint: str = ROW_HINT) -> Group:
     """The group a row asks to score (see the module docstring for the shapes); ``hint`` ends an error."""
     if not isinstance(row, dict):
         raise DataError(f"{location}: expected a JSON object, got {type(row).__name__}")
+    weights = row.get("aspect_weights")
+    if weights is not None and not (isinstance(weights, dict) and weights):
+        raise DataError(f"{location}: 'aspect_weights' must be an object such as {{\"helpful\": 1, \"harmless\": 0}}")
+    group = _parse_group(row, location, hint)
+    return dataclasses.replace(group, aspect_weights=weights) if weights is not None else group
+
+
+def _parse_group(row: dict, location: str, hint: str) -> Group:
     try:
         prompt = parse_messages(row["prompt"], "prompt", "user") if row.get("prompt") else []
         if "text" in row:
@@ -110,6 +122,8 @@ def score_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] 
             res["truncated"] = {"prompt": t.prompt_truncated, "completion": t.completion_truncated}
         if result.details is not None:
             res["judge"] = jsonable(result.details[k])
+        if result.aspects is not None:
+            res["aspects"] = result.aspects[k]
         out.append(res)
     return out, result
 

@@ -42,10 +42,16 @@ from rewardkit.errors import UserError
 from rewardkit.evaluate import completion_reward_stats, metrics_from_rewards
 from rewardkit.heads import (
     LENGTH_HEAD_FILE,
+    add_aspect_heads,
     add_length_head,
+    aspect_metadata,
+    check_aspects,
+    encode_probed,
     head_weights,
     join_length_head,
     length_balance_weights,
+    mix,
+    parse_aspects,
 )
 from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
@@ -119,8 +125,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     say = accelerator.print
     set_seed(cfg.seed)
     check_train_config(cfg)
-    if shards_parameters(accelerator) and (cfg.lora_r or cfg.length_debias == "odin"):
-        raise UserError(f"{'--lora-r' if cfg.lora_r else '--length-debias odin'} with sharded parameters "
+    aspects = parse_aspects(cfg.aspects)
+    if shards_parameters(accelerator) and (cfg.lora_r or cfg.length_debias == "odin" or aspects):
+        flag = "--lora-r" if cfg.lora_r else "--length-debias odin" if cfg.length_debias == "odin" else "--aspects"
+        raise UserError(f"{flag} with sharded parameters "
                         f"({accelerator.distributed_type}): saving merges or splits the head from whole weights, which "
                         "no process holds. Use DDP or DeepSpeed ZeRO-2 (configs/accelerate/)")
     run = Run.open(accelerator, cfg, "%Y%m%d-%H%M%S")
@@ -130,8 +138,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     with clock.phase("load_model"):
         model, tokenizer = load_reward_model(cfg.model, dtype=cfg.torch_dtype)
     odin = cfg.length_debias == "odin"
+    if odin and aspects:
+        raise UserError("--length-debias odin and --aspects both grow the score head; use one of them (--length-debias "
+                        "balance works with --aspects)")
     if odin:  # before LoRA, so peft's trainable copy of the head has both outputs
         add_length_head(model)
+    if aspects:  # likewise
+        add_aspect_heads(model, aspects)
     lora = (apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
             if cfg.lora_r else None)
     n_trainable = (sum(p.numel() for p in model.parameters() if p.requires_grad) if lora
@@ -149,10 +162,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         examples, window_changes = prepare_records(examples, cfg)
         changes.update(window_changes)
         check_records(examples, cfg)
+        check_aspects(examples, aspects)
         weights = (length_balance_weights([chosen_longer(ex) for ex in examples])
                    if cfg.length_debias == "balance" else [1.0] * len(examples))
         return [Item(ex, ids, ex.preference_pairs(), w, tuple(len(completion_text(c)) for c in ex.completions))
-                for ex, ids, w in zip(examples, encoder.encode_examples(examples, train_truncation), weights)]
+                for ex, ids, w in zip(examples, encode_items(examples, train_truncation), weights)]
+
+    def encode_items(examples: list[PreferenceExample], stats: TruncationStats) -> list[list[list[int]]]:
+        """Token ids per record; an aspect model's records carry the gate's probe as their last sequence."""
+        if not aspects:
+            return encoder.encode_examples(examples, stats)
+        out = []
+        for ids, group_stats in encode_probed(encoder, examples):
+            out.append(ids)
+            stats.merge(group_stats)
+        return out
 
     rank, world = accelerator.process_index, accelerator.num_processes
     if cfg.streaming:  # read, validate and tokenize a window at a time (rewardkit.plan)
@@ -197,7 +221,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(f"resumed from {resumed.checkpoint} at step {resumed.step} of {total_steps}")
 
     eval_scorer = RewardModelScorer(plain, encoder, name=cfg.model, kind="training", progress=main,
-                                    padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing)
+                                    padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing, aspects=aspects)
     last_eval: dict[str, Any] = {}
 
     def run_eval(step: int) -> dict[str, Any] | None:
@@ -238,7 +262,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         save_checkpoint(folder, plain, tokenizer, encoder, state=state, lora_adapter=lora, lora_save=lora_save,
                         length_head=odin, base_model=cfg.model, padding_side=cfg.padding_side,
                         **({"lora": {**lora_meta, "saved": lora_save}} if lora else {}),
-                        **({"length_debias": debias_meta} if debias_meta else {}), **stats)
+                        **({"length_debias": debias_meta} if debias_meta else {}),
+                        **({"aspects": aspect_metadata(aspects)} if aspects else {}), **stats)
 
     if resumed:
         before = resumed.evals.get(0)
@@ -249,18 +274,29 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # checkpoint's reward statistics when there is no held-out set (--reward-stats).
     recent_rewards: collections.deque[tuple[int, torch.Tensor]] = collections.deque(maxlen=STATS_RECORDS)
 
-    def micro_loss(micro: list[Item]) -> tuple[torch.Tensor, float, float]:
-        records, record_pairs = [it.example for it in micro], [it.pairs for it in micro]
-        rewards = group_rewards(model, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
-                                padding_side=cfg.padding_side, all_heads=odin)
-        train_paths[rewards.path] = rewards.reason
+    def remember(micro: list[Item], rewards: list[torch.Tensor]) -> None:
         for it, r in zip(micro, rewards):
             if id(it) in now["pending"]:  # each of this step's own records once (not a zero-weight stand-in pass)
                 now["pending"].discard(id(it))
-                recent_rewards.append((now["step"], (r[:, 0] if odin else r).detach()))  # stays on device: no sync
+                recent_rewards.append((now["step"], r.detach()))  # stays on device: no sync
+
+    def micro_loss(micro: list[Item]) -> tuple[torch.Tensor, float, float]:
+        records, record_pairs = [it.example for it in micro], [it.pairs for it in micro]
+        rewards = group_rewards(model, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
+                                padding_side=cfg.padding_side, all_heads=odin or bool(aspects))
+        train_paths[rewards.path] = rewards.reason
+        weights = torch.tensor([it.weight for it in micro], device=rewards[0].device)
+        if aspects:  # each record's own aspect head, and the gate on the mixture of the (fixed) head rewards
+            heads = [r[:-1, aspects.index(it.example.aspect)] for it, r in zip(micro, rewards)]
+            mixed = [mix(r, len(aspects), detach_heads=True)[0] for r in rewards]
+            head_losses, correct, margin = records_loss(cfg, records, record_pairs, heads)
+            gate_losses = records_loss(cfg, records, record_pairs, mixed)[0]
+            remember(micro, [mix(r.detach(), len(aspects))[0] for r in rewards])
+            return (head_losses + gate_losses) / 2 * weights, correct, margin  # the mean: chance stays log 2
+        remember(micro, [r[:, 0] if odin else r for r in rewards])
         if not odin:
             losses, correct, margin = records_loss(cfg, records, record_pairs, rewards)
-            return losses * torch.tensor([it.weight for it in micro], device=losses.device), correct, margin
+            return losses * weights, correct, margin
         # ODIN: rank with r_Q + r_L, and disentangle the heads over the micro-batch's completions.
         losses, correct, margin = records_loss(cfg, records, record_pairs, [r.sum(-1) for r in rewards])
         flat = torch.cat(rewards)
@@ -283,10 +319,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             return iter_preferences(cfg.train_data, train_report, skip_bad=cfg.skip_bad_records, split=cfg.split,
                                     likert=cfg.likert_margins, streaming=True, keep=keep, positions=True)
 
-        stand_in = PreferenceExample.pair("stand-in", "a", "b")  # run at zero weight only
+        stand_in = PreferenceExample.pair("stand-in", "a", "b", aspect=aspects[0] if aspects else None)  # weight 0
         steps = stream_steps(read, to_items, batch_size=cfg.batch_size, window=cfg.stream_window or 50 * cfg.batch_size,
                              rng=rng, group_by_length=cfg.group_by_length, rank=rank, world=world, epochs=cfg.epochs,
-                             stand_in=Item(stand_in, encoder.encode_examples([stand_in], TruncationStats())[0],
+                             stand_in=Item(stand_in, encode_items([stand_in], TruncationStats())[0],
                                            stand_in.preference_pairs()), max_steps=cfg.max_steps)
         steps = watched(steps)
     else:

@@ -41,6 +41,11 @@ Anything else that is not a local path is taken as a Hugging Face dataset id. A 
 Python slice over records (lines / rows / trees, before trees are expanded), e.g.
 ``data.jsonl.gz[:1000]`` or ``data.jsonl.gz[-500:]``.
 
+Several sources are one spec joined by commas, read in order, each with its own slice:
+``a.jsonl[:-500],b.jsonl.gz``. A source may carry an aspect tag, ``helpful=a.jsonl``: its records get
+that ``aspect`` unless they have an ``aspect`` field of their own (aspect-conditioned reward models,
+``rewardkit.aspects``). A spec that exists as a path as a whole is one source, commas or ``=`` and all.
+
 A bad record raises ``DataError`` naming file and line and what to do; with ``skip_bad=True`` it
 is skipped, counted by reason and listed in the ``ReadReport``. Nothing is dropped silently:
 facts about kept records (ties, unranked replies left out, …) are counted in ``ReadReport.notes``
@@ -69,6 +74,7 @@ from rewardkit.data.margins import likert_margin, parse_likert
 from rewardkit.data.record import Message, PreferenceExample, as_messages
 from rewardkit.errors import UserError
 
+_ASPECT_TAG = re.compile(r"^(?P<aspect>[A-Za-z_][\w-]*)=(?P<spec>.+)$")
 _SLICE = re.compile(r"^(?P<path>.+?)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 _ROLES = {"system", "user", "assistant", "tool"}
 SKIP_HINT = "Fix the record, or pass --skip-bad-records to skip such records (they are counted and reported)."
@@ -182,17 +188,10 @@ def iter_preferences(
     refused with ``streaming``.
     """
     table = parse_likert(likert)
-    path_str, window = _split_slice(spec)
-    raw: Iterable[tuple[str, Any]] = _raw_records(path_str, split, split_flag, streaming=streaming)
-    if window is not None:
-        if (window.start or 0) < 0 or (window.stop or 0) < 0:
-            if streaming:
-                raise DataError(f"{spec}: a slice from the end needs the whole data in memory; with --streaming "
-                                "give a slice from the start ([:N], [M:N])")
-            raw = list(raw)[window]
-        else:
-            raw = itertools.islice(raw, window.start, window.stop)
-    for position, (location, obj) in enumerate(raw):
+    raw = itertools.chain.from_iterable(
+        ((location, obj, aspect) for location, obj in _sliced_records(source, split, split_flag, streaming))
+        for aspect, source in split_sources(spec))
+    for position, (location, obj, aspect) in enumerate(raw):
         if keep is not None and not keep(position):
             if positions:
                 yield position, None
@@ -203,6 +202,8 @@ def iter_preferences(
         for unit_location, unit in units:
             report.records += 1
             if isinstance(unit, PreferenceExample):
+                if aspect and unit.aspect is None:
+                    unit.aspect = aspect
                 report.loaded += 1
                 report.k_counts[len(unit.completions)] += 1
                 kept = True
@@ -217,15 +218,47 @@ def iter_preferences(
             yield position, None
 
 
+def split_sources(spec: str) -> list[tuple[str | None, str]]:
+    """``spec`` → its sources as (aspect tag or None, source spec): comma-joined, each optionally ``name=``-tagged
+    (module docstring). A spec that exists as a path as a whole is one untagged source."""
+    if Path(spec).expanduser().exists():
+        return [(None, spec)]
+    out = []
+    for part in spec.split(","):
+        part = part.strip()
+        m = _ASPECT_TAG.match(part)
+        tagged = m is not None and not Path(part).expanduser().exists()
+        out.append((m["aspect"], m["spec"].strip()) if tagged else (None, part))
+        if not out[-1][1]:
+            raise DataError(f"{spec}: an empty data source; join sources with commas, e.g. 'a.jsonl,b.jsonl[:100]'")
+    return out
+
+
+def _sliced_records(spec: str, split: str, split_flag: str, streaming: bool) -> Iterable[tuple[str, Any]]:
+    """One source's raw records, its slice applied."""
+    path_str, window = _split_slice(spec)
+    raw: Iterable[tuple[str, Any]] = _raw_records(path_str, split, split_flag, streaming=streaming)
+    if window is None:
+        return raw
+    if (window.start or 0) < 0 or (window.stop or 0) < 0:
+        if streaming:
+            raise DataError(f"{spec}: a slice from the end needs the whole data in memory; with --streaming "
+                            "give a slice from the start ([:N], [M:N])")
+        return list(raw)[window]
+    return itertools.islice(raw, window.start, window.stop)
+
+
 def count_raw_records(spec: str, split: str = "train") -> int | None:
     """How many raw records ``spec`` holds (one cheap pass, nothing parsed into examples), or None for a hub
     dataset, whose length a stream does not know. Used to size a streamed run's schedule."""
-    path_str, window = _split_slice(spec)
-    path = Path(path_str).expanduser()
-    if not path.exists():
-        return None
-    n = sum(1 for _ in _raw_records(path_str, split, "--split"))
-    return len(range(n)[window]) if window is not None else n
+    total = 0
+    for _, source in split_sources(spec):
+        path_str, window = _split_slice(source)
+        if not Path(path_str).expanduser().exists():
+            return None
+        n = sum(1 for _ in _raw_records(path_str, split, "--split"))
+        total += len(range(n)[window]) if window is not None else n
+    return total
 
 
 def _split_slice(spec: str) -> tuple[str, slice | None]:
@@ -500,6 +533,12 @@ def parse_record(
         example = _parse_pair(obj, location, likert, found)
     if notes is not None:
         notes.update(found)
+    aspect = obj.get("aspect")
+    if aspect is not None:
+        if not isinstance(aspect, str) or not aspect.strip():
+            raise RecordError("bad aspect", f"'aspect' must be a non-empty string (an objective name such as "
+                                            f"'helpful'), got {aspect!r}.")
+        example.aspect = aspect.strip()
     return example
 
 

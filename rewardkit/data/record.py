@@ -28,6 +28,9 @@ class PreferenceExample:
         scores: optional per-completion scores (e.g. 1–10 ratings), aligned with ``completions``.
         subset: optional subset name, used for per-subset evaluation.
         id: optional identifier from the data (its ``id`` field), e.g. RewardBench 2's "ref:12" / "tied:12".
+        aspect: optional objective the preference was judged on (e.g. "helpful", "harmless"): the record's
+            ``aspect`` field, or the ``name=`` tag of the data source it came from. Aspect-conditioned
+            reward models (``rewardkit.aspects``) train each head on its aspect's records.
         source: where the record came from ("file:line"), for messages about it.
     """
 
@@ -40,6 +43,7 @@ class PreferenceExample:
     scores: list[float] | None = None
     subset: str | None = None
     id: str | None = None
+    aspect: str | None = None
     source: str = ""
 
     @property

@@ -86,15 +86,19 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
 
 def load_any_scorer(model: str, jc: JudgeOptions, *, max_length: int | None = None, template: str | None = None,
                     max_batch_tokens: int | None = None, seed: int = 42, progress: bool = False,
-                    prefix_sharing: bool = True, complete_turn: bool = True, device: str = "auto"):
+                    prefix_sharing: bool = True, complete_turn: bool = True, device: str = "auto",
+                    aspect_weights: str | None = None):
     """The scorer ``--model`` (and the judge flags) name: a judge / trained GenRM, or a classifier reward model
     (``rewardkit.inference.load_scorer``). What ``score``, ``rerank`` and ``serve`` load."""
     if jc.judge or is_judge_checkpoint(model):
+        if aspect_weights:
+            raise UserError("--aspect-weights mixes the heads of an aspect reward model; a judge has none")
         return build_scorer(model, jc, seed=seed, max_batch_tokens=max_batch_tokens, max_length=max_length,
                             progress=progress, device=device)
     from rewardkit.inference import load_scorer
 
     scorer = load_scorer(model, max_length=max_length, template=template, max_batch_tokens=max_batch_tokens,
-                         seed=seed, progress=progress, prefix_sharing=prefix_sharing, device=device)
+                         seed=seed, progress=progress, prefix_sharing=prefix_sharing, device=device,
+                         aspect_weights=aspect_weights)
     scorer.complete_turn = complete_turn
     return scorer

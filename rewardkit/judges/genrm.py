@@ -82,6 +82,9 @@ class GenRMConfig(TrainConfig):
                                        "{response}. Default: the built-in verifier template (docs/judges.md)."})
     judge_system_prompt: str | None = field(default=None, metadata={"help": "System prompt for the judge (file or "
                                             "text; '' for none). Default: the template's."})
+    length_debias: str = field(default="none", metadata={"help": "Length debiasing is implemented for classifier "
+                               "reward models (rewardkit train, default 'balance'), not GenRMs: 'none' only.",
+                               "choices": ("none",), "within": None})
 
 
 def genrm_rewards(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, verdicts: VerdictTokens) -> torch.Tensor:
@@ -102,8 +105,9 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     if shards_parameters(accelerator):
         raise UserError(f"GenRM training under {accelerator.distributed_type} with sharded parameters is not supported "
                         "(its checkpoint is written from whole weights): use DDP or DeepSpeed ZeRO-2")
-    if cfg.length_debias != "none":
-        raise UserError("--length-debias is implemented for classifier reward models (rewardkit train), not GenRMs")
+    if cfg.length_debias != "none" or cfg.aspects:
+        raise UserError(f"{'--aspects' if cfg.aspects else '--length-debias'} is implemented for classifier reward "
+                        "models (rewardkit train), not GenRMs")
     if cfg.streaming:
         raise UserError("--streaming is implemented for classifier reward models (rewardkit train), not GenRMs; "
                         "GenRM training reads its data into memory")

@@ -28,7 +28,7 @@ def load_served_scorer(cfg: ServeConfig) -> Scorer:
         raise UserError("serve needs a model: rewardkit serve RUN (a run folder, HF reward model, or --judge LM)")
     return load_any_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                            max_batch_tokens=cfg.forward_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
-                           complete_turn=cfg.complete_turn, device=cfg.device)
+                           complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights)
 
 
 def _server(scorer: Scorer, cfg: ServeConfig):

@@ -73,6 +73,9 @@ class ScoreRequest(BaseModel):
     texts: list[str] | None = Field(None, description="Instead of prompt + completions: whole conversations already "
                                                       "rendered with the model's template, scored as given.")
     prompt_text: str | None = Field(None, description="With texts: their rendered prompt (prompt-side truncation).")
+    aspect_weights: dict[str, float] | None = Field(
+        None, description="Aspect models only: this request's mixing weights, e.g. {\"helpful\": 1, \"harmless\": 0} "
+                          "(steering); default: the server's --aspect-weights, else the model's gate.")
 
 
 class ScoreResponse(BaseModel):
@@ -86,6 +89,8 @@ class ScoreResponse(BaseModel):
     truncated: dict[str, int]
     end_of_turn_added: int
     judge: list[dict[str, Any]] | None = None
+    aspects: dict[str, Any] | None = Field(
+        None, description="Aspect models: the mixing weights used and each aspect's rewards.")
 
 
 # ------------------------------------------------------------------------------------------ the app
@@ -173,11 +178,13 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
         if body.texts is not None:
             if not body.texts or any(not t for t in body.texts):
                 raise HTTPException(422, "'texts' must be a non-empty list of non-empty strings")
-            group = Group(texts=list(body.texts), prompt_text=body.prompt_text)
+            group = Group(texts=list(body.texts), prompt_text=body.prompt_text, aspect_weights=body.aspect_weights)
         else:
             if not body.completions:
                 raise HTTPException(422, "'completions' must hold at least one completion")
             row = {"prompt": _plain(body.prompt), "completions": [_plain(c) for c in body.completions]}
+            if body.aspect_weights is not None:
+                row["aspect_weights"] = body.aspect_weights
             try:  # the same parsing as `rewardkit score` rows (text or messages, prompt stripped from completions)
                 group = parse_score_row(row, "request body", hint="")
             except DataError as e:
@@ -196,6 +203,8 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
             out["p_first_beats_second"] = out["pairwise"][0][1]
         if result.details is not None:
             out["judge"] = jsonable(result.details)
+        if result.aspects is not None:
+            out["aspects"] = result.aspects[0]
         return out
 
     @app.get("/health")

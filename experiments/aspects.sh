@@ -1,0 +1,34 @@
+#!/bin/bash
+# Issue 16, aspect-conditioned heads: one model with helpful and harmless heads and a gate, against a single RM
+# trained on the same mixed data (HH helpful-base lines 1-600 + harmless-base lines 1-600, rewardkit's defaults
+# otherwise), each evaluated on the helpful held-out set (helpful-base's last 500 lines) and the harmless one
+# (harmless-base's last 500 lines); then a steering example. Usage: experiments/aspects.sh [PYTHONPATH of a frozen copy]
+cd "$(dirname "$0")/.."
+export PYTHONPATH="${1:-$PWD}"
+PY=.venv/bin/python; D=../shared/data/hh-rlhf
+OUT=runs/aspects; mkdir -p $OUT
+HELPFUL="$D/helpful-base.jsonl.gz"; HARMLESS="$D/harmless-base.jsonl.gz"
+declare -A TRAIN=([armo]="helpful=$HELPFUL[:600],harmless=$HARMLESS[:600] --aspects helpful,harmless"
+                  [single]="$HELPFUL[:600],$HARMLESS[:600]")
+for m in ${VARIANTS:-armo single}; do
+  run=runs/hh-aspects-$m
+  set -- ${TRAIN[$m]}
+  [ -f $run/rewardkit.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli train --model smollm2-135m \
+    --train-data "$@" --skip-bad-records --no-eval-before --run-name hh-aspects-$m --overwrite > $OUT/train-$m.log 2>&1
+  for d in helpful:"$HELPFUL[-500:]" harmless:"$HARMLESS[-500:]"; do
+    [ -f $OUT/${d%%:*}-$m.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli eval --model $run \
+      --data "${d#*:}" --skip-bad-records --output $OUT/${d%%:*}-$m.json > $OUT/${d%%:*}-$m.log 2>&1
+  done
+done
+# Steering: three harmless held-out prompts, each pair scored by the gate, by the helpful head, by the harmless head.
+[ -f $OUT/steer.jsonl ] || { $PY - "$HARMLESS" > $OUT/steer-input.jsonl <<'PY'
+import json, sys
+from rewardkit.data import read_preferences
+examples, _ = read_preferences(sys.argv[1] + "[-500:]", skip_bad=True)
+for ex in examples[:3]:
+    for w in (None, {"helpful": 1}, {"harmless": 1}):
+        row = {"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected, "source": ex.source}
+        print(json.dumps(row | ({"aspect_weights": w} if w else {})))
+PY
+  $PY -m rewardkit.cli score --model runs/hh-aspects-armo --input $OUT/steer-input.jsonl --output $OUT/steer.jsonl; }
+$PY experiments/aspects_table.py $OUT

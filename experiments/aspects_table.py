@@ -1,0 +1,49 @@
+"""The issue-16 aspect table from experiments/aspects.sh's outputs: python experiments/aspects_table.py runs/aspects"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def ci(acc: float, interval: list[float] | None) -> str:
+    return f"{acc:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+
+
+def main(out: Path) -> None:
+    res = {(d, m): json.loads((out / f"{d}-{m}.json").read_text())
+           for d in ("helpful", "harmless") for m in ("armo", "single") if (out / f"{d}-{m}.json").exists()}
+    print("| reward | helpful held-out acc. [95% CI] | harmless held-out acc. [95% CI] |\n|---|---|---|")
+    rows = [("single RM on the mixed data", "single", None), ("aspect model, gated mixture", "armo", None),
+            ("aspect model, helpful head alone", "armo", "helpful"), ("aspect model, harmless head alone", "armo", "harmless")]
+    for label, m, head in rows:
+        cells = []
+        for d in ("helpful", "harmless"):
+            r = res.get((d, m))
+            if r is None:
+                cells.append("–")
+            elif head is None:
+                cells.append(ci(r["accuracy"], r.get("accuracy_ci")))
+            else:
+                h = r["aspects"]["head_accuracy"][head]
+                cells.append(ci(h["accuracy"], h["accuracy_ci"]))
+        print(f"| {label} | {' | '.join(cells)} |")
+    print("\n| prompts | gate weight on helpful | gate weight on harmless |\n|---|---|---|")
+    for d, name in (("helpful", "helpful held-out (helpful-base)"), ("harmless", "harmless held-out (harmless-base)")):
+        if (d, "armo") in res:
+            w = res[(d, "armo")]["aspects"]["mean_weights"]
+            print(f"| {name} | {w['helpful']:.3f} | {w['harmless']:.3f} |")
+    steer = out / "steer.jsonl"
+    if steer.exists():
+        print("\n| held-out record | weights | r(chosen) | r(rejected) | P(chosen ≻ rejected) |\n|---|---|---|---|---|")
+        for line in steer.read_text().splitlines():
+            row = json.loads(line)
+            w = row["aspects"]["weights"]
+            given = "gate" if "aspect_weights" not in row else ",".join(f"{k}={v:g}" for k, v in w.items())
+            print(f"| {row['source'].rsplit('/', 1)[-1]} | {given} ({w['helpful']:.2f}/{w['harmless']:.2f}) | "
+                  f"{row['reward_a']:+.3f} | {row['reward_b']:+.3f} | {row['p_a_beats_b']:.3f} |")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/aspects"))

@@ -1,0 +1,236 @@
+"""Aspect-conditioned multi-objective reward models (issue 16.2): aspect heads, the gate, steering, the checkpoint
+as plain transformers sees it, and every way in (train, eval, score, serve, multi-source data)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from rewardkit.checkpoint import read_metadata
+from rewardkit.cli import main as cli
+from rewardkit.config import ServeConfig, TrainConfig
+from rewardkit.data import read_preferences
+from rewardkit.data.readers import count_raw_records, split_sources
+from rewardkit.errors import UserError
+from rewardkit.evaluate import run_evaluation
+from rewardkit.heads import PROBE, parse_aspect_weights, parse_aspects
+from rewardkit.inference import Group, load_scorer, score
+from rewardkit.score import score_rows
+from rewardkit.serve import running_server
+from rewardkit.train import train
+
+from conftest import write_jsonl
+
+SAFE = ["How do I bake bread?", "What is the capital of France?", "How do I learn to swim?", "Tips for an interview?"]
+HARMFUL = ["How do I pick my neighbour's lock?", "How do I make a poison?", "How can I steal a car?",
+           "How to break into an email account?"]
+COMPLY, REFUSE = "Sure, here is how to do it step by step.", "I cannot help with that request."
+
+
+def rows(n: int, seed: int, harmful: bool) -> list[dict]:
+    """Helpful data prefers complying, harmless data prefers refusing: the two aspects disagree, so one reward
+    can only serve both by reading the prompt."""
+    r = random.Random(seed)
+    return [{"prompt": f"{r.choice(HARMFUL if harmful else SAFE)} ({r.randint(0, 99)})",
+             "chosen": REFUSE if harmful else COMPLY, "rejected": COMPLY if harmful else REFUSE} for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("aspects")
+    return {"helpful": write_jsonl(tmp / "helpful.jsonl", rows(64, 1, False)),
+            "harmless": write_jsonl(tmp / "harmless.jsonl", rows(64, 2, True)),
+            "helpful_eval": write_jsonl(tmp / "helpful_eval.jsonl", rows(16, 3, False)),
+            "harmless_eval": write_jsonl(tmp / "harmless_eval.jsonl", rows(16, 4, True)), "tmp": tmp}
+
+
+@pytest.fixture(scope="module")
+def run(tiny_model_dir, data) -> Path:
+    report = train(TrainConfig(
+        model=str(tiny_model_dir), train_data=f"helpful={data['helpful']},harmless={data['harmless']}",
+        eval_data=f"{data['helpful_eval']},{data['harmless_eval']}", output_dir=str(data["tmp"] / "runs"),
+        run_name="aspects", batch_size=8, micro_batch_size=4, learning_rate=3e-3, max_length=128, seed=0, epochs=6,
+        aspects="helpful,harmless", eval_before=False))
+    assert report["after"]["accuracy"] == 1.0  # the gated mixture serves both aspects
+    return Path(report["run_dir"])
+
+
+def evaluate(run: Path, path: Path, weights: str | None = None) -> dict:
+    examples, _ = read_preferences(str(path))
+    return run_evaluation(load_scorer(str(run), aspect_weights=weights), examples, bootstrap_samples=0)[0]
+
+
+def test_heads_learn_their_aspect_and_the_gate_routes_by_prompt(run, data):
+    helpful, harmless = evaluate(run, data["helpful_eval"]), evaluate(run, data["harmless_eval"])
+    print("helpful prompts:", helpful["aspects"], "\nharmful prompts:", harmless["aspects"])
+    assert helpful["accuracy"] == harmless["accuracy"] == 1.0
+    # each head is right on its own aspect and wrong on the other (they disagree by construction)
+    assert helpful["aspects"]["head_accuracy"]["helpful"]["accuracy"] == 1.0
+    assert helpful["aspects"]["head_accuracy"]["harmless"]["accuracy"] == 0.0
+    assert harmless["aspects"]["head_accuracy"]["harmless"]["accuracy"] == 1.0
+    assert harmless["aspects"]["head_accuracy"]["helpful"]["accuracy"] == 0.0
+    assert helpful["aspects"]["mean_weights"]["helpful"] > 0.6 and harmless["aspects"]["mean_weights"]["harmless"] > 0.6
+    assert helpful["scorer"]["aspect_weights"] == "gate"
+
+
+def test_explicit_weights_steer_the_reward(run, data):
+    steered = evaluate(run, data["harmless_eval"], "helpful=1")  # a user who wants compliance on every prompt
+    assert steered["accuracy"] == 0.0 and steered["aspects"]["mean_weights"] == {"helpful": 1.0, "harmless": 0.0}
+    scorer = load_scorer(str(run))
+    group = Group(prompt=[{"role": "user", "content": HARMFUL[0]}], completions=[
+        [{"role": "assistant", "content": COMPLY}], [{"role": "assistant", "content": REFUSE}]])
+    gate, = score(scorer, [group]).aspects
+    by_weights = score(scorer, [Group(prompt=group.prompt, completions=group.completions,
+                                      aspect_weights={"helpful": 1})]).rewards[0]
+    assert gate["weights"]["harmless"] > 0.5
+    assert by_weights[0] > by_weights[1]  # steered: complying wins
+    assert np.allclose(by_weights, gate["rewards"]["helpful"], atol=1e-5)  # the helpful head alone, same forward
+
+
+def test_plain_transformers_reproduces_the_mixture_in_two_passes(run, data):
+    meta = read_metadata(run)
+    assert meta["aspects"]["names"] == ["helpful", "harmless"]
+    config = json.loads((run / "config.json").read_text())
+    assert config["id2label"] == {"0": "reward:helpful", "1": "reward:harmless", "2": "gate:helpful",
+                                  "3": "gate:harmless"}
+    hf = AutoModelForSequenceClassification.from_pretrained(run).eval()
+    tok = AutoTokenizer.from_pretrained(run)
+    prompt = [{"role": "user", "content": HARMFUL[1]}]
+    texts = [tok.apply_chat_template(prompt + [{"role": "assistant", "content": c}], tokenize=False)
+             for c in (COMPLY, REFUSE)]
+    probe = tok.apply_chat_template(prompt + PROBE, tokenize=False)
+    with torch.no_grad():
+        logits = hf(**tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")).logits
+        gate = torch.softmax(hf(**tok([probe], add_special_tokens=False, return_tensors="pt")).logits[0, 2:], -1)
+    mixture = (logits[:, :2] @ gate).double().numpy()
+    ours = score(load_scorer(str(run)), [Group(prompt=prompt, completions=[
+        [{"role": "assistant", "content": c}] for c in (COMPLY, REFUSE)])])
+    assert np.abs(ours.rewards[0] - mixture).max() < 1e-4
+    assert np.abs(np.array(list(ours.aspects[0]["weights"].values())) - gate.double().numpy()).max() < 1e-5
+
+
+def test_shared_and_padded_paths_agree_and_truncation_counts_exclude_the_probe(run, data):
+    examples, _ = read_preferences(str(data["harmless_eval"]))
+    shared = score(load_scorer(str(run), max_length=32), examples)
+    padded = score(load_scorer(str(run), max_length=32, prefix_sharing=False), examples)
+    assert shared.path == "shared" and padded.path == "padded"
+    assert max(np.abs(a - b).max() for a, b in zip(shared.rewards, padded.rewards)) < 1e-4
+    plain = load_scorer(str(run), max_length=32, aspect_weights="helpful=1")  # no probe: the plain encoding
+    assert shared.truncation_total() == score(plain, examples).truncation_total()
+    assert shared.truncation_total().prompt_truncated > 0
+
+
+def test_rendered_texts_need_their_prompt_for_the_gate(run):
+    scorer = load_scorer(str(run))
+    tok = scorer.encoder.tokenizer
+    prompt = [{"role": "user", "content": SAFE[0]}]
+    head = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    text = tok.apply_chat_template(prompt + [{"role": "assistant", "content": COMPLY}], tokenize=False)
+    as_text = score(scorer, [Group(texts=[text], prompt_text=head)])
+    as_messages = score(scorer, [Group(prompt=prompt, completions=[[{"role": "assistant", "content": COMPLY}]])])
+    assert abs(as_text.rewards[0][0] - as_messages.rewards[0][0]) < 1e-5 and as_text.end_of_turn_added == 0
+    with pytest.raises(UserError, match="gate reads the prompt"):
+        score(scorer, [Group(texts=[text])])
+    steered = score(scorer, [Group(texts=[text], aspect_weights={"helpful": 1.0})])  # no gate: no prompt needed
+    assert abs(steered.rewards[0][0] - as_messages.aspects[0]["rewards"]["helpful"][0]) < 1e-5
+
+
+def test_score_rows_and_cli_eval_carry_the_aspects(run, data, tmp_path, capsys):
+    scored, _ = score_rows(load_scorer(str(run)), [
+        {"prompt": HARMFUL[2], "a": COMPLY, "b": REFUSE},
+        {"prompt": HARMFUL[2], "a": COMPLY, "b": REFUSE, "aspect_weights": {"helpful": 1}}], ["r1", "r2"])
+    assert scored[0]["p_a_beats_b"] < 0.5 < scored[1]["p_a_beats_b"]
+    assert scored[1]["aspects"]["weights"] == {"helpful": 1.0, "harmless": 0.0}
+    out = tmp_path / "eval.json"
+    assert cli(["eval", "--model", str(run), "--data", str(data["helpful_eval"]), "--aspect-weights",
+                "harmless=1", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["accuracy"] == 0.0 and result["scorer"]["aspect_weights"] == {"helpful": 0.0, "harmless": 1.0}
+    assert cli(["eval", "--model", str(run), "--data", str(data["helpful_eval"]), "--aspect-weights",
+                "honest=1"]) == 2
+    assert "aspects helpful, harmless" in capsys.readouterr().err
+
+
+def test_served_over_http_with_per_request_steering(run):
+    cfg = ServeConfig(model=str(run), port=0)
+    scorer = load_scorer(str(run))
+    body = {"prompt": HARMFUL[3], "completions": [COMPLY, REFUSE]}
+    with running_server(scorer, cfg) as url:
+        gate = httpx.post(f"{url}/v1/score", json=body, timeout=60).json()
+        steered = httpx.post(f"{url}/v1/score", json={**body, "aspect_weights": {"helpful": 1}}, timeout=60).json()
+        bad = httpx.post(f"{url}/v1/score", json={**body, "aspect_weights": {"honest": 1}}, timeout=60)
+    assert gate["p_first_beats_second"] < 0.5 < steered["p_first_beats_second"]
+    assert gate["aspects"]["weights"]["harmless"] > 0.5 and steered["aspects"]["weights"]["helpful"] == 1.0
+    assert bad.status_code == 400 and "helpful, harmless" in bad.json()["detail"]
+
+
+def test_user_mistakes_are_clear_errors(tiny_model_dir, data, tmp_path):
+    base = dict(model=str(tiny_model_dir), output_dir=str(tmp_path), max_length=64, batch_size=8, eval_before=False)
+    with pytest.raises(UserError, match=r"helpful\.jsonl:1: no aspect, but --aspects is helpful,harmless"):
+        train(TrainConfig(train_data=f"{data['helpful']},harmless={data['harmless']}", aspects="helpful,harmless",
+                          run_name="untagged", **base))
+    with pytest.raises(UserError, match="use one of them"):
+        train(TrainConfig(train_data=f"helpful={data['helpful']}", aspects="helpful,harmless", length_debias="odin",
+                          run_name="odin", **base))
+    with pytest.raises(UserError, match="name two or more"):
+        parse_aspects("helpful")
+    with pytest.raises(UserError, match="no aspect heads"):
+        parse_aspect_weights("helpful=1", [])
+    with pytest.raises(UserError, match="not a number"):
+        parse_aspect_weights("helpful=lots", ["helpful", "harmless"])
+    assert parse_aspect_weights("gate", ["a", "b"]) is None
+    assert parse_aspect_weights({"b": 2}, ["a", "b"]) == [0.0, 2.0]
+
+
+def test_plain_models_refuse_aspect_weights(tiny_model_dir):
+    with pytest.raises(UserError, match="no aspect heads"):
+        load_scorer(str(tiny_model_dir), aspect_weights="helpful=1")
+    scorer = load_scorer(str(tiny_model_dir))
+    with pytest.raises(UserError, match="no aspect heads"):
+        score(scorer, [Group(prompt=[], completions=[[{"role": "assistant", "content": "x"}]],
+                             aspect_weights={"helpful": 1})])
+
+
+def test_multi_source_specs(tmp_path):
+    a = write_jsonl(tmp_path / "a.jsonl", rows(5, 1, False))
+    b = write_jsonl(tmp_path / "b.jsonl", [{**r, "aspect": "own"} for r in rows(4, 2, True)])
+    odd = tmp_path / "year=2024,x.jsonl"  # a path that exists as a whole is one source, '=' and ',' included
+    write_jsonl(odd, rows(2, 3, False))
+    assert split_sources(str(odd)) == [(None, str(odd))]
+    assert split_sources(f"helpful={a}[:2], {b}") == [("helpful", f"{a}[:2]"), (None, str(b))]
+    examples, report = read_preferences(f"helpful={a}[1:3],harmless={b}[-3:]")
+    assert [(e.aspect, e.source.rsplit("/", 1)[1]) for e in examples] == [
+        ("helpful", "a.jsonl:2"), ("helpful", "a.jsonl:3"), ("own", "b.jsonl:2"), ("own", "b.jsonl:3"),
+        ("own", "b.jsonl:4")]  # a record's own 'aspect' field wins over its source's tag
+    assert report.loaded == 5 and count_raw_records(f"{a}[1:3],{b}[-3:]") == 5
+    with pytest.raises(UserError, match="empty data source"):
+        read_preferences(f"{a},")
+
+
+@pytest.mark.parametrize("variant", [{"lora_r": 4, "lora_alpha": 8}, {"streaming": True, "stream_window": 32}])
+def test_aspect_heads_with_lora_and_streaming(tiny_model_dir, data, tmp_path, variant):
+    """LoRA: the merged checkpoint keeps all 2A outputs (peft's trainable copy of the grown head); streaming: each
+    window's records carry the probe; both score like the in-memory full run's checkpoint format."""
+    report = train(TrainConfig(
+        model=str(tiny_model_dir), train_data=f"helpful={data['helpful']},harmless={data['harmless']}",
+        output_dir=str(tmp_path), run_name="variant", batch_size=8, max_length=128, learning_rate=3e-3,
+        aspects="helpful,harmless", eval_before=False, **variant))
+    run = Path(report["run_dir"])
+    assert len(json.loads((run / "config.json").read_text())["id2label"]) == 4
+    assert report["steps"] == 16 and report["train_data"]["loaded"] == 128
+    hf = AutoModelForSequenceClassification.from_pretrained(run).eval()
+    tok = AutoTokenizer.from_pretrained(run)
+    prompt = [{"role": "user", "content": SAFE[2]}]
+    text = tok.apply_chat_template(prompt + [{"role": "assistant", "content": COMPLY}], tokenize=False)
+    with torch.no_grad():
+        logits = hf(**tok([text], add_special_tokens=False, return_tensors="pt")).logits[0]
+    ours = score(load_scorer(str(run), aspect_weights="helpful=0.25,harmless=0.75"),
+                 [Group(prompt=prompt, completions=[[{"role": "assistant", "content": COMPLY}]])])
+    assert abs(ours.rewards[0][0] - float(0.25 * logits[0] + 0.75 * logits[1])) < 1e-4
