@@ -112,6 +112,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     from rewardkit.rewardbench import load_section_map
 
     if cfg.judge or (cfg.model and is_judge_checkpoint(cfg.model)):
+        if cfg.aspect_weights:
+            raise UserError("--aspect-weights mixes the heads of an aspect reward model; a judge has none")
         return run_judge_eval(cfg)
     if not cfg.model or not cfg.data:
         raise UserError("eval needs --model and --data")

@@ -189,7 +189,10 @@ def test_user_mistakes_are_clear_errors(tiny_model_dir, data, tmp_path):
     assert parse_aspect_weights({"b": 2}, ["a", "b"]) == [0.0, 2.0]
 
 
-def test_plain_models_refuse_aspect_weights(tiny_model_dir):
+def test_plain_models_refuse_aspect_weights(tiny_model_dir, data, capsys):
+    assert cli(["eval", "--model", str(tiny_model_dir), "--judge", "pairwise", "--data", str(data["helpful_eval"]),
+                "--aspect-weights", "helpful=1"]) == 2
+    assert "a judge has none" in capsys.readouterr().err
     with pytest.raises(UserError, match="no aspect heads"):
         load_scorer(str(tiny_model_dir), aspect_weights="helpful=1")
     scorer = load_scorer(str(tiny_model_dir))
