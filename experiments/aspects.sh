@@ -1,8 +1,10 @@
 #!/bin/bash
 # Issue 16, aspect-conditioned heads: one model with helpful and harmless heads and a gate, against a single RM
 # trained on the same mixed data (HH helpful-base lines 1-500 + harmless-base lines 1-500, rewardkit's defaults
-# otherwise), each evaluated on the helpful held-out set (helpful-base's last 500 lines) and the harmless one
-# (harmless-base's last 500 lines); then a steering example. Usage: experiments/aspects.sh [PYTHONPATH of a frozen copy]
+# otherwise, but see below), each evaluated on the helpful held-out set (helpful-base's last 500 lines) and the harmless one
+# (harmless-base's last 500 lines); then a steering example. Both train the top 10 of SmolLM2's 30 blocks
+# (--trainable-layers 10, about half a full step's compute: what the session's CPU time allowed beside the
+# recipe run). Usage: experiments/aspects.sh [PYTHONPATH of a frozen copy]
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${1:-$PWD}"
 PY=.venv/bin/python; D=../shared/data/hh-rlhf
@@ -14,7 +16,7 @@ for m in ${VARIANTS:-armo single}; do
   run=runs/hh-aspects-$m
   set -- ${TRAIN[$m]}
   [ -f $run/rewardkit.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli train --model smollm2-135m \
-    --train-data "$@" --skip-bad-records --no-eval-before --run-name hh-aspects-$m --overwrite > $OUT/train-$m.log 2>&1
+    --train-data "$@" --skip-bad-records --no-eval-before --trainable-layers 10 --run-name hh-aspects-$m --overwrite > $OUT/train-$m.log 2>&1
   for d in helpful:"$HELPFUL[-500:]" harmless:"$HARMLESS[-500:]"; do
     [ -f $OUT/${d%%:*}-$m.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli eval --model $run \
       --data "${d#*:}" --skip-bad-records --output $OUT/${d%%:*}-$m.json > $OUT/${d%%:*}-$m.log 2>&1
