@@ -1,6 +1,6 @@
 #!/bin/bash
 # Issue 16, aspect-conditioned heads: one model with helpful and harmless heads and a gate, against a single RM
-# trained on the same mixed data (HH helpful-base lines 1-500 + harmless-base lines 1-500, rewardkit's defaults
+# trained on the same mixed data (HH helpful-base lines 1-400 + harmless-base lines 1-400, rewardkit's defaults
 # otherwise, but see below), each evaluated on the helpful held-out set (helpful-base's last 500 lines) and the harmless one
 # (harmless-base's last 500 lines); then a steering example. Both train the top 10 of SmolLM2's 30 blocks
 # (--trainable-layers 10, about half a full step's compute: what the session's CPU time allowed beside the
@@ -10,8 +10,8 @@ export PYTHONPATH="${1:-$PWD}"
 PY=.venv/bin/python; D=../shared/data/hh-rlhf
 OUT=runs/aspects; mkdir -p $OUT
 HELPFUL="$D/helpful-base.jsonl.gz"; HARMLESS="$D/harmless-base.jsonl.gz"
-declare -A TRAIN=([armo]="helpful=$HELPFUL[:500],harmless=$HARMLESS[:500] --aspects helpful,harmless"
-                  [single]="$HELPFUL[:500],$HARMLESS[:500]")
+declare -A TRAIN=([armo]="helpful=$HELPFUL[:400],harmless=$HARMLESS[:400] --aspects helpful,harmless"
+                  [single]="$HELPFUL[:400],$HARMLESS[:400]")
 for m in ${VARIANTS:-armo single}; do
   run=runs/hh-aspects-$m
   set -- ${TRAIN[$m]}
