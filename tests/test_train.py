@@ -188,7 +188,7 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
     write_jsonl(Path(cfg.eval_data), learnable_rows(31, seed=2))  # 16 + 15 per process
     args = ["train", "--model", cfg.model, "--train-data", cfg.train_data, "--eval-data", cfg.eval_data,
             "--output-dir", cfg.output_dir, "--batch-size", "8", "--micro-batch-size", "2", "--learning-rate", "2e-3",
-            "--max-length", "64", "--no-eval-before"]
+            "--max-length", "64", "--no-eval-before", "--length-debias", "none"]  # the last step's lone pair at weight 1
     train_one_and_two_processes(args, port=29517)
     l1, l2 = _losses(Path(cfg.output_dir) / "one"), _losses(Path(cfg.output_dir) / "two")
     report = json.loads((Path(cfg.output_dir) / "two" / "report.json").read_text())
@@ -407,7 +407,8 @@ def test_reward_stats_without_held_out_data(tiny_model_dir, tmp_path):
                           run_name=f"stats-{mode}", reward_stats=mode)
         report = train(cfg)
         found[mode] = read_metadata(report["run_dir"])
-        assert report["timings_s"]["steps"] > 0 and 0 < report["timings_s"]["outside_steps_fraction"] < 1
+        # <= 1: the fraction is rounded, and on a busy machine 12 tiny steps are a sliver of the wall time
+        assert report["timings_s"]["steps"] > 0 and 0 < report["timings_s"]["outside_steps_fraction"] <= 1
     assert found["rescore"]["reward_stats_source"].startswith("train (96 records rescored")
     assert found["last-steps"]["reward_stats_source"].startswith("train rewards of steps 1-12 of 12 (96 records")
     assert found["auto"]["reward_stats_source"] == found["last-steps"]["reward_stats_source"]

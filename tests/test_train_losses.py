@@ -37,7 +37,7 @@ def config(tiny_model_dir: Path, tmp_path: Path, train_rows: list[dict], **kw) -
     defaults = dict(model=str(tiny_model_dir), train_data=str(train_file), eval_data=str(eval_file),
                     output_dir=str(tmp_path / "runs"), run_name=kw.get("loss", "bt"), batch_size=8,
                     micro_batch_size=4, learning_rate=2e-3, warmup_ratio=0.1, max_length=64, seed=0,
-                    eval_before=False, overwrite=True)
+                    eval_before=False, overwrite=True, length_debias="none")  # the losses as such, unweighted
     return TrainConfig(**{**defaults, **kw})
 
 
