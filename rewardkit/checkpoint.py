@@ -42,11 +42,14 @@ METADATA_FILE = "rewardkit.json"
 
 def save_checkpoint(folder: str | Path, model: RewardModel, tokenizer: PreTrainedTokenizerBase, encoder: Encoder,
                     *, state: dict[str, torch.Tensor] | None = None, lora_adapter: LoraAdapter | None = None,
-                    lora_save: str = "merged", length_head: bool = False, **metadata: Any) -> Path:
+                    lora_save: str = "merged", length_head: bool = False, aspect_gate: tuple[int, float] | None = None,
+                    **metadata: Any) -> Path:
     """The model, its tokenizer and ``rewardkit.json``. A LoRA model is saved merged, with its adapter in
     ``lora-adapter/`` (or the adapter alone with ``lora_save="adapter"``); a model with ODIN's length head
     (``length_head``) is saved as its quality head, the length head beside it (``rewardkit.heads``). ``state``:
-    the whole weights when the module holds only a shard of them (``rewardkit.run.full_state_dict``)."""
+    the whole weights when the module holds only a shard of them (``rewardkit.run.full_state_dict``).
+    ``aspect_gate`` = (A, γ): an aspect model trained with gate scale γ; its gate rows are saved as γ·W_g
+    (``rewardkit.heads.scale_gate``), so the checkpoint's logits are the gate's."""
     if state is not None and (lora_adapter is not None or length_head):
         raise ValueError("a gathered state is saved as is: LoRA and ODIN checkpoints are built from the module")
     folder = Path(folder)
@@ -57,6 +60,10 @@ def save_checkpoint(folder: str | Path, model: RewardModel, tokenizer: PreTraine
     else:
         if lora_adapter is not None:
             state = merged_state_dict(model)
+        if aspect_gate is not None:
+            from rewardkit.heads import scale_gate
+
+            state = scale_gate(state if state is not None else model.hf.state_dict(), *aspect_gate)
         if length_head:
             from safetensors.torch import save_file
 

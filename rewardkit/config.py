@@ -158,6 +158,9 @@ class TrainConfig(ConfigBase):
                       "e.g. 'helpful,harmless'. Each head trains on its aspect's records (tag sources: --train-data "
                       "'helpful=a.jsonl,harmless=b.jsonl', or an 'aspect' field), a gate on the prompt mixes them. "
                       "'' (default): one reward head.")
+    aspect_gate_scale: float = _f(20.0, within="(0, inf)", help="With --aspects: the gate's logits are γ·(W_g h) in "
+                                  "training, so under Adam the gate moves γ× faster than the heads (it starts "
+                                  "uniform; at 1 it barely moved in 50 SmolLM2 steps). Saved checkpoints hold γ·W_g.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
     save_every: int = _f(0, within="[0, inf)", help="Write a checkpoint every N optimizer steps (and at the last step) under "
                          "<run>/checkpoints/step-N, atomically; 0: only the final model.")

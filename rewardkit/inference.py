@@ -280,6 +280,7 @@ class RewardModelScorer:
     # Aspect models (rewardkit.heads): the aspect names, and the weights that mix them (None: the gate's, per prompt).
     aspects: list[str] = field(default_factory=list)
     aspect_weights: list[float] | None = None
+    gate_scale: float = 1.0  # γ of a model in training (rewardkit.heads.scale_gate); a checkpoint's gate is scaled
 
     def prepare(self, groups: list[Any]) -> Prepared:
         from rewardkit.heads import encode_probed, encode_rendered_probed, parse_aspect_weights
@@ -338,7 +339,7 @@ class RewardModelScorer:
 
         n, gated = len(self.aspects), weights is None
         given = None if gated else torch.tensor(weights, dtype=torch.float64)
-        rewards, weights = mix(torch.from_numpy(outputs), n, given, probed=gated)
+        rewards, weights = mix(torch.from_numpy(outputs), n, given, probed=gated, gate_scale=self.gate_scale)
         heads = outputs[:-1, :n] if gated else outputs[:, :n]
         return rewards.numpy(), {"weights": dict(zip(self.aspects, weights.tolist())),
                                  "rewards": {a: heads[:, k].tolist() for k, a in enumerate(self.aspects)}}

@@ -52,6 +52,7 @@ from rewardkit.heads import (
     length_balance_weights,
     mix,
     parse_aspects,
+    scale_gate,
 )
 from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
@@ -138,6 +139,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     with clock.phase("load_model"):
         model, tokenizer = load_reward_model(cfg.model, dtype=cfg.torch_dtype)
     odin = cfg.length_debias == "odin"
+    if aspects and cfg.lora_r and cfg.lora_save == "adapter":
+        raise UserError("--aspects with --lora-save adapter: the gate is saved scaled in the merged model only; use "
+                        "--lora-save merged (the default; the adapter is saved beside it)")
     if odin and aspects:
         raise UserError("--length-debias odin and --aspects both grow the score head; use one of them (--length-debias "
                         "balance works with --aspects)")
@@ -215,13 +219,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     pad_id = tokenizer.pad_token_id
     plain = accelerator.unwrap_model(model)
     resumed = run.resume(lambda folder: (load_adapter_weights(lora, folder / ADAPTER_DIR) if lora else load_weights(
-        plain.hf, folder, transform=(lambda state: join_length_head(state, folder)) if odin else None)),
+        plain.hf, folder, transform=(lambda state: join_length_head(state, folder)) if odin else
+        (lambda state: scale_gate(state, len(aspects), 1 / cfg.aspect_gate_scale)) if aspects else None)),
         optimizer, scheduler)
     if resumed:
         say(f"resumed from {resumed.checkpoint} at step {resumed.step} of {total_steps}")
 
     eval_scorer = RewardModelScorer(plain, encoder, name=cfg.model, kind="training", progress=main,
-                                    padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing, aspects=aspects)
+                                    padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing, aspects=aspects,
+                                    gate_scale=cfg.aspect_gate_scale)
     last_eval: dict[str, Any] = {}
 
     def run_eval(step: int) -> dict[str, Any] | None:
@@ -261,9 +267,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         lora_save = cfg.lora_save if final else "merged"
         save_checkpoint(folder, plain, tokenizer, encoder, state=state, lora_adapter=lora, lora_save=lora_save,
                         length_head=odin, base_model=cfg.model, padding_side=cfg.padding_side,
+                        aspect_gate=(len(aspects), cfg.aspect_gate_scale) if aspects else None,
                         **({"lora": {**lora_meta, "saved": lora_save}} if lora else {}),
                         **({"length_debias": debias_meta} if debias_meta else {}),
-                        **({"aspects": aspect_metadata(aspects)} if aspects else {}), **stats)
+                        **({"aspects": aspect_metadata(aspects, cfg.aspect_gate_scale)} if aspects else {}), **stats)
 
     if resumed:
         before = resumed.evals.get(0)
@@ -288,10 +295,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         weights = torch.tensor([it.weight for it in micro], device=rewards[0].device)
         if aspects:  # each record's own aspect head, and the gate on the mixture of the (fixed) head rewards
             heads = [r[:-1, aspects.index(it.example.aspect)] for it, r in zip(micro, rewards)]
-            mixed = [mix(r, len(aspects), detach_heads=True)[0] for r in rewards]
+            mixed = [mix(r, len(aspects), detach_heads=True, gate_scale=cfg.aspect_gate_scale)[0] for r in rewards]
             head_losses, correct, margin = records_loss(cfg, records, record_pairs, heads)
             gate_losses = records_loss(cfg, records, record_pairs, mixed)[0]
-            remember(micro, [mix(r.detach(), len(aspects))[0] for r in rewards])
+            remember(micro, [mix(r.detach(), len(aspects), gate_scale=cfg.aspect_gate_scale)[0] for r in rewards])
             return (head_losses + gate_losses) / 2 * weights, correct, margin  # the mean: chance stays log 2
         remember(micro, [r[:, 0] if odin else r for r in rewards])
         if not odin:
