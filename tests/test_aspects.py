@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardkit.checkpoint import read_metadata
@@ -237,3 +238,24 @@ def test_aspect_heads_with_lora_and_streaming(tiny_model_dir, data, tmp_path, va
     ours = score(load_scorer(str(run), aspect_weights="helpful=0.25,harmless=0.75"),
                  [Group(prompt=prompt, completions=[[{"role": "assistant", "content": COMPLY}]])])
     assert abs(ours.rewards[0][0] - float(0.25 * logits[0] + 0.75 * logits[1])) < 1e-4
+
+
+@pytest.mark.slow
+def test_aspect_run_killed_mid_save_resumes_to_the_uninterrupted_model(tiny_model_dir, data, tmp_path):
+    """Checkpoints hold γ·W_g; --resume must divide it back out, or the resumed gate trains at γ² and the final
+    model differs from the uninterrupted run's."""
+    from test_run import ENV, finish, launch
+
+    from rewardkit.run import CRASH_IN_SAVE_ENV
+
+    base = ["train", "--model", str(tiny_model_dir), "--train-data", f"helpful={data['helpful']}[:12],harmless="
+            f"{data['harmless']}[:12]", "--output-dir", str(tmp_path), "--batch-size", "4", "--micro-batch-size", "2",
+            "--learning-rate", "3e-3", "--max-length", "128", "--save-every", "2", "--aspects", "helpful,harmless"]
+    finish(launch([*base, "--run-name", "whole"]))
+    proc = launch([*base, "--run-name", "torn"], env={**ENV, CRASH_IN_SAVE_ENV: "4"})
+    proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "resumed from" in finish(launch([*base, "--run-name", "torn", "--resume", "auto"]))
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "torn" / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+    assert float(a["score.weight"][2:].abs().max()) > 0  # the gate did train (and is stored scaled)
