@@ -68,8 +68,16 @@ def convert_gguf(gguf_path: str | Path, cache_dir: Path | None = None) -> Path:
 
     transformers de-quantizes GGUF weights to fp32 but leaves the model flagged as quantized, which
     blocks training and ``save_pretrained``; we rebuild it from its config without the flag.
+
+    The conversion runs under a forked RNG: building the models draws random initial weights, and without the fork
+    the first run on a machine (which converts) would start its score head from a different draw than every later
+    run with the same seed (found when two recipe runs of seed 42 began from different losses).
     """
-    gguf_path = Path(gguf_path).resolve()
+    with torch.random.fork_rng(devices=[]):
+        return _convert_gguf(Path(gguf_path).resolve(), cache_dir)
+
+
+def _convert_gguf(gguf_path: Path, cache_dir: Path | None) -> Path:
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     out = (cache_dir or cache_root() / "gguf") / f"{gguf_path.stem}-{key}"

@@ -40,6 +40,17 @@ def test_gguf_is_converted_once_into_a_plain_fp32_folder(smollm2_dir):
     assert resolve_backbone(str(smollm2_gguf_path())) == str(smollm2_dir)  # a .gguf path, as users pass it
     assert state() == before
 
+def test_a_first_conversion_leaves_the_callers_rng_alone(tmp_path):
+    """Converting draws random initial weights; without a forked RNG the first run on a machine would get another
+    score head than every later run of the same seed."""
+    torch.manual_seed(0)
+    convert_gguf(smollm2_gguf_path(), cache_dir=tmp_path)  # an empty cache: a real conversion
+    assert (tmp_path / next(p.name for p in tmp_path.iterdir()) / "config.json").exists()
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+
+
 def test_smollm2_train_save_reload_same_rewards(smollm2_dir, tmp_path):
     data = SHARED / "data" / "hh-rlhf" / "helpful-base.jsonl.gz"
     cfg = TrainConfig(model="smollm2-135m", train_data=f"{data}[:8]", eval_data=f"{data}[8:12]",
