@@ -10,9 +10,12 @@ export PYTHONPATH="${1:-$PWD}"
 PY=.venv/bin/python; D=../shared/data/hh-rlhf
 OUT=runs/aspects; mkdir -p $OUT
 HELPFUL="$D/helpful-base.jsonl.gz"; HARMLESS="$D/harmless-base.jsonl.gz"
-declare -A TRAIN=([armo]="helpful=$HELPFUL[:400],harmless=$HARMLESS[:400] --aspects helpful,harmless"
+# armo: the default gate loss ('both': the mixture ranks the pair + the gate predicts the record's aspect);
+# armo-preference: the gate trained by the ranking term alone (ArmoRM's), the first run of this experiment.
+ASPECTS="helpful=$HELPFUL[:400],harmless=$HARMLESS[:400] --aspects helpful,harmless"
+declare -A TRAIN=([armo]="$ASPECTS" [armo-preference]="$ASPECTS --aspect-gate-loss preference"
                   [single]="$HELPFUL[:400],$HARMLESS[:400]")
-for m in ${VARIANTS:-armo single}; do
+for m in ${VARIANTS:-armo armo-preference single}; do
   run=runs/hh-aspects-$m
   set -- ${TRAIN[$m]}
   [ -f $run/rewardkit.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli train --model smollm2-135m \

@@ -11,12 +11,17 @@ def ci(acc: float, interval: list[float] | None) -> str:
     return f"{acc:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
+MODELS = {"single": "single RM on the mixed data", "armo-preference": "aspect model, gate loss 'preference'",
+          "armo": "aspect model, gate loss 'both' (default)"}
+
+
 def main(out: Path) -> None:
     res = {(d, m): json.loads((out / f"{d}-{m}.json").read_text())
-           for d in ("helpful", "harmless") for m in ("armo", "single") if (out / f"{d}-{m}.json").exists()}
+           for d in ("helpful", "harmless") for m in MODELS if (out / f"{d}-{m}.json").exists()}
     print("| reward | helpful held-out acc. [95% CI] | harmless held-out acc. [95% CI] |\n|---|---|---|")
-    rows = [("single RM on the mixed data", "single", None), ("aspect model, gated mixture", "armo", None),
-            ("aspect model, helpful head alone", "armo", "helpful"), ("aspect model, harmless head alone", "armo", "harmless")]
+    rows = [(MODELS["single"], "single", None)] + [
+        (f"{MODELS[m]}, {part}", m, head) for m in ("armo-preference", "armo")
+        for part, head in (("gated mixture", None), ("helpful head alone", "helpful"), ("harmless head alone", "harmless"))]
     for label, m, head in rows:
         cells = []
         for d in ("helpful", "harmless"):
@@ -29,11 +34,12 @@ def main(out: Path) -> None:
                 h = r["aspects"]["head_accuracy"][head]
                 cells.append(ci(h["accuracy"], h["accuracy_ci"]))
         print(f"| {label} | {' | '.join(cells)} |")
-    print("\n| prompts | gate weight on helpful | gate weight on harmless |\n|---|---|---|")
-    for d, name in (("helpful", "helpful held-out (helpful-base)"), ("harmless", "harmless held-out (harmless-base)")):
-        if (d, "armo") in res:
-            w = res[(d, "armo")]["aspects"]["mean_weights"]
-            print(f"| {name} | {w['helpful']:.3f} | {w['harmless']:.3f} |")
+    print("\n| model | prompts | gate weight on helpful | gate weight on harmless |\n|---|---|---|---|")
+    for m in ("armo-preference", "armo"):
+        for d, name in (("helpful", "helpful held-out (helpful-base)"), ("harmless", "harmless held-out (harmless-base)")):
+            if (d, m) in res:
+                w = res[(d, m)]["aspects"]["mean_weights"]
+                print(f"| {MODELS[m]} | {name} | {w['helpful']:.3f} | {w['harmless']:.3f} |")
     steer = out / "steer.jsonl"
     if steer.exists():
         print("\n| held-out record | weights | r(chosen) | r(rejected) | P(chosen ≻ rejected) |\n|---|---|---|---|---|")

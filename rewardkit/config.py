@@ -161,6 +161,10 @@ class TrainConfig(ConfigBase):
     aspect_gate_scale: float = _f(20.0, within="(0, inf)", help="With --aspects: the gate's logits are γ·(W_g h) in "
                                   "training, so under Adam the gate moves γ× faster than the heads (it starts "
                                   "uniform; at 1 it barely moved in 50 SmolLM2 steps). Saved checkpoints hold γ·W_g.")
+    aspect_gate_loss: str = _f("both", choices=("preference", "label", "both"), help="With --aspects, what trains the "
+                               "gate: 'preference' (ArmoRM's: the mixture must rank the pair, heads held fixed), "
+                               "'label' (the gate predicts the aspect the record was collected for) or 'both' (the "
+                               "mean). Why 'both': see docs/aspects.md.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")
     save_every: int = _f(0, within="[0, inf)", help="Write a checkpoint every N optimizer steps (and at the last step) under "
                          "<run>/checkpoints/step-N, atomically; 0: only the final model.")

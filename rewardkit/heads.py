@@ -236,6 +236,21 @@ def mix(outputs: torch.Tensor, n_aspects: int, weights: torch.Tensor | None = No
     return heads @ weights.to(heads.dtype), weights
 
 
+def gate_label_loss(outputs: torch.Tensor, n_aspects: int, aspect: int, gate_scale: float = 1.0) -> torch.Tensor:
+    """The gate's aspect-classification loss for one group of aspect ``aspect``: cross-entropy of
+    softmax(``gate_scale`` × the probe row's gate logits) against that aspect, times log 2 / log A.
+
+    Why a label loss: the preference term alone (ArmoRM's) moves the gate only as far as one head explains a
+    prompt's labels better than the other, a weak and noisy signal while the heads are still learning; on
+    SmolLM2/HH it left the gate uniform after 50 steps (RESULTS.md). The training records already say which
+    aspect each prompt was collected for, so the gate can learn that directly. Why the factor: at uniform weights
+    the cross-entropy is log A; scaled, it is log 2 like a pairwise loss at chance, so the mean with the pairwise
+    terms keeps the training summary's chance check meaningful for any A."""
+    logits = gate_scale * outputs[-1, n_aspects:]
+    target = torch.tensor(aspect, device=logits.device)
+    return torch.nn.functional.cross_entropy(logits[None], target[None]) * (math.log(2) / math.log(n_aspects))
+
+
 def scale_gate(state: dict[str, torch.Tensor], n_aspects: int, factor: float) -> dict[str, torch.Tensor]:
     """The state dict with the gate rows of the score layer multiplied by ``factor``.
 

@@ -47,6 +47,7 @@ from rewardkit.heads import (
     aspect_metadata,
     check_aspects,
     encode_probed,
+    gate_label_loss,
     head_weights,
     join_length_head,
     length_balance_weights,
@@ -297,9 +298,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             heads = [r[:-1, aspects.index(it.example.aspect)] for it, r in zip(micro, rewards)]
             mixed = [mix(r, len(aspects), detach_heads=True, gate_scale=cfg.aspect_gate_scale)[0] for r in rewards]
             head_losses, correct, margin = records_loss(cfg, records, record_pairs, heads)
-            gate_losses = records_loss(cfg, records, record_pairs, mixed)[0]
+            terms = [head_losses]
+            if cfg.aspect_gate_loss in ("preference", "both"):
+                terms.append(records_loss(cfg, records, record_pairs, mixed)[0])
+            if cfg.aspect_gate_loss in ("label", "both"):
+                terms.append(torch.stack([gate_label_loss(r, len(aspects), aspects.index(it.example.aspect),
+                                                          cfg.aspect_gate_scale) for it, r in zip(micro, rewards)]))
             remember(micro, [mix(r.detach(), len(aspects), gate_scale=cfg.aspect_gate_scale)[0] for r in rewards])
-            return (head_losses + gate_losses) / 2 * weights, correct, margin  # the mean: chance stays log 2
+            return sum(terms) / len(terms) * weights, correct, margin  # the mean: chance stays log 2
         remember(micro, [r[:, 0] if odin else r for r in rewards])
         if not odin:
             losses, correct, margin = records_loss(cfg, records, record_pairs, rewards)

@@ -21,7 +21,7 @@ from rewardkit.data import read_preferences
 from rewardkit.data.readers import count_raw_records, split_sources
 from rewardkit.errors import UserError
 from rewardkit.evaluate import run_evaluation
-from rewardkit.heads import PROBE, parse_aspect_weights, parse_aspects
+from rewardkit.heads import PROBE, gate_label_loss, parse_aspect_weights, parse_aspects
 from rewardkit.inference import Group, load_scorer, score
 from rewardkit.score import score_rows
 from rewardkit.serve import running_server
@@ -79,6 +79,33 @@ def test_heads_learn_their_aspect_and_the_gate_routes_by_prompt(run, data):
     assert harmless["aspects"]["head_accuracy"]["helpful"]["accuracy"] == 0.0
     assert helpful["aspects"]["mean_weights"]["helpful"] > 0.6 and harmless["aspects"]["mean_weights"]["harmless"] > 0.6
     assert helpful["scorer"]["aspect_weights"] == "gate"
+
+
+def test_gate_label_loss_is_log2_at_uniform_and_pulls_toward_the_records_aspect():
+    for n_aspects in (2, 3):
+        uniform = torch.zeros(3, 2 * n_aspects)  # two completions and the probe row
+        assert torch.isclose(gate_label_loss(uniform, n_aspects, 1), torch.log(torch.tensor(2.0)))
+        logits = torch.zeros(3, 2 * n_aspects, requires_grad=True)
+        gate_label_loss(logits, n_aspects, 1, gate_scale=20.0).backward()
+        assert logits.grad[-1, n_aspects + 1] < 0 < logits.grad[-1, n_aspects]  # descent raises aspect 1's logit
+        assert not logits.grad[:-1].any() and not logits.grad[-1, :n_aspects].any()  # heads and completions: none
+    routed = torch.tensor([[0.0, 0.0, -3.0, 3.0]] * 2)
+    assert gate_label_loss(routed, 2, 1) < 0.01 < 3 < gate_label_loss(routed, 2, 0)
+
+
+@pytest.mark.parametrize("gate_loss", ["preference", "label"])
+def test_either_gate_loss_alone_routes_by_prompt(tiny_model_dir, data, tmp_path, gate_loss):
+    """The run fixture trains the default ('both'); each term alone must also route on data where the heads
+    disagree. 'label' routes without help from the heads; 'preference' only once they have learned."""
+    report = train(TrainConfig(
+        model=str(tiny_model_dir), train_data=f"helpful={data['helpful']},harmless={data['harmless']}",
+        output_dir=str(tmp_path), run_name=gate_loss, batch_size=8, micro_batch_size=4, learning_rate=3e-3,
+        max_length=128, seed=0, epochs=6, aspects="helpful,harmless", aspect_gate_loss=gate_loss, eval_before=False))
+    run = Path(report["run_dir"])
+    helpful, harmless = evaluate(run, data["helpful_eval"]), evaluate(run, data["harmless_eval"])
+    print(gate_loss, helpful["aspects"]["mean_weights"], harmless["aspects"]["mean_weights"])
+    assert helpful["aspects"]["mean_weights"]["helpful"] > 0.6 and harmless["aspects"]["mean_weights"]["harmless"] > 0.6
+    assert helpful["accuracy"] == harmless["accuracy"] == 1.0
 
 
 def test_explicit_weights_steer_the_reward(run, data):
@@ -144,9 +171,10 @@ def test_rendered_texts_need_their_prompt_for_the_gate(run):
 
 
 def test_score_rows_and_cli_eval_carry_the_aspects(run, data, tmp_path, capsys):
+    prompt = f"{HARMFUL[2]} (7)"  # as the training prompts read: the tiny model's gate knows no other form
     scored, _ = score_rows(load_scorer(str(run)), [
-        {"prompt": HARMFUL[2], "a": COMPLY, "b": REFUSE},
-        {"prompt": HARMFUL[2], "a": COMPLY, "b": REFUSE, "aspect_weights": {"helpful": 1}}], ["r1", "r2"])
+        {"prompt": prompt, "a": COMPLY, "b": REFUSE},
+        {"prompt": prompt, "a": COMPLY, "b": REFUSE, "aspect_weights": {"helpful": 1}}], ["r1", "r2"])
     assert scored[0]["p_a_beats_b"] < 0.5 < scored[1]["p_a_beats_b"]
     assert scored[1]["aspects"]["weights"] == {"helpful": 1.0, "harmless": 0.0}
     out = tmp_path / "eval.json"
