@@ -14,8 +14,8 @@ OUT=runs/recipe$SUF; mkdir -p $OUT
 TRAIN="$D/helpful-base.jsonl.gz[:1854],$D/helpful-online.jsonl.gz,$D/helpful-rejection-sampled.jsonl.gz"
 HH="$D/helpful-base.jsonl.gz[-500:]"
 run=runs/hh-helpful-recipe$SUF
-# ~3 h on the 2-core CPU with every layer trained, longer than a session: checkpoints every 20 steps, and a second call continues the
-# run from its latest one (--resume auto). Each segment's wall time is appended to train.log.
+# 1 h 49 min on the idle 2-core CPU (RESULTS.md); checkpoints every 20 steps, so if it is stopped a second call
+# continues the run from its latest one (--resume auto). Each segment's wall time is appended to train.log.
 if [ -d $run/checkpoints ]; then AGAIN=(--resume auto); else AGAIN=(--overwrite); fi
 [ -f $run/rewardkit.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli train --model smollm2-135m \
   --train-data "$TRAIN" --eval-data "$HH" --skip-bad-records --no-eval-before \
