@@ -14,6 +14,7 @@ HELPFUL="$D/helpful-base.jsonl.gz"; HARMLESS="$D/harmless-base.jsonl.gz"
 # armo-preference: the gate trained by the ranking term alone (ArmoRM's), the first run of this experiment.
 ASPECTS="helpful=$HELPFUL[:400],harmless=$HARMLESS[:400] --aspects helpful,harmless"
 declare -A TRAIN=([armo]="$ASPECTS" [armo-preference]="$ASPECTS --aspect-gate-loss preference"
+                  [armo-label]="$ASPECTS --aspect-gate-loss label"
                   [single]="$HELPFUL[:400],$HARMLESS[:400]")
 for m in ${VARIANTS:-armo armo-preference single}; do
   run=runs/hh-aspects-$m

@@ -12,7 +12,7 @@ def ci(acc: float, interval: list[float] | None) -> str:
 
 
 MODELS = {"single": "single RM on the mixed data", "armo-preference": "aspect model, gate loss 'preference'",
-          "armo": "aspect model, gate loss 'both' (default)"}
+          "armo-label": "aspect model, gate loss 'label'", "armo": "aspect model, gate loss 'both' (default)"}
 
 
 def main(out: Path) -> None:
@@ -20,7 +20,7 @@ def main(out: Path) -> None:
            for d in ("helpful", "harmless") for m in MODELS if (out / f"{d}-{m}.json").exists()}
     print("| reward | helpful held-out acc. [95% CI] | harmless held-out acc. [95% CI] |\n|---|---|---|")
     rows = [(MODELS["single"], "single", None)] + [
-        (f"{MODELS[m]}, {part}", m, head) for m in ("armo-preference", "armo")
+        (f"{MODELS[m]}, {part}", m, head) for m in ("armo-preference", "armo-label", "armo")
         for part, head in (("gated mixture", None), ("helpful head alone", "helpful"), ("harmless head alone", "harmless"))]
     for label, m, head in rows:
         cells = []
@@ -35,7 +35,7 @@ def main(out: Path) -> None:
                 cells.append(ci(h["accuracy"], h["accuracy_ci"]))
         print(f"| {label} | {' | '.join(cells)} |")
     print("\n| model | prompts | gate weight on helpful | gate weight on harmless |\n|---|---|---|---|")
-    for m in ("armo-preference", "armo"):
+    for m in ("armo-preference", "armo-label", "armo"):
         for d, name in (("helpful", "helpful held-out (helpful-base)"), ("harmless", "harmless held-out (harmless-base)")):
             if (d, m) in res:
                 w = res[(d, m)]["aspects"]["mean_weights"]
