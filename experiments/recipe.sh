@@ -1,10 +1,10 @@
 #!/bin/bash
-# Issue 16, the default recipe: `rewardkit train` with its defaults (only data, the bad-record policy and the
-# run name given) on all the HH helpful data we have minus the held-out set: helpful-base lines 1-1854,
+# Issue 16, the default recipe: `rewardkit train` with its defaults (only data, the bad-record policy, the run
+# name, checkpointing and no before-training eval given) on all the HH helpful data we have minus the held-out set: helpful-base lines 1-1854,
 # helpful-online and helpful-rejection-sampled (whole), evaluated on the HH held-out set (helpful-base's last
 # 500 lines) and PandaLM. Usage: [EXTRA="flags" NAME=suffix] experiments/recipe.sh [PYTHONPATH of a frozen copy of
-# the code]. EXTRA adds training flags (e.g. "--trainable-layers 10", the partial fine-tune that fits a 3-hour CPU
-# session); NAME keeps such a run apart (runs/hh-helpful-recipe-NAME, runs/recipe-NAME).
+# the code]. EXTRA adds training flags (e.g. "--trainable-layers 10", a partial fine-tune at about half
+# the compute); NAME keeps such a run apart (runs/hh-helpful-recipe-NAME, runs/recipe-NAME).
 cd "$(dirname "$0")/.."
 export PYTHONPATH="${1:-$PWD}"
 PY=.venv/bin/python; D=../shared/data/hh-rlhf

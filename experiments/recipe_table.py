@@ -8,9 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def ci(value: float, interval: list[float] | None) -> str:
-    return f"{value:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
+from length_table import ci  # experiments/ is on sys.path when this file is run as a script
 
 
 def main(out: Path, run: Path) -> None:

@@ -219,6 +219,11 @@ class Probed:
         return cls(group.prompt, [*group.completions, PROBE])
 
 
+def gate_logits(outputs: torch.Tensor, n_aspects: int, gate_scale: float = 1.0) -> torch.Tensor:
+    """The gate's logits (A,) of one probed group: the probe row (the last), outputs A…2A−1, times ``gate_scale``."""
+    return gate_scale * outputs[-1, n_aspects:]
+
+
 def mix(outputs: torch.Tensor, n_aspects: int, weights: torch.Tensor | None = None, *, probed: bool = True,
         detach_heads: bool = False, gate_scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One group's score outputs (K [+1 probe], 2A) → (mixed rewards (K,), aspect weights (A,)).
@@ -232,7 +237,7 @@ def mix(outputs: torch.Tensor, n_aspects: int, weights: torch.Tensor | None = No
     if weights is None:
         if not probed:
             raise ValueError("the gate needs the probe row")
-        weights = torch.softmax(gate_scale * outputs[-1, n_aspects:], dim=-1)
+        weights = torch.softmax(gate_logits(outputs, n_aspects, gate_scale), dim=-1)
     return heads @ weights.to(heads.dtype), weights
 
 
@@ -246,7 +251,7 @@ def gate_label_loss(outputs: torch.Tensor, n_aspects: int, aspect: int, gate_sca
     aspect each prompt was collected for, so the gate can learn that directly. Why the factor: at uniform weights
     the cross-entropy is log A; scaled, it is log 2 like a pairwise loss at chance, so the mean with the pairwise
     terms keeps the training summary's chance check meaningful for any A."""
-    logits = gate_scale * outputs[-1, n_aspects:]
+    logits = gate_logits(outputs, n_aspects, gate_scale)
     target = torch.tensor(aspect, device=logits.device)
     return torch.nn.functional.cross_entropy(logits[None], target[None]) * (math.log(2) / math.log(n_aspects))
 

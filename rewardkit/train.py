@@ -296,10 +296,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         weights = torch.tensor([it.weight for it in micro], device=rewards[0].device)
         if aspects:  # each record's own aspect head, and the gate on the mixture of the (fixed) head rewards
             heads = [r[:-1, aspects.index(it.example.aspect)] for it, r in zip(micro, rewards)]
-            mixed = [mix(r, len(aspects), detach_heads=True, gate_scale=cfg.aspect_gate_scale)[0] for r in rewards]
             head_losses, correct, margin = records_loss(cfg, records, record_pairs, heads)
             terms = [head_losses]
             if cfg.aspect_gate_loss in ("preference", "both"):
+                mixed = [mix(r, len(aspects), detach_heads=True, gate_scale=cfg.aspect_gate_scale)[0] for r in rewards]
                 terms.append(records_loss(cfg, records, record_pairs, mixed)[0])
             if cfg.aspect_gate_loss in ("label", "both"):
                 terms.append(torch.stack([gate_label_loss(r, len(aspects), aspects.index(it.example.aspect),

@@ -40,6 +40,7 @@ def test_gguf_is_converted_once_into_a_plain_fp32_folder(smollm2_dir):
     assert resolve_backbone(str(smollm2_gguf_path())) == str(smollm2_dir)  # a .gguf path, as users pass it
     assert state() == before
 
+
 def test_a_first_conversion_leaves_the_callers_rng_alone(tmp_path):
     """Converting draws random initial weights; without a forked RNG the first run on a machine would get another
     score head than every later run of the same seed."""
