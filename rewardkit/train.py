@@ -236,7 +236,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             return None
         with clock.phase("eval"):
             rewards, path = sharded_rewards(accelerator, eval_scorer, eval_ex)
-        result = metrics_from_rewards(eval_ex, rewards)
+        result = metrics_from_rewards(eval_ex, rewards, seed=cfg.seed)  # the bootstrap `rewardkit eval --seed` draws
         last_eval.update(step=step, rewards=rewards, result=result, path=path)
         run.log({"step": step, "split": "eval", **result})
         say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "

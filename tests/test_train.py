@@ -89,6 +89,19 @@ def test_saved_checkpoint_scores_what_the_run_measured(trained):
     assert metrics["reward_mean"] == pytest.approx(read_metadata(run)["reward_mean"], abs=1e-5)
 
 
+def test_the_runs_held_out_figures_are_the_ones_rewardkit_eval_prints(tiny_model_dir, tmp_path):
+    """With default seeds on both sides, the run's final held-out metrics, bootstrap intervals included, are the
+    ones `rewardkit eval` prints for the saved model (the in-run bootstrap was once seeded 0 against eval's 42)."""
+    from rewardkit.cli import main as cli
+
+    report = train(tiny_config(tiny_model_dir, tmp_path, seed=TrainConfig().seed, max_steps=2, eval_before=False))
+    out = tmp_path / "eval.json"
+    assert cli(["eval", "--model", report["run_dir"], "--data", str(tmp_path / "eval.jsonl"), "--output", str(out)]) == 0
+    alone, run = json.loads(out.read_text()), report["after"]
+    assert run["bootstrap"] == alone["bootstrap"] and run["bootstrap"]["seed"] == 42
+    assert run["accuracy_ci"] == alone["accuracy_ci"] and run["accuracy"] == alone["accuracy"]
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_plain_transformers_loads_checkpoint_and_scores_identically(trained, side):
     """Issue 14.8: the saved tokenizer pads right (equal rewards as loaded); a user who pads left gets equal

@@ -169,7 +169,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     def run_eval(step: int) -> dict[str, Any] | None:
         if not eval_ex:
             return None
-        result = metrics_from_rewards(eval_ex, sharded_rewards(accelerator, scorer, eval_ex)[0])
+        result = metrics_from_rewards(eval_ex, sharded_rewards(accelerator, scorer, eval_ex)[0], seed=cfg.seed)
         last_eval.update(step=step, result=result)
         run.log({"step": step, "split": "eval", **result})
         say(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
