@@ -50,9 +50,9 @@ def correct(path: Path) -> np.ndarray:
     return np.asarray(out)
 
 
-def paired_difference(out: Path, method: str, data: str) -> str | None:
-    """Accuracy of ``method`` minus the plain run's on the same pairs, with a paired bootstrap 95 % interval."""
-    a, b = out / f"{data}-{method}.rewards.jsonl", out / f"{data}-none.rewards.jsonl"
+def paired(a: Path, b: Path) -> tuple[float, float, float, int] | None:
+    """Accuracy from rewards file ``a`` minus ``b``'s on the same pairs: (mean, 95 % low, high, pairs), by a paired
+    bootstrap over pairs (2,000 resamples, seed 0); None when either file is missing."""
     if not a.exists() or not b.exists():
         return None
     diff = correct(a) - correct(b)
@@ -60,8 +60,13 @@ def paired_difference(out: Path, method: str, data: str) -> str | None:
     rng = np.random.default_rng(0)
     boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    return f"{data}: {method} − plain accuracy {diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}] (paired bootstrap, {len(diff)} pairs)"
+    return float(diff.mean()), float(lo), float(hi), len(diff)
 
+
+def paired_difference(out: Path, method: str, data: str) -> str | None:
+    """Accuracy of ``method`` minus the plain run's on the same pairs, with a paired bootstrap 95 % interval."""
+    d = paired(out / f"{data}-{method}.rewards.jsonl", out / f"{data}-none.rewards.jsonl")
+    return d and f"{data}: {method} − plain accuracy {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (paired bootstrap, {d[3]} pairs)"
 
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "runs/length")

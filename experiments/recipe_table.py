@@ -1,6 +1,8 @@
 """The issue-16 recipe table from experiments/recipe.sh's outputs.
 
-Usage: python experiments/recipe_table.py [runs/recipe [runs/hh-helpful-recipe]]"""
+Usage: python experiments/recipe_table.py [runs/recipe [runs/hh-helpful-recipe [BASE]]]
+With BASE (another recipe output folder, e.g. runs/recipe beside runs/recipe-lr5e-5), also the paired accuracy
+difference against it on the same held-out pairs."""
 
 from __future__ import annotations
 
@@ -8,10 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from length_table import ci  # experiments/ is on sys.path when this file is run as a script
+from length_table import ci, paired  # experiments/ is on sys.path when this file is run as a script
 
 
-def main(out: Path, run: Path) -> None:
+def main(out: Path, run: Path, base: Path | None = None) -> None:
     report = json.loads((run / "report.json").read_text())
     steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train = [s for s in steps if s.get("split") == "train"]
@@ -35,8 +37,14 @@ def main(out: Path, run: Path) -> None:
               f"{ci(length['accuracy_chosen_shorter'], length.get('accuracy_chosen_shorter_ci'))} "
               f"({length['chosen_shorter_pairs']}) | {length['model_prefers_longer']:.3f} | "
               f"{length['reward_length_spearman']:+.3f} | {m['ece']:.3f} | {m['brier']:.3f} |")
+    for key in ("hh", "pandalm") if base else ():
+        d = paired(out / f"{key}.rewards.jsonl", base / f"{key}.rewards.jsonl")
+        if d:
+            print(f"{key}: {out.name} − {base.name} accuracy {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] "
+                  f"(paired bootstrap, {d[3]} pairs)")
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main(Path(args[0] if args else "runs/recipe"), Path(args[1] if len(args) > 1 else "runs/hh-helpful-recipe"))
+    main(Path(args[0] if args else "runs/recipe"), Path(args[1] if len(args) > 1 else "runs/hh-helpful-recipe"),
+         Path(args[2]) if len(args) > 2 else None)
