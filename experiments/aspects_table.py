@@ -6,10 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-
-def ci(acc: float, interval: list[float] | None) -> str:
-    return f"{acc:.3f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
-
+from length_table import ci  # experiments/ is on sys.path when this file is run as a script
 
 MODELS = {"single": "single RM on the mixed data", "armo-preference": "aspect model, gate loss 'preference'",
           "armo-label": "aspect model, gate loss 'label'", "armo": "aspect model, gate loss 'both' (default)"}

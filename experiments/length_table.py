@@ -68,5 +68,6 @@ def paired_difference(out: Path, method: str, data: str) -> str | None:
     d = paired(out / f"{data}-{method}.rewards.jsonl", out / f"{data}-none.rewards.jsonl")
     return d and f"{data}: {method} − plain accuracy {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (paired bootstrap, {d[3]} pairs)"
 
+
 if __name__ == "__main__":
     main(sys.argv[1] if len(sys.argv) > 1 else "runs/length")
