@@ -136,6 +136,44 @@ def pearson(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor
     return (x * y).sum() / (x.norm() * y.norm() + eps)
 
 
+def correlation_sums(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(n, Σx, Σx², Σy, Σy², Σxy) of two 1-D tensors, detached, in float64: what the Pearson correlation of a
+    population needs, added up chunk by chunk (micro-batches, processes). float64 because Σy² of lengths in
+    characters reaches 1e11 over a batch and the variance is a difference of such sums."""
+    x, y = x.detach().double(), y.detach().double()
+    return torch.stack([x.new_tensor(float(x.numel())), x.sum(), (x * x).sum(), y.sum(), (y * y).sum(), (x * y).sum()])
+
+
+def _centred_sums(population: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """n, x̄, ȳ, n·var(x), n·var(y), n·cov(x, y) from :func:`correlation_sums`."""
+    n, sx, sxx, sy, syy, sxy = population.unbind()
+    mx, my = sx / n, sy / n
+    return n, mx, my, (sxx - n * mx * mx).clamp_min(0), (syy - n * my * my).clamp_min(0), sxy - n * mx * my
+
+
+def pearson_of_sums(population: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation from :func:`correlation_sums`, as :func:`pearson` computes it (0 for a constant)."""
+    _, _, _, vx, vy, cxy = _centred_sums(population)
+    return cxy / ((vx * vy).sqrt() + eps)
+
+
+def pearson_share(x: torch.Tensor, y: torch.Tensor, population: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """One chunk's share of the Pearson correlation ρ(x, y) of a whole population, given the population's
+    :func:`correlation_sums` (which must include this chunk's x and y at their current values).
+
+    The shares of all chunks add up to ρ in value (each is ρ·len(x)/n) and in gradient: the gradient of a share
+    with respect to its chunk's x is exactly ∂ρ/∂x of :func:`pearson` over the whole population. So a
+    correlation over a batch split into micro-batches (gradient accumulation) or processes is computed exactly,
+    with one backward per micro-batch. ``y`` gets no gradient (lengths)."""
+    n, mx, my, vx, vy, cxy = _centred_sums(population)
+    denom = (vx * vy).sqrt() + eps
+    rho = cxy / denom
+    # ∂ρ/∂x_i = (y_i − ȳ)/D − ρ·(x_i − x̄)·√vy / (D·√vx), D = √(vx·vy) + ε (the derivative of pearson() as written)
+    slope = torch.where(vx > 0, rho * vy.sqrt() / (denom * vx.clamp_min(1e-300).sqrt()), torch.zeros_like(rho))
+    grad = (y.double() - my) / denom - slope * (x.detach().double() - mx)
+    return (rho * x.numel() / n).to(x.dtype) + (grad.to(x.dtype) * (x - x.detach())).sum()
+
+
 def odin_disentangle_loss(r_quality: torch.Tensor, r_length: torch.Tensor, lengths: torch.Tensor,
                           w_quality: torch.Tensor, w_length: torch.Tensor, *, length_coef: float = 1.0,
                           quality_coef: float = 1.0, ortho_coef: float = 1.0) -> torch.Tensor:
@@ -151,6 +189,22 @@ def odin_disentangle_loss(r_quality: torch.Tensor, r_length: torch.Tensor, lengt
     lengths = lengths.to(r_length.dtype)
     return (length_coef * -pearson(r_length, lengths) + quality_coef * pearson(r_quality, lengths).abs()
             + ortho_coef * (w_quality.flatten() @ w_length.flatten()).abs())
+
+
+def odin_disentangle_share(r_quality: torch.Tensor, r_length: torch.Tensor, lengths: torch.Tensor,
+                           population: torch.Tensor, *, length_coef: float = 1.0,
+                           quality_coef: float = 1.0) -> torch.Tensor:
+    """One chunk's share of :func:`odin_disentangle_loss`'s correlation terms over a whole batch,
+    λ_L·(−ρ(r_L, ℓ)) + λ_Q·|ρ(r_Q, ℓ)|, with ``population`` the batch's :func:`correlation_sums` of (r_Q, ℓ) and
+    (r_L, ℓ) stacked, shape (2, 6). The shares of a batch's chunks add up to the batch's terms in value and
+    gradient (:func:`pearson_share`). The paper computes ρ over the global batch (gathered from every GPU); over
+    one micro-batch of a few completions ρ is mostly noise, and over one pair it is ±1 whatever the heads do.
+    The orthogonality term λ_O·|w_Qᵀw_L| depends on no batch and is the caller's."""
+    lengths = lengths.to(r_length.dtype)
+    q_sign = torch.where(pearson_of_sums(population[0]) >= 0, 1.0, -1.0).to(r_quality.dtype)  # |ρ|' = sign(ρ)·ρ'
+    return (length_coef * -pearson_share(r_length, lengths, population[1])
+            + quality_coef * q_sign * pearson_share(r_quality, lengths, population[0]))
+
 
 
 # ---------------------------------------------------------------- one record's loss, by name

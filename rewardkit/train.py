@@ -57,7 +57,7 @@ from rewardkit.heads import (
 )
 from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
-from rewardkit.losses import check_record, odin_disentangle_loss, record_loss
+from rewardkit.losses import check_record, correlation_sums, odin_disentangle_share, record_loss
 from rewardkit.model import freeze_lower_layers, load_reward_model
 from rewardkit.plan import Item, Step, memory_steps, micro_batches, stream_steps
 from rewardkit.run import (
@@ -310,14 +310,34 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if not odin:
             losses, correct, margin = records_loss(cfg, records, record_pairs, rewards)
             return losses * weights, correct, margin
-        # ODIN: rank with r_Q + r_L, and disentangle the heads over the micro-batch's completions.
+        # ODIN: rank with r_Q + r_L; disentangle the heads over all of the step's completions (on every process),
+        # from the correlation sums of the step's pre-pass (odin_step): this micro-batch adds its exact share.
         losses, correct, margin = records_loss(cfg, records, record_pairs, [r.sum(-1) for r in rewards])
         flat = torch.cat(rewards)
-        lengths = torch.tensor([n for it in micro for n in it.char_lengths], device=flat.device)
+        population, n_records = now["odin"]
+        share = odin_disentangle_share(flat[:, 0], flat[:, 1], completion_lengths(micro, flat.device), population,
+                                       length_coef=cfg.odin_length_coef, quality_coef=cfg.odin_quality_coef)
         w_q, w_l = head_weights(plain)
-        extra = odin_disentangle_loss(flat[:, 0], flat[:, 1], lengths, w_q, w_l, length_coef=cfg.odin_length_coef,
-                                      quality_coef=cfg.odin_quality_coef, ortho_coef=cfg.odin_ortho_coef)
-        return losses + extra, correct, margin  # each record carries the micro-batch's term: its mean per step
+        ortho = cfg.odin_ortho_coef * (w_q.flatten() @ w_l.flatten()).abs()
+        # The loop divides the summed record losses by the step's record count: every record carries the ortho
+        # term and its part of the micro-batch's share times that count, so the step's loss is ranking + ODIN terms.
+        return losses + ortho + share * n_records / len(micro), correct, margin
+
+    def odin_step(items: list[Item]) -> None:
+        """ODIN's pre-pass: the step's (r_Q, ℓ) and (r_L, ℓ) correlation sums over every process's records (no
+        gradient; a forward without backward, about a third of the step's compute), so the correlations are the
+        whole batch's as in the paper, not one micro-batch's few completions."""
+        sums = torch.zeros(2, 6, dtype=torch.float64, device=accelerator.device)
+        inner = getattr(model, "module", model)  # no DDP forward: processes may run different numbers of these
+        with torch.no_grad():
+            for micro in micro_batches(items, cfg.micro_batch_size, micro_batch_token_budget(cfg.micro_batch_tokens,
+                                                                                             accelerator.device)):
+                flat = torch.cat(group_rewards(inner, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
+                                               padding_side=cfg.padding_side, all_heads=True))
+                lengths = completion_lengths(micro, flat.device)
+                sums += torch.stack([correlation_sums(flat[:, 0], lengths), correlation_sums(flat[:, 1], lengths)])
+        both = accelerator.reduce(torch.cat([sums.flatten(), sums.new_tensor([len(items)])]), "sum")
+        now["odin"] = (both[:12].view(2, 6), int(both[12]))
 
     rng = np.random.default_rng(cfg.seed)
     now: dict[str, Any] = {"step": 0, "pending": set()}  # the planned step being trained (for recent_rewards)
@@ -342,7 +362,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         steps = watched(memory_steps(items, cfg.batch_size, rng, cfg.group_by_length, rank, world, cfg.epochs,
                                      cfg.max_steps))
     history = optimise(accelerator, model, optimizer, scheduler, cfg, steps, total_steps, micro_loss, run=run,
-                       run_eval=run_eval, save_model=save_model, gather=gather, started=started, resumed=resumed)
+                       run_eval=run_eval, save_model=save_model, gather=gather, started=started, resumed=resumed,
+                       before_step=odin_step if odin else None)
     if cfg.streaming:  # every process read its own shard: add the counts up
         train_report = merge_reports(gather_object([train_report]))
         changes = sum(gather_object([changes]), Counter())
@@ -516,8 +537,8 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
              cfg: TrainConfig, steps: Iterable[Step], total_steps: int,
              micro_loss: Callable[[list[Item]], tuple[torch.Tensor, float, float]], *,
              run: Run, run_eval: Callable[[int], Any], save_model: Callable[..., None], started: float,
-             resumed: Resumed | None = None, desc: str = "train",
-             gather: Callable[[], Any] | None = None) -> list[dict[str, Any]]:
+             resumed: Resumed | None = None, desc: str = "train", gather: Callable[[], Any] | None = None,
+             before_step: Callable[[list[Item]], None] | None = None) -> list[dict[str, Any]]:
     """The optimisation loop (shared by classifier RMs and ``rewardkit.judges.genrm``); returns the step log.
 
     ``steps`` is a plan of ``rewardkit.plan`` (in memory or streamed): per optimizer step, this process's
@@ -526,7 +547,8 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
     its records on all processes, whatever the process count or accumulation. A resumed run replays the
     seeded plan and skips the steps already done, so it sees the same batches as the uninterrupted run. A
     step whose loss or gradient norm is not finite is skipped (no update) and logged with ``skipped``;
-    ``max_bad_steps`` of them in a row stop the run.
+    ``max_bad_steps`` of them in a row stop the run. ``before_step(items)``, if given, runs on every process
+    with its records before each trained step's micro-batches (ODIN's whole-batch statistics).
     """
     world = accelerator.num_processes
     device = accelerator.device
@@ -553,6 +575,8 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
         if step < start:  # done before the run was interrupted
             step += 1
             continue
+        if before_step is not None:
+            before_step(shard)
         stats = torch.zeros(4, device=device)  # loss sum, correct, margin sum, zero-weight passes
         for j in range(n_micro):
             micro = micros[j] if j < len(micros) else []
@@ -637,6 +661,11 @@ def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:
     for ex in examples:
         check_record(cfg.loss, len(ex.completions), any(t for _, _, t in ex.preference_pairs()), ex.margin, ex.source,
                      all_tied=ex.is_tie, unordered=bool(ex.unordered))
+
+
+def completion_lengths(micro: list[Item], device: torch.device) -> torch.Tensor:
+    """The lengths (characters) of a micro-batch's completions, in the order of its concatenated rewards."""
+    return torch.tensor([n for it in micro for n in it.char_lengths], dtype=torch.float32, device=device)
 
 
 def records_loss(cfg: TrainConfig, records: list[PreferenceExample], pairs: list[list[tuple[int, int, bool]]],

@@ -17,7 +17,7 @@ from rewardkit.checkpoint import load_checkpoint, read_metadata
 from rewardkit.config import TrainConfig
 from rewardkit.heads import LENGTH_HEAD_FILE, length_balance_weights
 from rewardkit.inference import score_token_ids
-from rewardkit.losses import odin_disentangle_loss, pearson
+from rewardkit.losses import correlation_sums, odin_disentangle_loss, odin_disentangle_share, pearson
 from rewardkit.train import train
 
 from conftest import write_jsonl
@@ -48,6 +48,29 @@ def test_odin_terms_by_hand():
     loss = odin_disentangle_loss(r_q, r_l, length, w_q, w_l, length_coef=2.0, quality_coef=3.0, ortho_coef=0.5)
     assert loss.item() == pytest.approx(5.75, rel=1e-6)
     assert pearson(torch.ones(4), length).item() == 0.0  # a constant head has no correlation, not NaN
+
+
+def test_odin_shares_of_micro_batches_add_up_to_the_whole_batch_loss():
+    """Gradient accumulation cuts a step into micro-batches (and DDP into processes): the shares computed from
+    the step's correlation sums add up to the whole batch's ODIN terms, in value and in every gradient."""
+    gen = torch.Generator().manual_seed(0)
+    r_q, r_l = torch.randn(30, generator=gen, requires_grad=True), torch.randn(30, generator=gen, requires_grad=True)
+    length = torch.randint(5, 3000, (30,), generator=gen).float()
+    whole = odin_disentangle_loss(r_q, r_l, length, torch.zeros(2), torch.zeros(2), length_coef=0.7, quality_coef=1.3)
+    g_q, g_l = torch.autograd.grad(whole, (r_q, r_l))
+    chunks = [slice(0, 2), slice(2, 9), slice(9, 30)]  # one pair alone, then uneven micro-batches
+    population = sum(torch.stack([correlation_sums(r_q[c], length[c]), correlation_sums(r_l[c], length[c])])
+                     for c in chunks)
+    parts = sum(odin_disentangle_share(r_q[c], r_l[c], length[c], population, length_coef=0.7, quality_coef=1.3)
+                for c in chunks)
+    s_q, s_l = torch.autograd.grad(parts, (r_q, r_l))
+    assert parts.item() == pytest.approx(whole.item(), abs=1e-6)
+    assert float((s_q - g_q).abs().max()) < 1e-6 and float((s_l - g_l).abs().max()) < 1e-6
+    assert float(g_q.abs().max()) > 1e-3  # a real gradient, not two zeros
+    # Over one pair alone the correlation is ±1 whatever the heads do, and its gradient vanishes: the reason the
+    # shares exist (the per-micro-batch terms never trained the heads apart with a micro-batch of one pair).
+    one = odin_disentangle_loss(r_q[:2], r_l[:2], length[:2], torch.zeros(2), torch.zeros(2))
+    assert all(float(g.abs().max()) < 1e-4 for g in torch.autograd.grad(one, (r_q, r_l)))
 
 
 def test_length_balance_weights():
@@ -118,7 +141,7 @@ def test_debiased_runs_record_their_method_and_still_learn(odin_runs):
     print("held-out accuracy, share preferring the longer reply:", acc)
     # Length is a shortcut in training (chosen longer in 90 % of pairs) but not in held-out (50 %): the plain
     # RM takes it (prefers the longer reply almost always), ODIN's reward does not and ranks better.
-    # Seen: none (0.47, 1.00), odin (0.66, 0.31), balance (0.53, 0.94).
+    # Seen: none (0.47, 1.00), odin (0.72, 0.19), balance (0.53, 0.94) (ODIN over each micro-batch: 0.66, 0.31).
     assert acc["none"][1] >= 0.9
     assert acc["odin"][1] <= 0.6 and acc["odin"][0] >= acc["none"][0] + 0.1
     assert not math.isnan(json.loads((odin_runs["balance"] / "report.json").read_text())["first_train_loss"])
@@ -142,3 +165,41 @@ def test_odin_run_killed_mid_save_resumes_to_the_uninterrupted_heads(tiny_model_
     for name in ("model.safetensors", LENGTH_HEAD_FILE):
         a, b = load_file(tmp_path / "whole" / name), load_file(tmp_path / "torn" / name)
         assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6, name
+
+
+def test_odin_step_is_the_same_whatever_the_micro_batch_size(tiny_model_dir, tmp_path):
+    """ODIN's correlations are over the whole step (its pre-pass), so accumulating 8 micro-batches of one pair
+    trains exactly as one micro-batch of 8 pairs: same per-step losses, same quality and length heads. (With the
+    correlations over each micro-batch, as before, one pair's ρ is ±1 and the heads never separate.)"""
+    from test_train import _losses
+
+    data = write_jsonl(tmp_path / "t.jsonl", length_biased_rows(24, seed=1, chosen_longer=0.8))
+    runs = {}
+    for micro in (1, 8):
+        runs[micro] = Path(train(TrainConfig(model=str(tiny_model_dir), train_data=str(data), output_dir=str(tmp_path),
+                                             run_name=f"m{micro}", batch_size=8, micro_batch_size=micro,
+                                             learning_rate=3e-3, max_length=64, seed=0, length_debias="odin",
+                                             eval_before=False))["run_dir"])
+    l1, l8 = _losses(runs[1]), _losses(runs[8])
+    assert len(l1) == 3 and max(abs(a - b) for a, b in zip(l1, l8)) < 1e-5, (l1, l8)
+    for name in ("model.safetensors", LENGTH_HEAD_FILE):
+        a, b = load_file(runs[1] / name), load_file(runs[8] / name)
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4, name
+
+
+@pytest.mark.slow  # two training commands, one of them 2 processes
+def test_two_processes_train_odin_like_one(tiny_model_dir, tmp_path):
+    """Under DDP each process holds part of the step's completions: the pre-pass's correlation sums are
+    all-reduced, so 2 gloo processes train ODIN's heads as 1 process does."""
+    from test_train import _losses, train_one_and_two_processes
+
+    data = write_jsonl(tmp_path / "t.jsonl", length_biased_rows(28, seed=1, chosen_longer=0.8))  # last step: 4 pairs
+    train_one_and_two_processes(["train", "--model", str(tiny_model_dir), "--train-data", str(data), "--output-dir",
+                                 str(tmp_path), "--batch-size", "8", "--micro-batch-size", "2", "--learning-rate",
+                                 "3e-3", "--max-length", "64", "--no-eval-before", "--length-debias", "odin"],
+                                port=29527)
+    l1, l2 = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(l1) == len(l2) == 4 and max(abs(a - b) for a, b in zip(l1, l2)) < 1e-5, (l1, l2)
+    for name in ("model.safetensors", LENGTH_HEAD_FILE):
+        a, b = load_file(tmp_path / "one" / name), load_file(tmp_path / "two" / name)
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4, name
