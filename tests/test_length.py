@@ -203,3 +203,17 @@ def test_two_processes_train_odin_like_one(tiny_model_dir, tmp_path):
     for name in ("model.safetensors", LENGTH_HEAD_FILE):
         a, b = load_file(tmp_path / "one" / name), load_file(tmp_path / "two" / name)
         assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4, name
+
+
+def test_odin_with_lora_saves_a_plain_quality_head_and_its_length_head(tiny_model_dir, tmp_path):
+    """The real-data ODIN runs are LoRA runs: the pre-pass runs through the peft model, the merged checkpoint
+    is the 1-label quality head that plain transformers loads, the length head is saved beside it."""
+    data = write_jsonl(tmp_path / "t.jsonl", length_biased_rows(16, seed=1, chosen_longer=0.8))
+    run = Path(train(TrainConfig(model=str(tiny_model_dir), train_data=str(data), output_dir=str(tmp_path),
+                                 run_name="lora-odin", batch_size=8, micro_batch_size=2, learning_rate=3e-3,
+                                 max_length=64, seed=0, length_debias="odin", lora_r=4, eval_before=False))["run_dir"])
+    assert read_metadata(run)["length_debias"]["method"] == "odin"
+    assert load_file(run / "model.safetensors")["score.weight"].shape[0] == 1
+    assert load_file(run / LENGTH_HEAD_FILE)["weight"].shape[0] == 1
+    hf = AutoModelForSequenceClassification.from_pretrained(run)
+    assert hf.config.num_labels == 1
