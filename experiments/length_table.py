@@ -33,6 +33,17 @@ def main(folder: str) -> None:
     print("\n".join(rows))
     paired = [paired_difference(out, method, data) for data in ("hh", "pandalm") for method in ("odin", "odin-0.1", "balance")]
     print("\n".join(line for line in paired if line))
+    cuts = [spearman_cut(out, method) for method in ("odin", "odin-0.1", "balance")]
+    print("\n".join(line for line in cuts if line))
+
+
+def spearman_cut(out: Path, method: str) -> str | None:
+    """How much of the plain run's HH reward–length rank correlation ``method`` removes (the issue's target: half)."""
+    files = [out / f"hh-{m}.json" for m in (method, "none")]
+    if not all(f.exists() for f in files):
+        return None
+    mine, plain = (json.loads(f.read_text())["length"]["reward_length_spearman"] for f in files)
+    return f"hh: {method} Spearman(r, length) {mine:+.3f} vs plain {plain:+.3f}: cut {1 - mine / plain:.0%}"
 
 
 def correct(path: Path) -> np.ndarray:
