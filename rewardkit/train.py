@@ -314,8 +314,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # from the correlation sums of the step's pre-pass (odin_step): this micro-batch adds its exact share.
         losses, correct, margin = records_loss(cfg, records, record_pairs, [r.sum(-1) for r in rewards])
         flat = torch.cat(rewards)
-        population, n_records = now["odin"]
-        share = odin_disentangle_share(flat[:, 0], flat[:, 1], completion_lengths(micro, flat.device), population,
+        lengths = completion_lengths(micro, flat.device)
+        # (one micro-batch on one process is the whole step: its own sums, no pre-pass was needed)
+        population, n_records = now["odin"] or (torch.stack([correlation_sums(flat[:, h], lengths) for h in (0, 1)]),
+                                                len(micro))
+        share = odin_disentangle_share(flat[:, 0], flat[:, 1], lengths, population,
                                        length_coef=cfg.odin_length_coef, quality_coef=cfg.odin_quality_coef)
         w_q, w_l = head_weights(plain)
         ortho = cfg.odin_ortho_coef * (w_q.flatten() @ w_l.flatten()).abs()
@@ -326,12 +329,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     def odin_step(items: list[Item]) -> None:
         """ODIN's pre-pass: the step's (r_Q, ℓ) and (r_L, ℓ) correlation sums over every process's records (no
         gradient; a forward without backward, about a third of the step's compute), so the correlations are the
-        whole batch's as in the paper, not one micro-batch's few completions."""
+        whole batch's as in the paper, not one micro-batch's few completions. Skipped (None) when the step is one
+        micro-batch on one process: that micro-batch's own rewards are then the whole step's."""
+        micros = micro_batches(items, cfg.micro_batch_size, micro_batch_token_budget(cfg.micro_batch_tokens,
+                                                                                     accelerator.device))
+        if accelerator.num_processes == 1 and len(micros) == 1:
+            now["odin"] = None
+            return
         sums = torch.zeros(2, 6, dtype=torch.float64, device=accelerator.device)
         inner = getattr(model, "module", model)  # no DDP forward: processes may run different numbers of these
         with torch.no_grad():
-            for micro in micro_batches(items, cfg.micro_batch_size, micro_batch_token_budget(cfg.micro_batch_tokens,
-                                                                                             accelerator.device)):
+            for micro in micros:
                 flat = torch.cat(group_rewards(inner, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
                                                padding_side=cfg.padding_side, all_heads=True))
                 lengths = completion_lengths(micro, flat.device)
