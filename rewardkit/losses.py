@@ -206,7 +206,6 @@ def odin_disentangle_share(r_quality: torch.Tensor, r_length: torch.Tensor, leng
             + quality_coef * q_sign * pearson_share(r_quality, lengths, population[0]))
 
 
-
 # ---------------------------------------------------------------- one record's loss, by name
 
 
