@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+DEBIASED = ("odin", "odin-0.1", "odin-pairs", "odin-both", "balance")  # experiments/length_debias.sh's variants
+
 
 def ci(value: float | None, interval: list | None) -> str:
     if value is None:
@@ -20,7 +22,7 @@ def main(folder: str) -> None:
     rows = ["| method | HH acc. [95% CI] | HH acc., chosen shorter [95% CI] (pairs) | HH prefers longer | "
             "HH Spearman(r, length) | PandaLM acc. [95% CI] | PandaLM length baseline |",
             "|---|---|---|---|---|---|---|"]
-    for method in ("none", "odin", "odin-0.1", "balance"):
+    for method in ("none", *DEBIASED):
         hh_file, pl_file = out / f"hh-{method}.json", out / f"pandalm-{method}.json"
         if not hh_file.exists() or not pl_file.exists():
             continue
@@ -31,9 +33,9 @@ def main(folder: str) -> None:
                     f"{h['model_prefers_longer']:.3f} | {h['reward_length_spearman']:+.3f} | "
                     f"{ci(pl['accuracy'], pl.get('accuracy_ci'))} | {p['length_baseline_accuracy']:.3f} |")
     print("\n".join(rows))
-    paired = [paired_difference(out, method, data) for data in ("hh", "pandalm") for method in ("odin", "odin-0.1", "balance")]
+    paired = [paired_difference(out, method, data) for data in ("hh", "pandalm") for method in DEBIASED]
     print("\n".join(line for line in paired if line))
-    cuts = [spearman_cut(out, method) for method in ("odin", "odin-0.1", "balance")]
+    cuts = [spearman_cut(out, method) for method in DEBIASED]
     print("\n".join(line for line in cuts if line))
 
 

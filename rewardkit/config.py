@@ -154,6 +154,11 @@ class TrainConfig(ConfigBase):
     odin_length_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_L: weight of −corr(length head, length).")
     odin_quality_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_Q: weight of |corr(quality head, length)|.")
     odin_ortho_coef: float = _f(1.0, within="[0, inf)", help="ODIN λ_O: weight of |w_Q · w_L| (orthogonal heads).")
+    odin_correlation: str = _f("completions", choices=("completions", "pairs", "both"), help="What ODIN's "
+                               "correlations are over: 'completions' (each reply's reward with its length, across "
+                               "the step's prompts: the paper's), 'pairs' (each pair's reward margin with its "
+                               "length margin: the within-pair preference for the longer reply) or 'both' (the two "
+                               "sets of terms added). Why 'pairs' exists: docs/length.md.")
     aspects: str = _f("", "Aspect-conditioned heads (ArmoRM-style, rewardkit.heads): comma-separated aspect names, "
                       "e.g. 'helpful,harmless'. Each head trains on its aspect's records (tag sources: --train-data "
                       "'helpful=a.jsonl,harmless=b.jsonl', or an 'aspect' field), a gate on the prompt mixes them. "
@@ -188,6 +193,11 @@ class TrainConfig(ConfigBase):
         if self.stream_window and self.stream_window % self.batch_size:
             raise ConfigError(f"--stream-window ({self.stream_window}) must be a multiple of --batch-size "
                               f"({self.batch_size})")
+        odin_options = [f"--{name.replace('_', '-')}" for name in ("odin_length_coef", "odin_quality_coef",
+                        "odin_ortho_coef", "odin_correlation") if getattr(self, name) != self.__dataclass_fields__[name].default]
+        if self.length_debias != "odin" and odin_options:
+            raise ConfigError(f"{', '.join(odin_options)} set without --length-debias odin, where it does nothing; "
+                              "add --length-debias odin or drop it")
         if self.length_debias == "odin" and self.lora_r and self.lora_save == "adapter":
             raise ConfigError("--length-debias odin saves the quality head as the model; use --lora-save merged")
 

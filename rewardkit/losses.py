@@ -174,6 +174,21 @@ def pearson_share(x: torch.Tensor, y: torch.Tensor, population: torch.Tensor, ep
     return (rho * x.numel() / n).to(x.dtype) + (grad.to(x.dtype) * (x - x.detach())).sum()
 
 
+def symmetric_pair_differences(values: Sequence[torch.Tensor],
+                               pairs: Sequence[Sequence[tuple[int, int, bool]]]) -> torch.Tensor:
+    """Every preference pair's difference values[i] − values[j] (one tensor of values per record, rows indexed
+    by completion), followed by the same differences negated.
+
+    For ODIN over pairs (``--odin-correlation pairs``): the Pearson correlation of two such sets is the
+    correlation of reward margins with length margins about zero, Σ Δr·Δℓ / √(Σ Δr² · Σ Δℓ²), whatever way
+    round each pair is written, because a pair and its negation make both means exactly 0. So the quality head
+    is decorrelated from which reply of a pair is the longer, the thing "prefers the longer reply" measures,
+    and a constant preference for the longer reply counts (a plain correlation of margins would subtract it
+    as the mean). Ties are included: the length difference of replies judged equal is no less a shortcut."""
+    diffs = torch.cat([torch.stack([v[i] - v[j] for i, j, _ in p]) for v, p in zip(values, pairs) if p])
+    return torch.cat([diffs, -diffs])
+
+
 def odin_disentangle_loss(r_quality: torch.Tensor, r_length: torch.Tensor, lengths: torch.Tensor,
                           w_quality: torch.Tensor, w_length: torch.Tensor, *, length_coef: float = 1.0,
                           quality_coef: float = 1.0, ortho_coef: float = 1.0) -> torch.Tensor:

@@ -57,7 +57,13 @@ from rewardkit.heads import (
 )
 from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
-from rewardkit.losses import check_record, correlation_sums, odin_disentangle_share, record_loss
+from rewardkit.losses import (
+    check_record,
+    correlation_sums,
+    odin_disentangle_share,
+    record_loss,
+    symmetric_pair_differences,
+)
 from rewardkit.model import freeze_lower_layers, load_reward_model
 from rewardkit.plan import Item, Step, memory_steps, micro_batches, stream_steps
 from rewardkit.run import (
@@ -245,7 +251,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     debias_meta = ({"method": "odin", "reward": "the quality head (model.safetensors)", "length_head": LENGTH_HEAD_FILE,
                     "length_coef": cfg.odin_length_coef, "quality_coef": cfg.odin_quality_coef,
-                    "ortho_coef": cfg.odin_ortho_coef} if odin else
+                    "ortho_coef": cfg.odin_ortho_coef, "correlation": cfg.odin_correlation} if odin else
                    {"method": "balance", "weights": "chosen-longer and chosen-shorter pairs weigh the same"}
                    if cfg.length_debias == "balance" else None)
     lora_meta = ({"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout,
@@ -313,13 +319,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # ODIN: rank with r_Q + r_L; disentangle the heads over all of the step's completions (on every process),
         # from the correlation sums of the step's pre-pass (odin_step): this micro-batch adds its exact share.
         losses, correct, margin = records_loss(cfg, records, record_pairs, [r.sum(-1) for r in rewards])
-        flat = torch.cat(rewards)
-        lengths = completion_lengths(micro, flat.device)
+        views = odin_views(micro, rewards, cfg.odin_correlation)
         # (one micro-batch on one process is the whole step: its own sums, no pre-pass was needed)
-        population, n_records = now["odin"] or (torch.stack([correlation_sums(flat[:, h], lengths) for h in (0, 1)]),
-                                                len(micro))
-        share = odin_disentangle_share(flat[:, 0], flat[:, 1], lengths, population,
-                                       length_coef=cfg.odin_length_coef, quality_coef=cfg.odin_quality_coef)
+        population, n_records = now["odin"] or (odin_sums(views), len(micro))
+        share = sum(odin_disentangle_share(x[:, 0], x[:, 1], lengths, sums, length_coef=cfg.odin_length_coef,
+                                           quality_coef=cfg.odin_quality_coef)
+                    for (x, lengths), sums in zip(views, population))
         w_q, w_l = head_weights(plain)
         ortho = cfg.odin_ortho_coef * (w_q.flatten() @ w_l.flatten()).abs()
         # The loop divides the summed record losses by the step's record count: every record carries the ortho
@@ -335,17 +340,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if accelerator.num_processes == 1 and len(micros) == 1:
             now["odin"] = None
             return
-        sums = torch.zeros(2, 6, dtype=torch.float64, device=accelerator.device)
+        levels = 2 if cfg.odin_correlation == "both" else 1
+        sums = torch.zeros(levels, 2, 6, dtype=torch.float64, device=accelerator.device)
         inner = getattr(model, "module", model)  # no DDP forward: processes may run different numbers of these
         with torch.no_grad():
             for micro in micros:
-                flat = torch.cat(group_rewards(inner, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
-                                               padding_side=cfg.padding_side, all_heads=True))
-                lengths = completion_lengths(micro, flat.device)
-                sums += torch.stack([correlation_sums(flat[:, 0], lengths), correlation_sums(flat[:, 1], lengths)])
+                rewards = group_rewards(inner, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
+                                        padding_side=cfg.padding_side, all_heads=True)
+                sums += odin_sums(odin_views(micro, list(rewards), cfg.odin_correlation))
         records = sum(len(micro) for micro in micros)
-        both = accelerator.reduce(torch.cat([sums.flatten(), sums.new_tensor([records])]), "sum")
-        now["odin"] = (both[:12].view(2, 6), int(both[12]))
+        total = accelerator.reduce(torch.cat([sums.flatten(), sums.new_tensor([records])]), "sum")
+        now["odin"] = (total[:-1].view(levels, 2, 6), int(total[-1]))
 
     rng = np.random.default_rng(cfg.seed)
     now: dict[str, Any] = {"step": 0, "pending": set()}  # the planned step being trained (for recent_rewards)
@@ -674,6 +679,26 @@ def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:
 def completion_lengths(micro: list[Item], device: torch.device) -> torch.Tensor:
     """The lengths (characters) of a micro-batch's completions, in the order of its concatenated rewards."""
     return torch.tensor([n for it in micro for n in it.char_lengths], dtype=torch.float32, device=device)
+
+
+def odin_views(micro: list[Item], rewards: list[torch.Tensor], over: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """What ODIN correlates with length, for each level ``--odin-correlation`` names: (both heads' values, shape
+    (m, 2); the lengths, shape (m,)). 'completions': each completion's rewards and length, as in the paper;
+    'pairs': each preference pair's reward and length margins, symmetrised (``symmetric_pair_differences``)."""
+    device = rewards[0].device
+    views = []
+    if over in ("completions", "both"):
+        views.append((torch.cat(rewards), completion_lengths(micro, device)))
+    if over in ("pairs", "both"):
+        pairs = [it.pairs for it in micro]
+        lengths = [torch.tensor(it.char_lengths, dtype=torch.float32, device=device) for it in micro]
+        views.append((symmetric_pair_differences(rewards, pairs), symmetric_pair_differences(lengths, pairs)))
+    return views
+
+
+def odin_sums(views: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The (quality head, length) and (length head, length) correlation sums of each view: shape (levels, 2, 6)."""
+    return torch.stack([torch.stack([correlation_sums(x[:, h], lengths) for h in (0, 1)]) for x, lengths in views])
 
 
 def records_loss(cfg: TrainConfig, records: list[PreferenceExample], pairs: list[list[tuple[int, int, bool]]],

@@ -15,9 +15,16 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from rewardkit.checkpoint import load_checkpoint, read_metadata
 from rewardkit.config import TrainConfig
+from rewardkit.errors import ConfigError
 from rewardkit.heads import LENGTH_HEAD_FILE, length_balance_weights
 from rewardkit.inference import score_token_ids
-from rewardkit.losses import correlation_sums, odin_disentangle_loss, odin_disentangle_share, pearson
+from rewardkit.losses import (
+    correlation_sums,
+    odin_disentangle_loss,
+    odin_disentangle_share,
+    pearson,
+    symmetric_pair_differences,
+)
 from rewardkit.train import train
 
 from conftest import write_jsonl
@@ -73,6 +80,31 @@ def test_odin_shares_of_micro_batches_add_up_to_the_whole_batch_loss():
     assert all(float(g.abs().max()) < 1e-4 for g in torch.autograd.grad(one, (r_q, r_l)))
 
 
+def test_pair_margins_correlate_with_length_margins_whichever_way_a_pair_is_written():
+    """ODIN over pairs: a reward that always prefers the longer reply by the same amount is fully correlated with
+    length at the pair level (a plain correlation of margins would subtract that constant as the mean), and
+    writing a pair the other way round changes nothing."""
+    lengths = [torch.tensor([100.0, 40.0]), torch.tensor([30.0, 90.0]), torch.tensor([50.0, 20.0, 70.0])]
+    longer_wins = [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), torch.tensor([0.5, 0.0, 1.0])]
+    pairs = [[(0, 1, False)], [(0, 1, False)], [(0, 1, False), (0, 2, False), (1, 2, False)]]
+    rho = pearson(symmetric_pair_differences(longer_wins, pairs), symmetric_pair_differences(lengths, pairs))
+    assert rho.item() > 0.9
+    flipped = [[(1, 0, False)], [(0, 1, False)], [(2, 0, False), (0, 1, False), (2, 1, False)]]
+    again = pearson(symmetric_pair_differences(longer_wins, flipped), symmetric_pair_differences(lengths, flipped))
+    assert again.item() == pytest.approx(rho.item(), abs=1e-6)
+    # Rewards that ignore length: margins that do not follow the length margins.
+    blind = [torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0, 0.0])]
+    assert abs(pearson(symmetric_pair_differences(blind, pairs), symmetric_pair_differences(lengths, pairs))) < 0.1
+    # Both heads at once: rows of (k, 2) rewards give (pairs × 2, 2) margins.
+    assert symmetric_pair_differences([torch.randn(2, 2), torch.randn(3, 2)], pairs[1:]).shape == (8, 2)
+
+
+def test_odin_options_without_odin_are_refused():
+    with pytest.raises(ConfigError, match="--odin-correlation set without --length-debias odin"):
+        TrainConfig(odin_correlation="pairs")
+    assert TrainConfig(odin_correlation="pairs", length_debias="odin").odin_correlation == "pairs"
+
+
 def test_length_balance_weights():
     flags = [True, True, True, False, None]
     w = length_balance_weights(flags)
@@ -89,8 +121,9 @@ def odin_runs(tiny_model_dir, tmp_path_factory):
     base = dict(model=str(tiny_model_dir), train_data=str(train_file), eval_data=str(eval_file),
                 output_dir=str(tmp / "runs"), batch_size=8, micro_batch_size=4, learning_rate=3e-3, max_length=64,
                 seed=0, epochs=2)
-    return {name: Path(train(TrainConfig(run_name=name, length_debias=name, **base))["run_dir"])
-            for name in ("none", "odin", "balance")}
+    options = {"none": {}, "odin": {}, "balance": {}, "odin-pairs": {"odin_correlation": "pairs"}}
+    return {name: Path(train(TrainConfig(run_name=name, length_debias=name.split("-")[0], **extra, **base))["run_dir"])
+            for name, extra in options.items()}
 
 
 def test_odin_checkpoint_is_the_quality_head_in_plain_transformers(odin_runs):
@@ -137,13 +170,15 @@ def test_debiased_runs_record_their_method_and_still_learn(odin_runs):
     for name, run in odin_runs.items():
         report = json.loads((run / "report.json").read_text())
         acc[name] = (report["after"]["accuracy"], report["after"]["length"]["model_prefers_longer"])
-        assert (read_metadata(run).get("length_debias") or {}).get("method", "none") == name
+        assert (read_metadata(run).get("length_debias") or {}).get("method", "none") == name.split("-")[0]
     print("held-out accuracy, share preferring the longer reply:", acc)
     # Length is a shortcut in training (chosen longer in 90 % of pairs) but not in held-out (50 %): the plain
     # RM takes it (prefers the longer reply almost always), ODIN's reward does not and ranks better.
-    # Seen: none (0.47, 1.00), odin (0.72, 0.19), balance (0.53, 0.94) (ODIN over each micro-batch: 0.66, 0.31).
+    # Seen: none (0.47, 1.00), odin (0.72, 0.19), balance (0.53, 0.94), odin-pairs (0.53, 0.38) (ODIN over each
+    # micro-batch: 0.66, 0.31).
     assert acc["none"][1] >= 0.9
     assert acc["odin"][1] <= 0.6 and acc["odin"][0] >= acc["none"][0] + 0.1
+    assert acc["odin-pairs"][1] <= 0.6
     assert not math.isnan(json.loads((odin_runs["balance"] / "report.json").read_text())["first_train_loss"])
 
 
@@ -167,7 +202,8 @@ def test_odin_run_killed_mid_save_resumes_to_the_uninterrupted_heads(tiny_model_
         assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6, name
 
 
-def test_odin_step_is_the_same_whatever_the_micro_batch_size(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("over", ["completions", "both"])
+def test_odin_step_is_the_same_whatever_the_micro_batch_size(tiny_model_dir, tmp_path, over):
     """ODIN's correlations are over the whole step (its pre-pass), so accumulating 8 micro-batches of one pair
     trains exactly as one micro-batch of 8 pairs: same per-step losses, same quality and length heads. (With the
     correlations over each micro-batch, as before, one pair's ρ is ±1 and the heads never separate.)"""
@@ -179,7 +215,7 @@ def test_odin_step_is_the_same_whatever_the_micro_batch_size(tiny_model_dir, tmp
         runs[micro] = Path(train(TrainConfig(model=str(tiny_model_dir), train_data=str(data), output_dir=str(tmp_path),
                                              run_name=f"m{micro}", batch_size=8, micro_batch_size=micro,
                                              learning_rate=3e-3, max_length=64, seed=0, length_debias="odin",
-                                             eval_before=False))["run_dir"])
+                                             odin_correlation=over, eval_before=False))["run_dir"])
     l1, l8 = _losses(runs[1]), _losses(runs[8])
     assert len(l1) == 3 and max(abs(a - b) for a, b in zip(l1, l8)) < 1e-5, (l1, l8)
     for name in ("model.safetensors", LENGTH_HEAD_FILE):
