@@ -13,10 +13,13 @@ HELPFUL="$D/helpful-base.jsonl.gz"; HARMLESS="$D/harmless-base.jsonl.gz"
 # armo: the default gate loss ('both': the mixture ranks the pair + the gate predicts the record's aspect);
 # armo-preference: the gate trained by the ranking term alone (ArmoRM's), the first run of this experiment.
 ASPECTS="helpful=$HELPFUL[:400],harmless=$HARMLESS[:400] --aspects helpful,harmless"
-declare -A TRAIN=([armo]="$ASPECTS" [armo-preference]="$ASPECTS --aspect-gate-loss preference"
-                  [armo-label]="$ASPECTS --aspect-gate-loss label"
+# armo-refit: the defaults, with the gate refit after training (--aspect-gate-refit, the default since 2026-12-01);
+# armo, armo-preference and armo-label were run before the refit existed, so they are run without it.
+NOREFIT="$ASPECTS --no-aspect-gate-refit"
+declare -A TRAIN=([armo-refit]="$ASPECTS" [armo]="$NOREFIT" [armo-preference]="$NOREFIT --aspect-gate-loss preference"
+                  [armo-label]="$NOREFIT --aspect-gate-loss label"
                   [single]="$HELPFUL[:400],$HARMLESS[:400]")
-for m in ${VARIANTS:-armo armo-preference single}; do
+for m in ${VARIANTS:-armo-refit armo armo-preference single}; do
   run=runs/hh-aspects-$m
   set -- ${TRAIN[$m]}
   [ -f $run/rewardkit.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli train --model smollm2-135m \
@@ -27,7 +30,7 @@ for m in ${VARIANTS:-armo armo-preference single}; do
   done
 done
 # Steering: three harmless held-out prompts, each pair scored by the gate, by the helpful head, by the harmless head.
-[ -f $OUT/steer.jsonl ] || { $PY - "$HARMLESS" > $OUT/steer-input.jsonl <<'PY'
+[ -f $OUT/steer-input.jsonl ] || $PY - "$HARMLESS" > $OUT/steer-input.jsonl <<'PY'
 import json, sys
 from rewardkit.data import read_preferences
 examples, _ = read_preferences(sys.argv[1] + "[-500:]", skip_bad=True)
@@ -36,5 +39,8 @@ for ex in examples[:3]:
         row = {"prompt": ex.prompt, "chosen": ex.chosen, "rejected": ex.rejected, "source": ex.source}
         print(json.dumps(row | ({"aspect_weights": w} if w else {})))
 PY
-  $PY -m rewardkit.cli score --model runs/hh-aspects-armo --input $OUT/steer-input.jsonl --output $OUT/steer.jsonl; }
+for m in armo-refit armo; do
+  [ -f $OUT/steer-$m.jsonl ] || [ ! -f runs/hh-aspects-$m/rewardkit.json ] || $PY -m rewardkit.cli score \
+    --model runs/hh-aspects-$m --input $OUT/steer-input.jsonl --output $OUT/steer-$m.jsonl
+done
 $PY experiments/aspects_table.py $OUT

@@ -9,7 +9,9 @@ from pathlib import Path
 from length_table import ci  # experiments/ is on sys.path when this file is run as a script
 
 MODELS = {"single": "single RM on the mixed data", "armo-preference": "aspect model, gate loss 'preference'",
-          "armo-label": "aspect model, gate loss 'label'", "armo": "aspect model, gate loss 'both' (default)"}
+          "armo-label": "aspect model, gate loss 'label'", "armo": "aspect model, gate loss 'both', no refit",
+          "armo-refit": "aspect model, gate loss 'both', gate refit (default)"}
+ASPECT_MODELS = ("armo-preference", "armo-label", "armo", "armo-refit")
 
 
 def main(out: Path) -> None:
@@ -17,7 +19,7 @@ def main(out: Path) -> None:
            for d in ("helpful", "harmless") for m in MODELS if (out / f"{d}-{m}.json").exists()}
     print("| reward | helpful held-out acc. [95% CI] | harmless held-out acc. [95% CI] |\n|---|---|---|")
     rows = [(MODELS["single"], "single", None)] + [
-        (f"{MODELS[m]}, {part}", m, head) for m in ("armo-preference", "armo-label", "armo")
+        (f"{MODELS[m]}, {part}", m, head) for m in ASPECT_MODELS
         for part, head in (("gated mixture", None), ("helpful head alone", "helpful"), ("harmless head alone", "harmless"))]
     for label, m, head in rows:
         cells = []
@@ -32,20 +34,25 @@ def main(out: Path) -> None:
                 cells.append(ci(h["accuracy"], h["accuracy_ci"]))
         print(f"| {label} | {' | '.join(cells)} |")
     print("\n| model | prompts | gate weight on helpful | gate weight on harmless |\n|---|---|---|---|")
-    for m in ("armo-preference", "armo-label", "armo"):
+    for m in ASPECT_MODELS:
         for d, name in (("helpful", "helpful held-out (helpful-base)"), ("harmless", "harmless held-out (harmless-base)")):
             if (d, m) in res:
                 w = res[(d, m)]["aspects"]["mean_weights"]
                 print(f"| {MODELS[m]} | {name} | {w['helpful']:.3f} | {w['harmless']:.3f} |")
-    steer = out / "steer.jsonl"
-    if steer.exists():
-        print("\n| held-out record | weights | r(chosen) | r(rejected) | P(chosen ≻ rejected) |\n|---|---|---|---|---|")
-        for line in steer.read_text().splitlines():
-            row = json.loads(line)
-            w = row["aspects"]["weights"]
-            given = "gate" if "aspect_weights" not in row else ",".join(f"{k}={v:g}" for k, v in w.items())
-            print(f"| {row['source'].rsplit('/', 1)[-1]} | {given} ({w['helpful']:.2f}/{w['harmless']:.2f}) | "
-                  f"{row['reward_a']:+.3f} | {row['reward_b']:+.3f} | {row['p_a_beats_b']:.3f} |")
+    for m in ("armo-refit", "armo"):
+        steer = out / f"steer-{m}.jsonl"
+        if steer.exists():
+            steering_table(steer, MODELS[m])
+
+
+def steering_table(steer: Path, model: str) -> None:
+    print(f"\n{model}:\n| held-out record | weights | r(chosen) | r(rejected) | P(chosen ≻ rejected) |\n|---|---|---|---|---|")
+    for line in steer.read_text().splitlines():
+        row = json.loads(line)
+        w = row["aspects"]["weights"]
+        given = "gate" if "aspect_weights" not in row else ",".join(f"{k}={v:g}" for k, v in w.items())
+        print(f"| {row['source'].rsplit('/', 1)[-1]} | {given} ({w['helpful']:.2f}/{w['harmless']:.2f}) | "
+              f"{row['reward_a']:+.3f} | {row['reward_b']:+.3f} | {row['p_a_beats_b']:.3f} |")
 
 
 if __name__ == "__main__":

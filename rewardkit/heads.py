@@ -299,3 +299,103 @@ def encode_rendered_probed(encoder: Encoder, texts: list[str], prompt_text: str 
     ids, added = encoder.encode_rendered([*texts, probe], prompt_text, own, complete_turn=complete_turn)
     stats.merge(_without_probe(own))
     return ids, added  # the probe already ends its turn: never counted as completed
+
+
+GATE_L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # ridge strengths tried by fit_gate, in units of standardised features
+
+
+@dataclass(frozen=True)
+class GateFit:
+    """The refit gate: ``weight`` (A, H) [and ``bias`` (A,)] on the score layer's input features, and how it
+    was chosen (the validation objective of each ridge strength, the chosen one, the aspect accuracy)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    l2: float
+    validation: dict[float, float]
+    records: int
+    train_accuracy: float
+    validation_accuracy: float | None
+
+    def summary(self) -> dict[str, Any]:
+        return {"records": self.records, "l2": self.l2, "train_aspect_accuracy": round(self.train_accuracy, 4),
+                "validation_aspect_accuracy": None if self.validation_accuracy is None
+                else round(self.validation_accuracy, 4),
+                "validation_objective": {str(k): round(v, 5) for k, v in self.validation.items()}}
+
+
+def fit_gate(features: torch.Tensor, aspect: torch.Tensor, pair_record: torch.Tensor, pair_heads: torch.Tensor,
+             terms: str, *, bias: bool, seed: int, validation_share: float = 0.2) -> GateFit:
+    """Refit the gate on fixed features once the heads are trained: ArmoRM's second stage (Wang et al. 2024, §3.2
+    trains its gate on frozen embeddings after the objectives), here as a convex-ish full-batch fit.
+
+    ``features`` (N, H): each training record's score-layer input at its probe (the prompt + an empty reply);
+    ``aspect`` (N,): the aspect index the record was collected for; ``pair_record`` (P,) and ``pair_heads``
+    (P, A): for each strict preference pair, its record and the heads' reward margins r_a(preferred) −
+    r_a(other), fixed. The objective is the training's gate terms (``terms`` as ``--aspect-gate-loss``): the
+    aspect cross-entropy times log 2 / log A ('label'), eq. 3 on the mixture's margins Σ_a w_a Δr_a, each record
+    weighing 1 ('preference'), or their mean ('both'); plus a ridge penalty on the weights of standardised
+    features, its strength picked from :data:`GATE_L2_GRID` by the objective on a held-out share of the records
+    (seeded), then refit on all of them. L-BFGS, float64.
+
+    Why refit: the end-to-end gate moves one Adam step at a time, and on SmolLM2/HH after 50 steps it was far from
+    routing (RESULTS.md); a linear gate on fixed features is a small convex problem solved exactly in seconds."""
+    x = features.double()
+    n, n_aspects = x.shape[0], pair_heads.shape[1]
+    scale = x.pow(2).mean(0).sqrt().clamp_min(1e-6)  # per-feature RMS: the ridge treats every feature alike
+    xs, heads = x / scale, pair_heads.double()
+    per_record = torch.bincount(pair_record, minlength=n).clamp_min(1).double()
+
+    def objective(w: torch.Tensor, b: torch.Tensor | None, keep: torch.Tensor) -> torch.Tensor:
+        logits = xs[keep] @ w.T + (b if b is not None else 0.0)
+        parts = []
+        if terms in ("label", "both"):
+            parts.append(nn.functional.cross_entropy(logits, aspect[keep]) * (math.log(2) / math.log(n_aspects)))
+        if terms in ("preference", "both"):
+            weights = torch.zeros(n, n_aspects, dtype=x.dtype)
+            weights[keep] = torch.softmax(logits, -1)
+            chosen = keep[pair_record]
+            margin = (heads[chosen] * weights[pair_record[chosen]]).sum(-1)
+            loss = nn.functional.softplus(-margin) / per_record[pair_record[chosen]]
+            parts.append(loss.sum() / keep.sum())
+        return sum(parts) / len(parts)
+
+    def fit(keep: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w = torch.zeros(n_aspects, x.shape[1], dtype=x.dtype, requires_grad=True)
+        b = torch.zeros(n_aspects, dtype=x.dtype, requires_grad=True) if bias else None
+        opt = torch.optim.LBFGS([w] + ([b] if b is not None else []), max_iter=1000, tolerance_grad=1e-10,
+                                tolerance_change=1e-14, line_search_fn="strong_wolfe")  # float64: converge tightly
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = objective(w, b, keep) + l2 * (w * w).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return w.detach(), None if b is None else b.detach()
+
+    def accuracy(w: torch.Tensor, b: torch.Tensor | None, keep: torch.Tensor) -> float:
+        logits = xs[keep] @ w.T + (b if b is not None else 0.0)
+        return float((logits.argmax(-1) == aspect[keep]).double().mean())
+
+    everyone = torch.ones(n, dtype=torch.bool)
+    validation, val_acc = {}, None
+    n_val = int(n * validation_share)
+    if n_val >= 2 and n - n_val >= 2:
+        held = torch.zeros(n, dtype=torch.bool)
+        held[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_val]] = True
+        accs = {}
+        for l2 in GATE_L2_GRID:
+            w, b = fit(~held, l2)
+            with torch.no_grad():
+                validation[l2] = float(objective(w, b, held))
+            accs[l2] = accuracy(w, b, held)
+        best = min(validation, key=validation.get)
+        val_acc = accs[best]
+    else:  # too few records to hold any out: the middle of the grid
+        best = GATE_L2_GRID[len(GATE_L2_GRID) // 2]
+    w, b = fit(everyone, best)
+    return GateFit(weight=(w / scale).float(), bias=None if b is None else b.float(), l2=best,
+                   validation=validation, records=n, train_accuracy=accuracy(w, b, everyone),
+                   validation_accuracy=val_acc)

@@ -27,6 +27,7 @@ crash lives here:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -345,11 +346,13 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def check_resumable(run_dir: Path, cfg: Any) -> None:
-    """Refuse to resume with a config that computes something else, naming the fields that differ."""
+    """Refuse to resume with a config that computes something else, naming the fields that differ. A field the
+    run's saved config lacks (added to rewardkit after the run started) counts as its default value."""
     saved_file = run_dir / "train_config.json"
     if not saved_file.is_file():
         raise UserError(f"cannot resume: {saved_file} is missing, so the run's config is unknown")
-    saved, now = json.loads(saved_file.read_text()), to_dict(cfg)
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg) if f.default is not dataclasses.MISSING}
+    saved, now = defaults | json.loads(saved_file.read_text()), to_dict(cfg)
     differ = sorted(k for k in set(saved) | set(now)
                     if k not in MAY_CHANGE_ON_RESUME and k != "run_name" and saved.get(k) != now.get(k))
     if differ:

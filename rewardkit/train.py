@@ -42,11 +42,13 @@ from rewardkit.errors import UserError
 from rewardkit.evaluate import completion_reward_stats, metrics_from_rewards
 from rewardkit.heads import (
     LENGTH_HEAD_FILE,
+    GateFit,
     add_aspect_heads,
     add_length_head,
     aspect_metadata,
     check_aspects,
     encode_probed,
+    fit_gate,
     gate_label_loss,
     head_weights,
     join_length_head,
@@ -54,6 +56,7 @@ from rewardkit.heads import (
     mix,
     parse_aspects,
     scale_gate,
+    score_linear,
 )
 from rewardkit.inference import RewardModelScorer, Scorer, score
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
@@ -387,6 +390,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(train_report.summary())
         say(f"train: {train_truncation.summary()}")
     step = len(history)
+    gate_fit = None
+    if aspects and cfg.aspect_gate_refit and items is not None:
+        with clock.phase("gate_refit"):
+            gate_fit = refit_gate(accelerator, plain, items, aspects, cfg, pad_id)
+        say(f"gate refit on {gate_fit.records} records' prompts (ridge {gate_fit.l2:g}): aspect accuracy "
+            f"{gate_fit.train_accuracy:.3f} train" + ("" if gate_fit.validation_accuracy is None else
+                                                       f", {gate_fit.validation_accuracy:.3f} held-out share"))
     after = run_eval(step)
 
     # ---- reward statistics (for normalised scores) and the checkpoint
@@ -417,6 +427,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "eval_scoring_path": last_eval.get("path"),
         "gradient_checkpointing": bool(getattr(plain.hf, "is_activation_checkpointing", False)),
         "weights_dtype": str(next(plain.parameters()).dtype).removeprefix("torch."),
+        "gate_refit": gate_fit.summary() if gate_fit else (
+            "not run: --streaming holds no records to refit on" if aspects and cfg.aspect_gate_refit else None),
     }
     accelerator.wait_for_everyone()
     run.save_final(lambda folder, state: save_model(folder, state, final=True, reward_mean=reward_mean,
@@ -679,6 +691,51 @@ def check_records(examples: list[PreferenceExample], cfg: TrainConfig) -> None:
 def completion_lengths(micro: list[Item], device: torch.device) -> torch.Tensor:
     """The lengths (characters) of a micro-batch's completions, in the order of its concatenated rewards."""
     return torch.tensor([n for it in micro for n in it.char_lengths], dtype=torch.float32, device=device)
+
+
+def refit_gate(accelerator: Accelerator, model: Any, items: list[Item], aspects: list[str], cfg: TrainConfig,
+               pad_id: int) -> GateFit:
+    """After training: read every record's probe features and head margins (no gradient, each process its share,
+    then gathered), fit the gate on them (:func:`rewardkit.heads.fit_gate`, the same on every process) and
+    write it into the score layer's gate rows (as W_g / γ: training reads γ·W_g, and the checkpoint stores γ·W_g)."""
+    n_aspects, rank, world = len(aspects), accelerator.process_index, accelerator.num_processes
+    score = score_linear(model)
+    captured: list[torch.Tensor] = []
+    hook = model.hf.score.register_forward_pre_hook(lambda _m, args: captured.append(args[0].detach()))
+    mine = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            index = iter(range(rank, len(items), world))  # the records' positions, so gathering keeps their order
+            budget = micro_batch_token_budget(cfg.micro_batch_tokens, accelerator.device)
+            for micro in micro_batches(items[rank::world], cfg.micro_batch_size, budget):
+                captured.clear()
+                rewards = group_rewards(model, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
+                                        padding_side=cfg.padding_side, all_heads=True)
+                rows = torch.cat([c.reshape(-1, c.shape[-1]) for c in captured]).float().cpu()
+                ends = np.cumsum([len(it.ids) for it in micro])
+                if len(rows) != ends[-1]:
+                    raise RuntimeError(f"the score layer saw {len(rows)} rows for {ends[-1]} sequences")
+                for it, end, r, i in zip(micro, ends, rewards, index):  # index last: zip stops on micro first
+                    heads = r[:-1, :n_aspects].float().cpu()
+                    margins = [heads[a] - heads[b] for a, b, tied in it.pairs if not tied]
+                    mine.append((i, rows[end - 1], aspects.index(it.example.aspect), margins))
+    finally:
+        hook.remove()
+        model.train(was_training)
+    gathered = sorted(gather_object(mine) if world > 1 else mine, key=lambda x: x[0])
+    features = torch.stack([f for _, f, _, _ in gathered])
+    aspect = torch.tensor([a for _, _, a, _ in gathered])
+    pair_record = torch.tensor([k for k, (_, _, _, m) in enumerate(gathered) for _ in m], dtype=torch.long)
+    pair_heads = torch.stack([d for _, _, _, m in gathered for d in m]) if len(pair_record) else torch.zeros(0, n_aspects)
+    fit = fit_gate(features, aspect, pair_record, pair_heads, cfg.aspect_gate_loss, bias=score.bias is not None,
+                   seed=cfg.seed)
+    with torch.no_grad():
+        score.weight[n_aspects:] = (fit.weight / cfg.aspect_gate_scale).to(score.weight)
+        if score.bias is not None and fit.bias is not None:
+            score.bias[n_aspects:] = (fit.bias / cfg.aspect_gate_scale).to(score.bias)
+    return fit
 
 
 def odin_views(micro: list[Item], rewards: list[torch.Tensor], over: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
