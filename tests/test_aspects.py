@@ -348,13 +348,14 @@ def test_gate_refit_is_reported_and_saved_and_off_when_asked(tiny_model_dir, dat
                   seed=0, epochs=1, aspects="helpful,harmless", eval_before=False, max_steps=4)
     on = train(TrainConfig(run_name="on", **common))
     off = train(TrainConfig(run_name="off", aspect_gate_refit=False, **common))
+    train(TrainConfig(run_name="lora", lora_r=4, **common))  # the refit must land in the merged checkpoint
     assert on["gate_refit"]["records"] == 128 and on["gate_refit"]["l2"] > 0
     assert off["gate_refit"] is None
     routed = {}
-    for name in ("on", "off"):
+    for name in ("on", "off", "lora"):
         run = tmp_path / name
         helpful, harmless = evaluate(run, data["helpful_eval"]), evaluate(run, data["harmless_eval"])
         routed[name] = (helpful["aspects"]["mean_weights"]["helpful"], harmless["aspects"]["mean_weights"]["harmless"])
     print("mean weight on the right head (helpful prompts, harmful prompts):", routed)
     # 4 steps are too few for the end-to-end gate; the refit gate reads the prompt from the same features
-    assert min(routed["on"]) > 0.9 and min(routed["on"]) > max(routed["off"])
+    assert min(routed["on"]) > 0.9 and min(routed["on"]) > max(routed["off"]) and min(routed["lora"]) > 0.9
