@@ -11,12 +11,14 @@ HH='../shared/data/hh-rlhf/helpful-base.jsonl.gz[-500:]'; PL=../shared/data/pand
 COMMON=(--model smollm2-135m --train-data "$HH_TRAIN" --eval-data "$HH" --skip-bad-records --batch-size 16
         --micro-batch-size 4 --learning-rate 2e-4 --max-length 1024 --lora-r 16 --lora-alpha 32 --no-eval-before)
 # odin-0.1: ODIN with all three disentangling weights at 0.1 (a point of the λ sweep). odin-pairs / odin-both: ODIN's
-# correlations over each pair's margins (the within-pair length preference) / over completions and pairs.
+# correlations over each pair's margins (the within-pair length preference) / over completions and pairs;
+# odin-pairs-0.1: over pairs with the three weights at 0.1.
 declare -A EXTRA=([none]="--length-debias none" [odin]="--length-debias odin" [balance]="--length-debias balance"
                   [odin-0.1]="--length-debias odin --odin-length-coef 0.1 --odin-quality-coef 0.1 --odin-ortho-coef 0.1"
                   [odin-pairs]="--length-debias odin --odin-correlation pairs"
-                  [odin-both]="--length-debias odin --odin-correlation both")
-for m in ${VARIANTS:-none odin balance odin-0.1 odin-pairs odin-both}; do
+                  [odin-both]="--length-debias odin --odin-correlation both"
+                  [odin-pairs-0.1]="--length-debias odin --odin-correlation pairs --odin-length-coef 0.1 --odin-quality-coef 0.1 --odin-ortho-coef 0.1")
+for m in ${VARIANTS:-none odin balance odin-0.1 odin-pairs odin-pairs-0.1 odin-both}; do
   run=runs/hh-helpful-1000-lora-$m
   [ -f $run/rewardkit.json ] || /usr/bin/time -f "%e s wall, %M KB peak" $PY -m rewardkit.cli train "${COMMON[@]}" \
       ${EXTRA[$m]} --output-dir runs --run-name hh-helpful-1000-lora-$m --overwrite > $OUT/train-$m.log 2>&1

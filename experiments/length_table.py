@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEBIASED = ("odin", "odin-0.1", "odin-pairs", "odin-both", "balance")  # experiments/length_debias.sh's variants
+DEBIASED = ("odin", "odin-0.1", "odin-pairs", "odin-pairs-0.1", "odin-both", "balance")  # experiments/length_debias.sh's variants
 
 
 def ci(value: float | None, interval: list | None) -> str:
