@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from length_table import ci  # experiments/ is on sys.path when this file is run as a script
+from length_table import ci, paired  # experiments/ is on sys.path when this file is run as a script
 
 MODELS = {"single": "single RM on the mixed data", "armo-preference": "aspect model, gate loss 'preference'",
           "armo-label": "aspect model, gate loss 'label'", "armo": "aspect model, gate loss 'both', no refit",
@@ -39,6 +39,11 @@ def main(out: Path) -> None:
             if (d, m) in res:
                 w = res[(d, m)]["aspects"]["mean_weights"]
                 print(f"| {MODELS[m]} | {name} | {w['helpful']:.3f} | {w['harmless']:.3f} |")
+    for d in ("helpful", "harmless"):  # the same heads, the gate alone refit: the mixture's paired difference
+        diff = paired(out / f"{d}-armo-refit.rewards.jsonl", out / f"{d}-armo.rewards.jsonl")
+        if diff:
+            print(f"{d}: gated mixture, refit − no refit {diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}] "
+                  f"(paired bootstrap, {diff[3]} pairs)")
     for m in ("armo-refit", "armo"):
         steer = out / f"steer-{m}.jsonl"
         if steer.exists():
