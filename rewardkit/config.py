@@ -171,7 +171,7 @@ class TrainConfig(ConfigBase):
                                "'label' (the gate predicts the aspect the record was collected for) or 'both' (the "
                                "mean). Why 'both': see docs/aspects.md.")
     aspect_gate_refit: bool = _f(True, "With --aspects: after training, refit the gate on the final model's prompt "
-                                 "features of every training record (the same gate terms, a full-batch convex fit, "
+                                 "features of every training record (the same gate terms, a full-batch fit, "
                                  "ridge strength picked on a held-out share; ArmoRM's second stage). Not with "
                                  "--streaming (the report says so). Why: docs/aspects.md.")
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, ~30% more compute.")

@@ -327,7 +327,7 @@ class GateFit:
 def fit_gate(features: torch.Tensor, aspect: torch.Tensor, pair_record: torch.Tensor, pair_heads: torch.Tensor,
              terms: str, *, bias: bool, seed: int, validation_share: float = 0.2) -> GateFit:
     """Refit the gate on fixed features once the heads are trained: ArmoRM's second stage (Wang et al. 2024, §3.2
-    trains its gate on frozen embeddings after the objectives), here as a convex-ish full-batch fit.
+    trains its gate on frozen embeddings after the objectives), here as a full-batch fit.
 
     ``features`` (N, H): each training record's score-layer input at its probe (the prompt + an empty reply);
     ``aspect`` (N,): the aspect index the record was collected for; ``pair_record`` (P,) and ``pair_heads``
@@ -339,7 +339,8 @@ def fit_gate(features: torch.Tensor, aspect: torch.Tensor, pair_record: torch.Te
     (seeded), then refit on all of them. L-BFGS, float64.
 
     Why refit: the end-to-end gate moves one Adam step at a time, and on SmolLM2/HH after 50 steps it was far from
-    routing (RESULTS.md); a linear gate on fixed features is a small convex problem solved exactly in seconds."""
+    routing (RESULTS.md); a linear gate on fixed features is a small problem (convex for the label term) that
+    L-BFGS solves to convergence."""
     x = features.double()
     n, n_aspects = x.shape[0], pair_heads.shape[1]
     scale = x.pow(2).mean(0).sqrt().clamp_min(1e-6)  # per-feature RMS: the ridge treats every feature alike

@@ -289,7 +289,7 @@ def test_aspect_run_killed_mid_save_resumes_to_the_uninterrupted_model(tiny_mode
     a["heads"], b["heads"] = score_a[:2], score_b[:2]
     gate_a, gate_b = score_a[2:], score_b[2:]
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6  # the backbone and the heads' rows
-    # The gate is refit after training from the final features, a convex fit that carries their 1e-8 differences
+    # The gate is refit after training from the final features, a full-batch fit that carries their 1e-8 differences
     # over as a relative 1e-6 or so (a gate resumed at γ² would have trained a different backbone above).
     assert float((gate_a - gate_b).abs().max()) < 1e-5 * float(gate_a.abs().max())
     assert float(gate_a.abs().max()) > 0  # the gate did train (and is stored scaled)  # the gate did train (and is stored scaled)
