@@ -45,6 +45,7 @@ from torch import nn
 from rewardkit.batching import Encoder, TruncationStats
 from rewardkit.data.record import Message
 from rewardkit.errors import UserError
+from rewardkit.losses import bradley_terry_loss
 from rewardkit.model import RewardModel
 
 LENGTH_HEAD_FILE = "rewardkit_length_head.safetensors"
@@ -252,8 +253,13 @@ def gate_label_loss(outputs: torch.Tensor, n_aspects: int, aspect: int, gate_sca
     the cross-entropy is log A; scaled, it is log 2 like a pairwise loss at chance, so the mean with the pairwise
     terms keeps the training summary's chance check meaningful for any A."""
     logits = gate_logits(outputs, n_aspects, gate_scale)
-    target = torch.tensor(aspect, device=logits.device)
-    return torch.nn.functional.cross_entropy(logits[None], target[None]) * (math.log(2) / math.log(n_aspects))
+    return aspect_cross_entropy(logits[None], torch.tensor([aspect], device=logits.device))
+
+
+def aspect_cross_entropy(logits: torch.Tensor, aspect: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of gate logits (N, A) against aspect indices (N,), times log 2 / log A: log 2 at
+    uniform weights whatever A (:func:`gate_label_loss`, :func:`fit_gate`)."""
+    return nn.functional.cross_entropy(logits, aspect) * (math.log(2) / math.log(logits.shape[-1]))
 
 
 def scale_gate(state: dict[str, torch.Tensor], n_aspects: int, factor: float) -> dict[str, torch.Tensor]:
@@ -351,13 +357,13 @@ def fit_gate(features: torch.Tensor, aspect: torch.Tensor, pair_record: torch.Te
         logits = xs[keep] @ w.T + (b if b is not None else 0.0)
         parts = []
         if terms in ("label", "both"):
-            parts.append(nn.functional.cross_entropy(logits, aspect[keep]) * (math.log(2) / math.log(n_aspects)))
+            parts.append(aspect_cross_entropy(logits, aspect[keep]))
         if terms in ("preference", "both"):
             weights = torch.zeros(n, n_aspects, dtype=x.dtype)
             weights[keep] = torch.softmax(logits, -1)
             chosen = keep[pair_record]
             margin = (heads[chosen] * weights[pair_record[chosen]]).sum(-1)
-            loss = nn.functional.softplus(-margin) / per_record[pair_record[chosen]]
+            loss = bradley_terry_loss(margin, torch.zeros_like(margin)) / per_record[pair_record[chosen]]
             parts.append(loss.sum() / keep.sum())
         return sum(parts) / len(parts)
 

@@ -344,7 +344,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             now["odin"] = None
             return
         levels = 2 if cfg.odin_correlation == "both" else 1
-        sums = torch.zeros(levels, 2, 6, dtype=torch.float64, device=accelerator.device)
+        sums = torch.zeros(levels, 2, 6, dtype=torch.float64, device=accelerator.device)  # a process may hold none
         inner = getattr(model, "module", model)  # no DDP forward: processes may run different numbers of these
         with torch.no_grad():
             for micro in micros:
@@ -707,7 +707,7 @@ def refit_gate(accelerator: Accelerator, model: Any, items: list[Item], aspects:
     model.eval()
     try:
         with torch.no_grad():
-            index = iter(range(rank, len(items), world))  # the records' positions, so gathering keeps their order
+            position = rank  # each record's place in ``items``, so the gathered records keep one order
             budget = micro_batch_token_budget(cfg.micro_batch_tokens, accelerator.device)
             for micro in micro_batches(items[rank::world], cfg.micro_batch_size, budget):
                 captured.clear()
@@ -717,10 +717,11 @@ def refit_gate(accelerator: Accelerator, model: Any, items: list[Item], aspects:
                 ends = np.cumsum([len(it.ids) for it in micro])
                 if len(rows) != ends[-1]:
                     raise RuntimeError(f"the score layer saw {len(rows)} rows for {ends[-1]} sequences")
-                for it, end, r, i in zip(micro, ends, rewards, index):  # index last: zip stops on micro first
+                for it, end, r in zip(micro, ends, rewards):
                     heads = r[:-1, :n_aspects].float().cpu()
                     margins = [heads[a] - heads[b] for a, b, tied in it.pairs if not tied]
-                    mine.append((i, rows[end - 1], aspects.index(it.example.aspect), margins))
+                    mine.append((position, rows[end - 1], aspects.index(it.example.aspect), margins))
+                    position += world
     finally:
         hook.remove()
         model.train(was_training)
