@@ -117,6 +117,10 @@ class TrainConfig(ConfigBase):
     lr_schedule: str = _f("cosine", choices=("cosine", "linear", "constant"), help="Decay after warmup: 'cosine', 'linear' or 'constant'.")
     max_grad_norm: float = _f(1.0, within="[0, inf)", help="Gradient clipping norm (0 disables).")
     seed: int = _f(42, "Seed for head init, shuffling and everything random.")
+    head_init: str = _f("normal", choices=("normal", "scaled", "zero"), help="How a new score head starts: 'normal' "
+                        "(transformers' N(0, initializer_range), 0.02 for SmolLM2), 'scaled' (N(0, 1/(d+1)) in "
+                        "variance, Ziegler et al. 2019) or 'zero' (every reward starts at 0, the loss at ln 2). "
+                        "A checkpoint's trained head is kept.")
     group_by_length: bool = _f(True, "Build batches from pairs of similar length (less padding); batch order stays random.")
     eval_every: int = _f(0, within="[0, inf)", help="Evaluate every N optimizer steps (0: only before and after training).")
     eval_before: bool = _f(True, "Evaluate the untrained model first, so the report shows before and after.")

@@ -46,7 +46,7 @@ from rewardkit.batching import Encoder, TruncationStats
 from rewardkit.data.record import Message
 from rewardkit.errors import UserError
 from rewardkit.losses import bradley_terry_loss
-from rewardkit.model import RewardModel
+from rewardkit.model import RewardModel, init_head_rows
 
 LENGTH_HEAD_FILE = "rewardkit_length_head.safetensors"
 
@@ -57,17 +57,16 @@ def score_linear(model: RewardModel) -> nn.Linear:
     return score.modules_to_save["default"] if hasattr(score, "modules_to_save") else score
 
 
-def add_length_head(model: RewardModel) -> None:
+def add_length_head(model: RewardModel, head_init: str = "normal") -> None:
     """Grow the score layer to [quality, length]: the quality row keeps the existing head's weights, the length
-    row starts as an independent draw of the same initialisation (seeded by the caller)."""
+    row starts as an independent draw of ``head_init`` (``rewardkit.model.init_head_rows``; seeded by the caller)."""
     old = model.hf.score
     if old.out_features != 1:
         raise ValueError(f"expected a 1-output score head, got {old.out_features}")
     new = nn.Linear(old.in_features, 2, bias=old.bias is not None, dtype=old.weight.dtype, device=old.weight.device)
-    std = getattr(model.hf.config, "initializer_range", 0.02)
     with torch.no_grad():
         new.weight[0] = old.weight[0]
-        new.weight[1].normal_(0.0, std)
+        init_head_rows(new.weight[1:], head_init, model.hf.config)
         if old.bias is not None:
             new.bias[0], new.bias[1] = old.bias[0], 0.0
     model.hf.score = new
@@ -179,20 +178,19 @@ def aspect_metadata(aspects: list[str], gate_scale: float) -> dict[str, Any]:
             "reward": "sum over aspects of weight × aspect reward (weights: the gate's, or given at inference)"}
 
 
-def add_aspect_heads(model: RewardModel, aspects: list[str]) -> None:
+def add_aspect_heads(model: RewardModel, aspects: list[str], head_init: str = "normal") -> None:
     """Grow the 1-output score layer to A aspect rewards + A gate logits. Aspect 0 keeps the existing head's
-    weights, the others are independent draws of the same initialisation (seeded by the caller); the gate starts
-    at zero, i.e. uniform weights."""
+    weights, the others are independent draws of ``head_init`` (``rewardkit.model.init_head_rows``; seeded by the
+    caller); the gate starts at zero, i.e. uniform weights."""
     old, n = model.hf.score, len(aspects)
     if old.out_features != 1:
         raise ValueError(f"expected a 1-output score head, got {old.out_features}")
     new = nn.Linear(old.in_features, 2 * n, bias=old.bias is not None, dtype=old.weight.dtype,
                     device=old.weight.device)
-    std = getattr(model.hf.config, "initializer_range", 0.02)
     with torch.no_grad():
         new.weight[0] = old.weight[0]
-        new.weight[1:n].normal_(0.0, std)
         new.weight[n:].zero_()
+        init_head_rows(new.weight[1:n], head_init, model.hf.config)
         if old.bias is not None:
             new.bias.zero_()
             new.bias[0] = old.bias[0]

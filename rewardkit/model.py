@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -222,11 +223,35 @@ def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+HEAD_INITS = ("normal", "scaled", "zero")
+
+
+def init_head_rows(rows: torch.Tensor, rule: str, config: object) -> None:
+    """Initialise new score-head rows in place (seeded by the caller's RNG).
+
+    ``normal``: N(0, σ) with the backbone's ``initializer_range`` (transformers' own init of a new head; 0.02 for
+    SmolLM2). ``scaled``: σ = 1/√(d+1), the reward head of Ziegler et al. 2019 ("Fine-Tuning Language Models from
+    Human Preferences", as reproduced by Huang et al. 2023, "The N Implementation Details of RLHF with PPO"), which
+    scales with the hidden size d. ``zero``: every untrained reward is 0, so training starts at exactly ln 2 per
+    pair; the first step moves only the head (the backbone's gradient passes through the head's zero weights)."""
+    if rule not in HEAD_INITS:
+        raise ValueError(f"head init must be one of {HEAD_INITS}, got {rule!r}")
+    with torch.no_grad():
+        if rule == "zero":
+            rows.zero_()
+        elif rule == "scaled":
+            rows.normal_(0.0, 1.0 / math.sqrt(rows.shape[-1] + 1))
+        else:
+            rows.normal_(0.0, getattr(config, "initializer_range", 0.02))
+
+
 def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None,
-                      dtype: str = "float32", num_labels: int = 1) -> tuple[RewardModel, PreTrainedTokenizerBase]:
+                      dtype: str = "float32", num_labels: int = 1,
+                      head_init: str = "normal") -> tuple[RewardModel, PreTrainedTokenizerBase]:
     """Load a backbone (or a trained rewardkit checkpoint) as a reward model, its weights in ``dtype``
     (float32 by default: the right choice on CPU, and the master weights of mixed-precision training).
-    ``num_labels``: the score layer's outputs (1; 2A for an aspect checkpoint, ``rewardkit.heads``)."""
+    ``num_labels``: the score layer's outputs (1; 2A for an aspect checkpoint, ``rewardkit.heads``).
+    ``head_init``: how a *new* score head starts (``init_head_rows``); a checkpoint's trained head is kept."""
     source = resolve_backbone(name_or_path)
     tok = tokenizer or load_tokenizer(source)
     try:
@@ -244,7 +269,9 @@ def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | No
             f"a reachable hub id, or one of the built-in names {SMOLLM2_ALIASES}."
         ) from e
     if any(k.startswith("score.") for k in info.get("missing_keys", [])):
-        logger.info("%s: new score head (random init), to be trained", name_or_path)
+        if head_init != "normal":  # transformers already drew "normal"; drawing it again would move every seed
+            init_head_rows(hf.score.weight, head_init, hf.config)
+        logger.info("%s: new score head (%s init), to be trained", name_or_path, head_init)
     if len(tok) > hf.get_input_embeddings().num_embeddings:
         hf.resize_token_embeddings(len(tok))
     hf.config.pad_token_id = tok.pad_token_id

@@ -147,7 +147,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- model and data
     with clock.phase("load_model"):
-        model, tokenizer = load_reward_model(cfg.model, dtype=cfg.torch_dtype)
+        model, tokenizer = load_reward_model(cfg.model, dtype=cfg.torch_dtype, head_init=cfg.head_init)
     odin = cfg.length_debias == "odin"
     if aspects and cfg.lora_r and cfg.lora_save == "adapter":
         raise UserError("--aspects with --lora-save adapter: the gate is saved scaled in the merged model only; use "
@@ -156,9 +156,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise UserError("--length-debias odin and --aspects both grow the score head; use one of them (--length-debias "
                         "balance works with --aspects)")
     if odin:  # before LoRA, so peft's trainable copy of the head has both outputs
-        add_length_head(model)
+        add_length_head(model, cfg.head_init)
     if aspects:  # likewise
-        add_aspect_heads(model, aspects)
+        add_aspect_heads(model, aspects, cfg.head_init)
     lora = (apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
             if cfg.lora_r else None)
     n_trainable = (sum(p.numel() for p in model.parameters() if p.requires_grad) if lora

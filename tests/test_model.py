@@ -31,3 +31,30 @@ def test_hub_id_passes_through_and_fails_clearly_offline(monkeypatch):
     assert resolve_backbone("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
     with pytest.raises(ModelLoadError, match="could not load a tokenizer from 'some-org/not-a-model'"):
         load_reward_model("some-org/not-a-model")
+
+
+def test_head_init_rules(tiny_model_dir):
+    torch.manual_seed(0)
+    default, _ = load_reward_model(str(tiny_model_dir))
+    torch.manual_seed(0)
+    normal, _ = load_reward_model(str(tiny_model_dir), head_init="normal")
+    # "normal" is transformers' own draw, left as it is: the same seed gives the same head as before the option.
+    assert torch.equal(default.hf.score.weight, normal.hf.score.weight)
+    assert 0.01 < normal.hf.score.weight.std().item() < 0.03  # initializer_range 0.02
+    zero, _ = load_reward_model(str(tiny_model_dir), head_init="zero")
+    assert not zero.hf.score.weight.any()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    assert torch.equal(zero(ids, torch.ones_like(ids)), torch.zeros(1))
+    scaled, _ = load_reward_model(str(tiny_model_dir), head_init="scaled")
+    w = scaled.hf.score.weight
+    target = (w.shape[1] + 1) ** -0.5
+    assert 0.7 * target < w.std().item() < 1.3 * target and target > 2 * 0.02
+
+
+def test_head_init_keeps_a_trained_head(tiny_model_dir, tmp_path):
+    torch.manual_seed(1)
+    model, tok = load_reward_model(str(tiny_model_dir), head_init="scaled")
+    model.hf.save_pretrained(tmp_path / "ckpt")
+    tok.save_pretrained(tmp_path / "ckpt")
+    again, _ = load_reward_model(str(tmp_path / "ckpt"), head_init="zero")
+    assert torch.equal(again.hf.score.weight, model.hf.score.weight)

@@ -18,6 +18,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rewardkit.checkpoint import load_checkpoint, read_metadata
 from rewardkit.config import TrainConfig
 from rewardkit.inference import score_token_ids
+from rewardkit.model import load_reward_model
 from rewardkit.plan import Item, make_batches, micro_batches
 from rewardkit.train import make_optimizer, train
 
@@ -451,3 +452,19 @@ def test_unconnected_processes_are_refused(tiny_model_dir, tmp_path):
     assert "the launcher started 2 processes but accelerate connected 1" in proc.stderr
     assert "internal error" not in proc.stderr  # a user error (exit 2 per process), not a crash
     assert not (Path(cfg.output_dir) / "tiny" / "metrics.jsonl").exists()
+
+
+def test_zero_head_init_starts_at_ln2_and_first_moves_only_the_head(tiny_model_dir, tmp_path):
+    # length_debias none: balance weights average to 1 over the data, not in every batch.
+    report = train(tiny_config(tiny_model_dir, tmp_path, head_init="zero", max_steps=1, warmup_ratio=0.0,
+                               length_debias="none", eval_before=False, save_every=0))
+    first = json.loads((Path(report["run_dir"]) / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    start, _ = load_reward_model(str(tiny_model_dir), head_init="zero")
+    after = AutoModelForSequenceClassification.from_pretrained(report["run_dir"])
+    # The backbone's gradient flows through the head's weights, which are zero at step 1: only the head moves.
+    for (name, p0), p1 in zip(start.hf.named_parameters(), after.parameters()):
+        if name.startswith("score."):
+            assert p1.abs().sum() > 0
+        else:
+            assert torch.equal(p0, p1), name
