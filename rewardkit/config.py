@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 # The training losses (rewardkit.losses implements them); here so the config can check --loss without torch.
 LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
+HEAD_INITS = ("normal", "scaled", "zero")  # rewardkit.model.init_head_rows
 
 
 def _f(default: Any, help: str = "", *, choices: tuple[str, ...] | None = None, within: str | None = None) -> Any:
@@ -117,7 +118,7 @@ class TrainConfig(ConfigBase):
     lr_schedule: str = _f("cosine", choices=("cosine", "linear", "constant"), help="Decay after warmup: 'cosine', 'linear' or 'constant'.")
     max_grad_norm: float = _f(1.0, within="[0, inf)", help="Gradient clipping norm (0 disables).")
     seed: int = _f(42, "Seed for head init, shuffling and everything random.")
-    head_init: str = _f("normal", choices=("normal", "scaled", "zero"), help="How a new score head starts: 'normal' "
+    head_init: str = _f("normal", choices=HEAD_INITS, help="How a new score head starts: 'normal' "
                         "(transformers' N(0, initializer_range), 0.02 for SmolLM2), 'scaled' (N(0, 1/(d+1)) in "
                         "variance, Ziegler et al. 2019) or 'zero' (every reward starts at 0, the loss at ln 2). "
                         "A checkpoint's trained head is kept.")

@@ -30,6 +30,7 @@ from transformers import (
 )
 from transformers import logging as hf_logging
 
+from rewardkit.config import HEAD_INITS
 from rewardkit.errors import UserError
 from rewardkit.pooling import pool_last, position_ids_from_mask
 
@@ -221,9 +222,6 @@ def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-HEAD_INITS = ("normal", "scaled", "zero")
 
 
 def init_head_rows(rows: torch.Tensor, rule: str, config: object) -> None:
