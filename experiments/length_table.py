@@ -76,6 +76,18 @@ def paired(a: Path, b: Path) -> tuple[float, float, float, int] | None:
     return float(diff.mean()), float(lo), float(hi), len(diff)
 
 
+def seed_mean(files: list[Path]) -> tuple[float, float, float, int]:
+    """Accuracy averaged over several runs (e.g. seeds) scored on the same pairs: (mean, 95 % low, high, pairs).
+    Each pair's correctness is averaged over the runs first, then pairs are resampled (2,000 times, seed 0), so the
+    interval covers the held-out sample; the runs' spread is what the caller reports beside it."""
+    each = np.stack([correct(f) for f in files]).mean(axis=0)
+    each = each[~np.isnan(each)]
+    rng = np.random.default_rng(0)
+    boot = [each[rng.integers(0, len(each), len(each))].mean() for _ in range(2000)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(each.mean()), float(lo), float(hi), len(each)
+
+
 def paired_difference(out: Path, method: str, data: str) -> str | None:
     """Accuracy of ``method`` minus the plain run's on the same pairs, with a paired bootstrap 95 % interval."""
     d = paired(out / f"{data}-{method}.rewards.jsonl", out / f"{data}-none.rewards.jsonl")

@@ -2,7 +2,9 @@
 
 Usage: python experiments/recipe_table.py [runs/recipe [runs/hh-helpful-recipe [BASE]]]
 With BASE (another recipe output folder, e.g. runs/recipe beside runs/recipe-lr5e-5), also the paired accuracy
-difference against it on the same held-out pairs."""
+difference against it on the same held-out pairs.
+       python experiments/recipe_table.py --seeds runs/recipe runs/recipe-seed43 ...
+Several runs of one recipe that differ only in seed: each run's accuracy and their mean on each held-out set."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from length_table import ci, paired  # experiments/ is on sys.path when this file is run as a script
+# experiments/ is on sys.path when this file is run as a script
+from length_table import ci, paired, seed_mean
 
 
 def main(out: Path, run: Path, base: Path | None = None) -> None:
@@ -44,7 +47,20 @@ def main(out: Path, run: Path, base: Path | None = None) -> None:
                   f"(paired bootstrap, {d[3]} pairs)")
 
 
+def seeds(outs: list[Path]) -> None:
+    for key in ("hh", "pandalm"):
+        files = [out / f"{key}.rewards.jsonl" for out in outs]
+        accs = [json.loads((out / f"{key}.json").read_text())["accuracy"] for out in outs]
+        mean, lo, hi, n = seed_mean(files)
+        print(f"{key}: " + ", ".join(f"{out.name} {a:.3f}" for out, a in zip(outs, accs)) +
+              f"; mean of {len(outs)} runs {mean:.3f} [{lo:.3f}, {hi:.3f}] (bootstrap over {n} pairs), "
+              f"spread {max(accs) - min(accs):.3f}")
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
+    if args[:1] == ["--seeds"]:
+        seeds([Path(a) for a in args[1:]])
+        sys.exit()
     main(Path(args[0] if args else "runs/recipe"), Path(args[1] if len(args) > 1 else "runs/hh-helpful-recipe"),
          Path(args[2]) if len(args) > 2 else None)
