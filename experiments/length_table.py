@@ -1,4 +1,8 @@
-"""The issue-16 table from experiments/length_debias.sh's eval outputs: python experiments/length_table.py runs/length"""
+"""The issue-16 table from experiments/length_debias.sh's eval outputs: python experiments/length_table.py runs/length
+
+With several folders (the same variants at other seeds: python experiments/length_table.py runs/length
+runs/length-seed43), one table per folder, then each method's figures averaged over the seeds and its accuracy
+difference against the plain run, paired on the same pairs and pooled over the seeds."""
 
 from __future__ import annotations
 
@@ -94,5 +98,42 @@ def paired_difference(out: Path, method: str, data: str) -> str | None:
     return d and f"{data}: {method} − plain accuracy {d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}] (paired bootstrap, {d[3]} pairs)"
 
 
+def pooled(folders: list[Path]) -> None:
+    """Mean over seeds of each method's HH figures and PandaLM accuracy, and its accuracy minus plain's, paired per
+    pair and seed: each pair's difference is averaged over the seeds, then pairs are resampled (2,000, seed 0)."""
+    print(f"\nmean over {len(folders)} seeds ({', '.join(f.name for f in folders)}); differences paired and pooled:")
+    print("| method | HH acc. | HH − plain [95% CI] | HH acc., chosen shorter | HH prefers longer | "
+          "HH Spearman(r, length) (cut vs plain) | PandaLM acc. | PandaLM − plain [95% CI] |\n|---|---|---|---|---|---|---|---|")
+    spearman_plain = None
+    for method in ("none", *DEBIASED):
+        if not all((f / f"{k}-{method}.json").exists() for f in folders for k in ("hh", "pandalm")):
+            continue
+        hh = [json.loads((f / f"hh-{method}.json").read_text()) for f in folders]
+        pl = [json.loads((f / f"pandalm-{method}.json").read_text()) for f in folders]
+        mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+        spearman = mean([m["length"]["reward_length_spearman"] for m in hh])
+        spearman_plain = spearman if method == "none" else spearman_plain
+        cut = f" ({1 - spearman / spearman_plain:.0%})" if method != "none" and spearman_plain else ""
+        diffs = []
+        for k in ("hh", "pandalm"):
+            files = [(f / f"{k}-{method}.rewards.jsonl", f / f"{k}-none.rewards.jsonl") for f in folders]
+            if method == "none" or not all(a.exists() and b.exists() for a, b in files):
+                diffs.append("–")
+                continue
+            diff = np.stack([correct(a) - correct(b) for a, b in files]).mean(axis=0)
+            diff = diff[~np.isnan(diff)]
+            rng = np.random.default_rng(0)
+            lo, hi = np.percentile([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)], [2.5, 97.5])
+            diffs.append(f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
+        print(f"| {method} | {mean([m['accuracy'] for m in hh]):.3f} | {diffs[0]} | "
+              f"{mean([m['length']['accuracy_chosen_shorter'] for m in hh]):.3f} | "
+              f"{mean([m['length']['model_prefers_longer'] for m in hh]):.3f} | {spearman:+.3f}{cut} | "
+              f"{mean([m['accuracy'] for m in pl]):.3f} | {diffs[1]} |")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/length")
+    folders = sys.argv[1:] or ["runs/length"]
+    for folder in folders:
+        main(folder)
+    if len(folders) > 1:
+        pooled([Path(f) for f in folders])
