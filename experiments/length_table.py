@@ -72,24 +72,24 @@ def paired(a: Path, b: Path) -> tuple[float, float, float, int] | None:
     bootstrap over pairs (2,000 resamples, seed 0); None when either file is missing."""
     if not a.exists() or not b.exists():
         return None
-    diff = correct(a) - correct(b)
-    diff = diff[~np.isnan(diff)]
+    return pair_bootstrap(correct(a) - correct(b))
+
+
+def pair_bootstrap(values: np.ndarray) -> tuple[float, float, float, int]:
+    """Mean of one value per held-out pair (NaN pairs left out) with a percentile 95 % interval from resampling
+    pairs (2,000 resamples, seed 0): (mean, low, high, pairs)."""
+    values = values[~np.isnan(values)]
     rng = np.random.default_rng(0)
-    boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)]
+    boot = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(2000)]
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    return float(diff.mean()), float(lo), float(hi), len(diff)
+    return float(values.mean()), float(lo), float(hi), len(values)
 
 
 def seed_mean(files: list[Path]) -> tuple[float, float, float, int]:
     """Accuracy averaged over several runs (e.g. seeds) scored on the same pairs: (mean, 95 % low, high, pairs).
     Each pair's correctness is averaged over the runs first, then pairs are resampled (2,000 times, seed 0), so the
     interval covers the held-out sample; the runs' spread is what the caller reports beside it."""
-    each = np.stack([correct(f) for f in files]).mean(axis=0)
-    each = each[~np.isnan(each)]
-    rng = np.random.default_rng(0)
-    boot = [each[rng.integers(0, len(each), len(each))].mean() for _ in range(2000)]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return float(each.mean()), float(lo), float(hi), len(each)
+    return pair_bootstrap(np.stack([correct(f) for f in files]).mean(axis=0))
 
 
 def paired_difference(out: Path, method: str, data: str) -> str | None:
@@ -120,11 +120,8 @@ def pooled(folders: list[Path]) -> None:
             if method == "none" or not all(a.exists() and b.exists() for a, b in files):
                 diffs.append("–")
                 continue
-            diff = np.stack([correct(a) - correct(b) for a, b in files]).mean(axis=0)
-            diff = diff[~np.isnan(diff)]
-            rng = np.random.default_rng(0)
-            lo, hi = np.percentile([diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(2000)], [2.5, 97.5])
-            diffs.append(f"{diff.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]")
+            d = pair_bootstrap(np.stack([correct(a) - correct(b) for a, b in files]).mean(axis=0))
+            diffs.append(f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]")
         print(f"| {method} | {mean([m['accuracy'] for m in hh]):.3f} | {diffs[0]} | "
               f"{mean([m['length']['accuracy_chosen_shorter'] for m in hh]):.3f} | "
               f"{mean([m['length']['model_prefers_longer'] for m in hh]):.3f} | {spearman:+.3f}{cut} | "
