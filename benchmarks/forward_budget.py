@@ -28,7 +28,7 @@ def main() -> None:
     from serving import checkpoint
 
     from rewardkit.data import read_preferences
-    from rewardkit.inference import load_scorer
+    from rewardkit.inference.factory import load_scorer
     from rewardkit.model import cache_root
 
     torch.set_num_threads(a.threads)

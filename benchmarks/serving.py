@@ -105,7 +105,7 @@ def rewardkit_scoring(folder: Path, examples: list[Any], threads: int, max_batch
                       device: str) -> dict[str, Any]:
     import torch
 
-    from rewardkit.inference import load_scorer
+    from rewardkit.inference.factory import load_scorer
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()

@@ -181,7 +181,7 @@ def worker(a: argparse.Namespace) -> dict[str, Any]:
     else:
         model.train()
         from rewardkit.config import TrainConfig
-        from rewardkit.train import make_optimizer
+        from rewardkit.training.common import make_optimizer
 
         opt = make_optimizer(model, TrainConfig(learning_rate=a.lr, weight_decay=0.0))  # what `rewardkit train` uses
         import contextlib

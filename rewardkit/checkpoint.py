@@ -93,6 +93,16 @@ def save_checkpoint(folder: str | Path, model: RewardModel, tokenizer: PreTraine
     return folder
 
 
+CHECKPOINTS = "checkpoints"  # a run's periodic checkpoints: <run>/checkpoints/step-NNNNNN/
+STATE_FILE = "trainer_state.pt"  # what makes a checkpoint folder complete and resumable (rewardkit.run)
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run (``checkpoints/step-N`` with its trainer state), or None."""
+    complete = sorted(p for p in (Path(run_dir) / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
+    return complete[-1] if complete else None
+
+
 def check_finished_run(folder: str | Path, metadata_file: str = METADATA_FILE) -> None:
     """A rewardkit run folder (it has ``train_config.json``) without its metadata file is a run that did not
     finish (killed, failed, or still training): loading it as a bare backbone would silently use default
@@ -108,7 +118,6 @@ def check_finished_run(folder: str | Path, metadata_file: str = METADATA_FILE) -
                                 "rewardkit_judge.json" else "load it without --judge"))
     if path.is_dir() and (path / "train_config.json").is_file() and not (path / metadata_file).is_file():
         from rewardkit.model import ModelLoadError
-        from rewardkit.run import latest_checkpoint
 
         last = latest_checkpoint(path)
         raise ModelLoadError(f"{folder} is a rewardkit run that did not finish (no {metadata_file}): "

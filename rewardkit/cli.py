@@ -2,8 +2,8 @@
 
     rewardkit train [--config cfg.yaml] [--flags]   → rewardkit.train.train(TrainConfig)
     rewardkit eval  --model RUN --data FILE         → rewardkit.evaluate.run_evaluation
-    rewardkit score --model RUN --input FILE.jsonl  → rewardkit.score.score_rows
-    rewardkit rerank --model RUN --input FILE.jsonl → rewardkit.score.rerank_rows (best-of-N)
+    rewardkit score --model RUN --input FILE.jsonl  → rewardkit.inference.rows.score_rows
+    rewardkit rerank --model RUN --input FILE.jsonl → rewardkit.inference.rows.rerank_rows (best-of-N)
     rewardkit serve RUN [--host H --port P]         → rewardkit.serve (HTTP reward server)
     rewardkit report EVAL.json [EVAL2.json ...]     → rewardkit.report.write_report
     rewardkit eval/score --judge pairwise|pointwise|verifier --model CAUSAL_LM  → rewardkit.judges
@@ -16,7 +16,6 @@ import argparse
 import json
 import sys
 import traceback
-from pathlib import Path
 
 from rewardkit.config import (
     EvalConfig,
@@ -106,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_eval(cfg: EvalConfig) -> dict:
     from rewardkit.data import read_preferences
-    from rewardkit.evaluate import run_evaluation
-    from rewardkit.inference import load_scorer
-    from rewardkit.judges.cli import is_judge_checkpoint, run_judge_eval
+    from rewardkit.evaluate import emit_eval, run_evaluation
+    from rewardkit.inference.factory import is_judge_checkpoint, load_scorer
+    from rewardkit.judges.evaluation import run_judge_eval
     from rewardkit.rewardbench import load_section_map
 
     if cfg.judge or (cfg.model and is_judge_checkpoint(cfg.model)):
@@ -132,21 +131,6 @@ def run_eval(cfg: EvalConfig) -> dict:
     return result
 
 
-def emit_eval(cfg: EvalConfig, result: dict, examples: list, rewards: list) -> None:
-    """Print the results; write them (and the per-example rewards beside them) and the report if asked."""
-    from rewardkit.evaluate import write_eval_output
-
-    output = cfg.output or (str(Path(cfg.report) / "eval.json") if cfg.report else None)
-    if output:
-        sidecar = write_eval_output(output, result, examples, rewards)
-        print(f"results: {output} (per-example rewards: {sidecar})", file=sys.stderr)
-    print(json.dumps(result, indent=2))
-    if cfg.report:
-        from rewardkit.report import write_report
-
-        print(f"report: {write_report([output], cfg.report)}", file=sys.stderr)
-
-
 def run_report(cfg: ReportConfig) -> None:
     from rewardkit.report import write_report
 
@@ -158,14 +142,14 @@ def run_report(cfg: ReportConfig) -> None:
 
 
 def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
-    from rewardkit.judges.cli import load_any_scorer
-    from rewardkit.score import read_jsonl, rerank_rows, score_rows
+    from rewardkit.inference.factory import load_scorer
+    from rewardkit.inference.rows import read_jsonl, rerank_rows, score_rows
 
     command = "rerank" if rerank else "score"
     if not cfg.model or not cfg.input:
         raise UserError(f"{command} needs --model and --input")
     rows, locations = read_jsonl(cfg.input)  # a bad file fails before the model loads
-    scorer = load_any_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
+    scorer = load_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                              max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
                              complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights)
     scored, result = (rerank_rows if rerank else score_rows)(scorer, rows, locations)

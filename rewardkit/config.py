@@ -209,6 +209,17 @@ class TrainConfig(ConfigBase):
                               "add --length-debias odin or drop it")
         if self.length_debias == "odin" and self.lora_r and self.lora_save == "adapter":
             raise ConfigError("--length-debias odin saves the quality head as the model; use --lora-save merged")
+        # Every rule between fields is checked here, when the config is built, so no run folder is made for a
+        # config that would fail at its first micro-batch.
+        if self.loss == "plackett_luce" and self.label_smoothing:
+            raise ConfigError("--label-smoothing is defined for pairwise losses (bt, bt_softplus, margin, balanced), "
+                              "not for --loss plackett_luce; drop one of them")
+        if self.length_debias == "odin" and self.aspects.strip():
+            raise ConfigError("--length-debias odin and --aspects both grow the score head; use one of them "
+                              "(--length-debias balance works with --aspects)")
+        if self.aspects.strip() and self.lora_r and self.lora_save == "adapter":
+            raise ConfigError("--aspects with --lora-save adapter: the gate is saved scaled in the merged model only; "
+                              "use --lora-save merged (the default; the adapter is saved beside it)")
 
 
 ASPECT_WEIGHTS_HELP = ("Aspect models (trained with --aspects): how their aspect rewards are mixed: 'gate' or unset "
@@ -318,9 +329,10 @@ class ServeConfig(ScoringOptions):
                     "LM (a GenRM run folder is a judge by itself).")
     host: str = _f("127.0.0.1", "Interface to listen on (0.0.0.0 for every interface).")
     port: int = _f(8000, within="[0, 65535]", help="TCP port (0: any free port; the chosen one is printed).")
-    max_batch_tokens: int = _f(16384, within="[1, inf)", help="Token budget of one dynamic batch: waiting requests are scored together up to "
-                               "it (in forward passes of --forward-batch-tokens).")
-    forward_batch_tokens: int | None = _f(None, within="[1, inf)", help="Tokens per forward pass inside a batch. Default: 2048 on CPU, 16384 on GPU.")
+    dynamic_batch_tokens: int = _f(16384, within="[1, inf)", help="Token budget of one dynamic batch: waiting "
+                                   "requests are scored together up to it (in forward passes of --max-batch-tokens).")
+    max_batch_tokens: int | None = _f(None, within="[1, inf)", help="Tokens per forward pass (as in eval and score), "
+                                      "also inside a dynamic batch. Default: 2048 on CPU, 16384 on GPU.")
     max_wait_ms: float = _f(5.0, within="[0, inf)", help="Dynamic batching: how long the first waiting request may wait for others to join.")
     dynamic_batching: bool = _f(True, "Batch concurrent requests into shared forward passes. --no-dynamic-batching "
                                 "runs one request per forward pass (the measurement baseline).")

@@ -16,3 +16,15 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A config field is out of its range or not one of its choices; the message names field and range."""
+
+
+class DataError(UserError):
+    """Bad input data; the message names the file and line and says what to do."""
+
+
+class RecordError(UserError):
+    """One record is bad; ``reason`` is a short category used for skip counts."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason

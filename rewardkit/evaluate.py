@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -609,3 +610,17 @@ def write_eval_output(output: str | Path, result: dict[str, Any], examples: list
     result = {**result, "rewards_file": sidecar.name}
     output.write_text(json.dumps(result, indent=2) + "\n")
     return sidecar
+
+
+def emit_eval(cfg: Any, result: dict, examples: list, rewards: list) -> None:
+    """``rewardkit eval``'s output (``cfg``: an ``EvalConfig``): print the results; write them (and the
+    per-example rewards beside them) and the visual report if asked."""
+    output = cfg.output or (str(Path(cfg.report) / "eval.json") if cfg.report else None)
+    if output:
+        sidecar = write_eval_output(output, result, examples, rewards)
+        print(f"results: {output} (per-example rewards: {sidecar})", file=sys.stderr)
+    print(json.dumps(result, indent=2))
+    if cfg.report:
+        from rewardkit.report import write_report
+
+        print(f"report: {write_report([output], cfg.report)}", file=sys.stderr)

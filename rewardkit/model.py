@@ -30,6 +30,7 @@ from transformers import (
 )
 from transformers import logging as hf_logging
 
+from rewardkit.blocks import transformer_blocks
 from rewardkit.config import HEAD_INITS
 from rewardkit.errors import UserError
 from rewardkit.pooling import pool_last, position_ids_from_mask
@@ -183,12 +184,6 @@ class RewardModel(nn.Module):
             scores = self.hf.score(pool_last(out.last_hidden_state, attention_mask))
         scores = scores.reshape(scores.shape[0], -1).float()
         return scores if all_heads else scores[:, 0]
-
-
-def transformer_blocks(backbone: nn.Module) -> nn.ModuleList | None:
-    """The backbone's list of transformer blocks (``layers`` in Llama/Qwen/Mistral, ``h`` in GPT-2), or None."""
-    return next((m for name in ("layers", "h", "blocks") if isinstance(m := getattr(backbone, name, None), nn.ModuleList)),
-                None)
 
 
 def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:

@@ -43,11 +43,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType, InitProcessGroupKwargs, broadcast_object_list
 
+from rewardkit.checkpoint import CHECKPOINTS, STATE_FILE, latest_checkpoint
 from rewardkit.config import to_dict
 from rewardkit.errors import UserError
 
-CHECKPOINTS = "checkpoints"
-STATE_FILE = "trainer_state.pt"
 RUN_FILES = ("metrics.jsonl", "report.json", "report.md", "eval_rewards.jsonl", "train_config.json")
 MODEL_FILES = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
                "tokenizer*", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "vocab.json",
@@ -67,8 +66,9 @@ class Resumed:
 
     step: int
     checkpoint: Path
-    history: list[dict[str, Any]]  # the train lines of metrics.jsonl up to ``step``
+    history: list[dict[str, Any]]  # the train lines of metrics.jsonl up to ``step`` (the logged ones)
     evals: dict[int, dict[str, Any]]  # eval lines by step
+    records: int = 0  # records trained on up to ``step`` (every step's, logged or not)
 
 
 @dataclass
@@ -215,10 +215,16 @@ class Run:
             if resume != "auto":
                 run_dir = resume_from.parent.parent  # runs/<name>/checkpoints/step-N
             check_resumable(run_dir, cfg)
-        elif (run_dir / "metrics.jsonl").exists() or (run_dir / CHECKPOINTS).exists():
+        elif is_run_folder(run_dir):
             if not cfg.overwrite:
                 raise UserError(f"run folder {run_dir} already holds a run; continue it with --resume auto, pick "
                                  "another --run-name, or pass --overwrite to delete it")
+        elif run_dir.is_dir() and any(run_dir.iterdir()):
+            # never write a run into (or clear) a folder of something else: a model, a dataset, a home folder
+            raise UserError(f"{run_dir} is not empty and is not a rewardkit run folder (no train_config.json, "
+                            "metrics.jsonl or checkpoints/), so rewardkit will neither write into it nor clear it"
+                            + (" with --overwrite" if cfg.overwrite else "")
+                            + "; pick another --run-name or --output-dir")
         return cls(accelerator, cfg, run_dir, resume_from)
 
     def begin(self, config: dict[str, Any]) -> None:
@@ -265,6 +271,9 @@ class Run:
         torch.set_rng_state(rng["torch"])
         step = int(state["step"])
         lines = read_metrics(self.dir / "metrics.jsonl")
+        train_lines = [r for r in lines if r.get("split") == "train" and r.get("step", 0) <= step]
+        # (checkpoints written before the count was kept: the logged steps' records, exact with --log-every 1)
+        records = int(state.get("records", sum(r.get("records", 0) for r in train_lines)))
         kept = [r for r in lines if r.get("step", 0) <= step]
         self.accelerator.wait_for_everyone()
         if self.main:
@@ -272,8 +281,8 @@ class Run:
                 f.writelines(json.dumps(r) + "\n" for r in kept)
             self._metrics = open(self.dir / "metrics.jsonl", "a")
         self.accelerator.wait_for_everyone()
-        return Resumed(step=step, checkpoint=folder, history=[r for r in kept if r.get("split") == "train"],
-                       evals={r["step"]: r for r in kept if r.get("split") == "eval"})
+        return Resumed(step=step, checkpoint=folder, history=train_lines,
+                       evals={r["step"]: r for r in kept if r.get("split") == "eval"}, records=records)
 
     def log(self, record: dict[str, Any]) -> None:
         if self._metrics:
@@ -288,8 +297,9 @@ class Run:
     # ---- checkpoints
 
     def save(self, step: int, save_model: Callable[..., None], optimizer: torch.optim.Optimizer,
-             scheduler: Any, gather: Callable[[], Any] | None = None) -> Path:
+             scheduler: Any, gather: Callable[[], Any] | None = None, records: int = 0) -> Path:
         """Write checkpoint ``step`` atomically (every process must call this); keep the newest ``keep_checkpoints``.
+        ``records``: records trained on so far (a resumed run's reward statistics count them).
 
         ``gather``, when given, runs on every process first (e.g. :func:`full_state_dict`, a collective) and its
         result goes to the main process's ``save_model(folder, gathered)``."""
@@ -302,8 +312,9 @@ class Run:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
             save_model(tmp, gathered) if gather else save_model(tmp)
-            torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": rngs, "processes": self.accelerator.num_processes}, tmp / STATE_FILE)
+            torch.save({"step": step, "records": records, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "rng": rngs,
+                        "processes": self.accelerator.num_processes}, tmp / STATE_FILE)
             if os.environ.get(CRASH_IN_SAVE_ENV) == str(step):
                 os.kill(os.getpid(), 9)
             shutil.rmtree(final, ignore_errors=True)
@@ -339,12 +350,6 @@ class Run:
             self._tracker = None
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint of a run (``checkpoints/step-N`` with its trainer state), or None."""
-    complete = sorted(p for p in (Path(run_dir) / CHECKPOINTS).glob("step-*") if (p / STATE_FILE).is_file())
-    return complete[-1] if complete else None
-
-
 def check_resumable(run_dir: Path, cfg: Any) -> None:
     """Refuse to resume with a config that computes something else, naming the fields that differ. A field the
     run's saved config lacks (added to rewardkit after the run started) counts as its default value."""
@@ -362,8 +367,16 @@ def check_resumable(run_dir: Path, cfg: Any) -> None:
                          "may change), or start a new run")
 
 
+def is_run_folder(run_dir: Path) -> bool:
+    """A folder a rewardkit run made: every run writes ``train_config.json`` when it begins."""
+    return any((run_dir / name).exists() for name in ("train_config.json", "metrics.jsonl", CHECKPOINTS))
+
+
 def clear_run(run_dir: Path) -> None:
-    """--overwrite: remove an old run's files (metrics, reports, checkpoints, final model) but nothing else."""
+    """--overwrite: remove an old run's files (metrics, reports, checkpoints, final model) but nothing else;
+    a folder that is not a run is never cleared (``Run.open`` refuses it)."""
+    if not is_run_folder(run_dir):
+        raise UserError(f"{run_dir} is not a rewardkit run folder; --overwrite clears only run folders")
     for name in (*RUN_FILES, CHECKPOINTS, "tensorboard", ".tmp-final", "lora-adapter"):
         path = run_dir / name
         if path.is_dir():

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rewardkit.batching import pad_batch
+from rewardkit.blocks import transformer_blocks
 
 logger = logging.getLogger("rewardkit")
 
@@ -506,8 +507,6 @@ def _last_mlp_at_read_positions(backbone: nn.Module, layout: PackedLayout) -> It
     computation (tested). Off when the block is recomputed by gradient checkpointing (the recomputation
     would run without the hooks) or the model has no per-position ``mlp`` in its last block.
     """
-    from rewardkit.model import transformer_blocks
-
     blocks = transformer_blocks(backbone)
     mlp = getattr(blocks[-1], "mlp", None) if blocks is not None and len(blocks) else None
     if (not layout.prune_last_mlp or mlp is None or getattr(backbone, "gradient_checkpointing", False)

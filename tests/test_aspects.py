@@ -22,8 +22,9 @@ from rewardkit.data.readers import count_raw_records, split_sources
 from rewardkit.errors import UserError
 from rewardkit.evaluate import run_evaluation
 from rewardkit.heads import PROBE, fit_gate, gate_label_loss, parse_aspect_weights, parse_aspects
-from rewardkit.inference import Group, load_scorer, score
-from rewardkit.score import score_rows
+from rewardkit.inference import Group, score
+from rewardkit.inference.factory import load_scorer
+from rewardkit.inference.rows import score_rows
 from rewardkit.serve import running_server
 from rewardkit.train import train
 

@@ -321,7 +321,8 @@ def test_a_diverging_run_stops_with_one_line_naming_its_checkpoint(tiny_model_di
 
     from rewardkit.cli import main
     from rewardkit.data.record import PreferenceExample
-    from rewardkit.inference import load_scorer, score
+    from rewardkit.inference import score
+    from rewardkit.inference.factory import load_scorer
 
     data = write_jsonl(tmp_path / "t.jsonl", learnable_rows(24, seed=1))
     rc = main(["train", "--model", str(tiny_model_dir), "--train-data", str(data), "--output-dir", str(tmp_path),

@@ -15,7 +15,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from rewardkit.checkpoint import load_checkpoint, read_metadata
 from rewardkit.config import TrainConfig
 from rewardkit.errors import ConfigError
-from rewardkit.inference import load_scorer, score
+from rewardkit.inference import score
+from rewardkit.inference.factory import load_scorer
 from rewardkit.lora import ADAPTER_DIR, apply_lora, merged_state_dict
 from rewardkit.model import load_reward_model
 from rewardkit.sharing import group_rewards, sharing_unsupported_reason

@@ -98,7 +98,8 @@ def test_jsonl(tmp_path):
     assert (report.source, report.records, report.loaded, report.skipped, report.skipped_at) == (
         str(path), 2, 2, Counter(), []
     )
-    assert report.summary() == f"{path}: 2 of 2 records loaded"
+    assert report.summary() == (f"{path}: 2 of 2 records loaded; 2 prompts found where chosen and rejected "
+                                "diverge (no 'prompt' field)")
 
 
 def test_jsonl_gz(tmp_path):

@@ -115,7 +115,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_run(tiny_model_dir, data, u
     kill_at_step(proc, tmp_path / "killed" / "metrics.jsonl", k)
     run = tmp_path / "killed"
     assert not (run / "rewardkit.json").exists()
-    from rewardkit.inference import load_scorer
+    from rewardkit.inference.factory import load_scorer
     from rewardkit.model import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="did not finish"):
@@ -153,7 +153,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tiny_model_dir, 
     assert (ckpts / ".tmp-step-000006" / "model.safetensors").exists()  # written, never renamed
     assert not (ckpts / "step-000006").exists()
     assert (ckpts / "step-000005" / "trainer_state.pt").exists()
-    from rewardkit.inference import load_scorer
+    from rewardkit.inference.factory import load_scorer
 
     scorer = load_scorer(str(ckpts / "step-000005"))  # a checkpoint loads and scores on its own
     assert scorer.kind == "rewardkit-checkpoint"
@@ -220,7 +220,8 @@ def test_non_finite_steps_in_a_row_stop_the_run_with_a_usable_checkpoint(tiny_mo
     with pytest.raises(TrainingDiverged, match="2 steps in a row") as err:
         _train_with_nan(tiny_model_dir, data, tmp_path, monkeypatch, lambda n: set(range(4, 100)), max_bad_steps=2)
     assert "step-000003" in str(err.value) and "--resume" in str(err.value)
-    from rewardkit.inference import load_scorer, score
+    from rewardkit.inference import score
+    from rewardkit.inference.factory import load_scorer
 
     scorer = load_scorer(str(tmp_path / "nan" / "checkpoints" / "step-000003"))
     from rewardkit.data import read_preferences
@@ -263,7 +264,7 @@ def test_overwrite_removes_the_old_run(tiny_model_dir, data, tmp_path):
 
 def test_not_learning_is_judged_against_the_data_floor():
     from rewardkit.data.record import PreferenceExample
-    from rewardkit.train import learning_warning, loss_floor
+    from rewardkit.training.common import learning_warning, loss_floor
 
     strict = PreferenceExample(prompt=[], completions=[[{"role": "assistant", "content": "a"}]] * 2)
     tie = PreferenceExample(prompt=[], completions=strict.completions, ties=[[0, 1]])

@@ -13,7 +13,8 @@ from transformers import AutoTokenizer, LlamaForSequenceClassification
 
 from rewardkit.data.record import PreferenceExample
 from rewardkit.data.synthetic import synthetic_pairs
-from rewardkit.inference import Group, Prepared, RewardModelScorer, Scorer, ScoreResult, load_scorer, score
+from rewardkit.inference import Group, Prepared, RewardModelScorer, Scorer, ScoreResult, score
+from rewardkit.inference.factory import load_scorer
 from rewardkit.model import ModelLoadError
 
 from conftest import SHARED, build_tiny_model
@@ -253,7 +254,7 @@ def test_score_rows_survive_a_huge_reward_difference():
     import warnings
 
     from rewardkit.batching import TruncationStats
-    from rewardkit.score import score_rows
+    from rewardkit.inference.rows import score_rows
 
     class Huge:
         name = "huge"

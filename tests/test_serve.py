@@ -29,7 +29,8 @@ from rewardkit.batching import Encoder
 from rewardkit.checkpoint import save_checkpoint
 from rewardkit.cli import main as cli
 from rewardkit.config import ServeConfig
-from rewardkit.inference import Group, load_scorer, score
+from rewardkit.inference import Group, score
+from rewardkit.inference.factory import load_scorer
 from rewardkit.model import load_reward_model
 from rewardkit.serve import running_server
 

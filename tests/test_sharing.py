@@ -331,7 +331,7 @@ def test_gradient_checkpointing_recomputes_with_the_shared_layout(tiny_model_dir
 
 def mlp_positions(model, groups, pad_id) -> list[int]:
     """Positions each block's MLP computed in one shared forward + backward (and the rewards are exact)."""
-    from rewardkit.model import transformer_blocks
+    from rewardkit.blocks import transformer_blocks
 
     assert_same(model, groups, pad_id)
     seen: list[int] = []

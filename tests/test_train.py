@@ -20,7 +20,8 @@ from rewardkit.config import TrainConfig
 from rewardkit.inference import score_token_ids
 from rewardkit.model import load_reward_model
 from rewardkit.plan import Item, make_batches, micro_batches
-from rewardkit.train import make_optimizer, train
+from rewardkit.train import train
+from rewardkit.training.common import make_optimizer
 
 from conftest import learnable_rows, write_jsonl
 
@@ -74,7 +75,8 @@ def test_saved_checkpoint_scores_what_the_run_measured(trained):
     held-out rewards (eval_rewards.jsonl) and metrics (report["after"])."""
     from rewardkit.data import read_preferences
     from rewardkit.evaluate import metrics_from_rewards
-    from rewardkit.inference import load_scorer, score
+    from rewardkit.inference import score
+    from rewardkit.inference.factory import load_scorer
 
     report, tmp = trained
     run = Path(report["run_dir"])
@@ -226,7 +228,8 @@ def test_two_processes_match_one_process(tiny_model_dir, tmp_path):
 
     # held-out rewards: sharded over 2 processes vs 1 process scoring the same saved weights, and vs the 1-process run
     from rewardkit.data import read_preferences
-    from rewardkit.inference import load_scorer, score
+    from rewardkit.inference import score
+    from rewardkit.inference.factory import load_scorer
 
     def saved(name: str) -> list[list[float]]:
         return [json.loads(x)["rewards"] for x in (Path(cfg.output_dir) / name / "eval_rewards.jsonl").read_text().splitlines()]
@@ -264,7 +267,7 @@ def test_two_processes_with_uneven_token_budgeted_micro_batches(tiny_model_dir, 
 
 
 def test_learning_warning_flags_a_run_stuck_at_chance():
-    from rewardkit.train import learning_warning
+    from rewardkit.training.common import learning_warning
 
     assert "log 2" in learning_warning([{"loss": 0.693}] * 8, None, None)
     learned = [{"loss": 0.3}] * 8
@@ -413,7 +416,8 @@ def test_reward_stats_without_held_out_data(tiny_model_dir, tmp_path):
     rewards training computed (free); 'auto' picks last-steps for a small run. With a vanishing learning rate
     the weights do not move, so both must measure the same statistics of the same records."""
     from rewardkit.data import read_preferences
-    from rewardkit.inference import load_scorer, score
+    from rewardkit.inference import score
+    from rewardkit.inference.factory import load_scorer
 
     found = {}
     for mode in ("rescore", "last-steps", "auto"):

@@ -30,7 +30,7 @@ import re
 from collections.abc import Mapping, Sequence
 
 from rewardkit.data.record import PreferenceExample
-from rewardkit.errors import UserError
+from rewardkit.errors import DataError, UserError
 
 LLAMA2_LARGE: dict[str, float] = {
     "significantly better": 3.0, "better": 2.0, "slightly better": 1.0, "negligibly better": 0.0, "unsure": 0.0,
@@ -146,7 +146,6 @@ def apply_margins(examples: Sequence[PreferenceExample], source: str, scale: flo
     given (their scale is the Likert table's). Raises ``DataError`` naming the records that lack
     what the source needs or that would get a negative margin.
     """
-    from rewardkit.data.readers import DataError  # readers imports this module
 
     if source not in MARGIN_SOURCES:
         raise UserError(f"unknown margin source {source!r}; use one of {', '.join(MARGIN_SOURCES)}.")

@@ -72,24 +72,12 @@ from typing import Any
 from rewardkit.data.hh import has_hh_turns, parse_hh
 from rewardkit.data.margins import likert_margin, parse_likert
 from rewardkit.data.record import Message, PreferenceExample, as_messages
-from rewardkit.errors import UserError
+from rewardkit.errors import DataError, RecordError
 
 _ASPECT_TAG = re.compile(r"^(?P<aspect>[A-Za-z_][\w-]*)=(?P<spec>.+)$")
 _SLICE = re.compile(r"^(?P<path>.+?)\[(?P<start>-?\d*):(?P<stop>-?\d*)\]$")
 _ROLES = {"system", "user", "assistant", "tool"}
 SKIP_HINT = "Fix the record, or pass --skip-bad-records to skip such records (they are counted and reported)."
-
-
-class DataError(UserError):
-    """Bad input data; the message names the file and line and says what to do."""
-
-
-class RecordError(UserError):
-    """One record is bad; ``reason`` is a short category used for skip counts."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass
@@ -608,10 +596,11 @@ def _parse_pair(obj: dict, location: str, likert: Mapping[str, float] | None, no
     prompt_value = obj.get("prompt")
     if prompt_value is None:
         prompt, chosen, rejected = _split_implicit(obj["chosen"], obj["rejected"])
+        notes["prompts found where chosen and rejected diverge (no 'prompt' field)"] += 1
     else:
         prompt = parse_messages(prompt_value, "prompt", "user")
-        chosen = strip_prompt(parse_messages(obj["chosen"], "chosen", "assistant"), prompt)
-        rejected = strip_prompt(parse_messages(obj["rejected"], "rejected", "assistant"), prompt)
+        chosen = _strip_counted(parse_messages(obj["chosen"], "chosen", "assistant"), prompt, notes)
+        rejected = _strip_counted(parse_messages(obj["rejected"], "rejected", "assistant"), prompt, notes)
         if not _nonempty(prompt):
             raise RecordError("empty 'prompt'", "field 'prompt' is empty.")
     for name, completion in (("chosen", chosen), ("rejected", rejected)):
@@ -933,9 +922,24 @@ def parse_messages(value: Any, name: str, role: str) -> list[Message]:
 
 
 def strip_prompt(completion: list[Message], prompt: list[Message]) -> list[Message]:
+    """The completion without a copy of the prompt in front of it: the prompt's messages repeated at its start
+    (a full conversation), or — for a text prompt and a text completion — the prompt's text repeated at the start
+    of the reply's text (``{"prompt": "Q", "chosen": "Q A"}``, as prompt + completion datasets often store it)."""
     if len(completion) > len(prompt) and completion[: len(prompt)] == prompt:
         return completion[len(prompt) :]
+    if (len(prompt) == 1 and len(completion) == 1 and prompt[0]["role"] == "user"
+            and completion[0]["role"] == "assistant"):
+        question, reply = prompt[0]["content"].strip(), completion[0]["content"]
+        if question and reply.startswith(question) and reply[len(question):].strip():
+            return [{**completion[0], "content": reply[len(question):].strip()}]
     return completion
+
+
+def _strip_counted(completion: list[Message], prompt: list[Message], notes: Counter) -> list[Message]:
+    stripped = strip_prompt(completion, prompt)
+    if stripped is not completion:
+        notes["completions that repeated the prompt (prompt removed)"] += 1
+    return stripped
 
 
 def _split_implicit(chosen: Any, rejected: Any) -> tuple[list[Message], list[Message], list[Message]]:

@@ -11,7 +11,7 @@ from rewardkit.data.record import PreferenceExample
 def flatten_rankings(examples: list[PreferenceExample]) -> tuple[list[PreferenceExample], int]:
     """Replace each K-wise ranking by its C(K,2) pairs as independent records (the baseline eq. 6 fixes).
 
-    Pairs keep the prompt, subset and per-completion scores; a tied pair stays a tie. Returns the
+    Pairs keep the prompt, subset, aspect, id and per-completion scores; a tied pair stays a tie. Returns the
     records and how many rankings (K > 2) were flattened.
     """
     out: list[PreferenceExample] = []
@@ -29,6 +29,8 @@ def flatten_rankings(examples: list[PreferenceExample]) -> tuple[list[Preference
                 ties=[[0, 1]] if tied else None,
                 scores=[ex.scores[better], ex.scores[worse]] if ex.scores else None,
                 subset=ex.subset,
+                id=ex.id,
+                aspect=ex.aspect,
                 source=f"{ex.source} (pair {better}>{worse})",
             ))
     return out, flattened

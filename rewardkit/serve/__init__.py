@@ -1,7 +1,7 @@
 """Serving a reward model over HTTP: ``rewardkit serve RUN`` (FastAPI + uvicorn, dynamic batching).
 
 ``serve(cfg)`` loads the scorer ``--model`` names (classifier RM, plain HF reward model, judge or GenRM run;
-``rewardkit.judges.cli.load_any_scorer``), builds the app (``rewardkit.serve.app``) and runs uvicorn until
+``rewardkit.inference.factory.load_scorer``), builds the app (``rewardkit.serve.app``) and runs uvicorn until
 SIGINT/SIGTERM, then finishes queued requests and exits. ``running_server`` runs the same app on a
 background thread (tests, benchmarks, notebooks) and yields its base URL.
 """
@@ -22,13 +22,13 @@ from rewardkit.inference import Scorer
 
 
 def load_served_scorer(cfg: ServeConfig) -> Scorer:
-    from rewardkit.judges.cli import load_any_scorer
+    from rewardkit.inference.factory import load_scorer
 
     if not cfg.model:
         raise UserError("serve needs a model: rewardkit serve RUN (a run folder, HF reward model, or --judge LM)")
-    return load_any_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
-                           max_batch_tokens=cfg.forward_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
-                           complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights)
+    return load_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
+                       max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
+                       complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights)
 
 
 def _server(scorer: Scorer, cfg: ServeConfig):

@@ -31,11 +31,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from rewardkit.config import ServeConfig
-from rewardkit.data.readers import DataError
-from rewardkit.errors import UserError
+from rewardkit.errors import DataError, UserError
 from rewardkit.inference import Group, Prepared, Scorer, ScoreResult
+from rewardkit.inference.rows import jsonable, normaliser, parse_score_row, reward_value
 from rewardkit.losses import sigmoid
-from rewardkit.score import jsonable, normaliser, parse_score_row, reward_value
 from rewardkit.serve.batcher import Batcher, QueueFull, ShuttingDown
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -108,7 +107,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["batcher"] = Batcher(scorer, max_batch_tokens=cfg.max_batch_tokens, max_wait_s=cfg.max_wait_ms / 1000,
+        state["batcher"] = Batcher(scorer, dynamic_batch_tokens=cfg.dynamic_batch_tokens, max_wait_s=cfg.max_wait_ms / 1000,
                                    max_queue=cfg.max_queue, dynamic=cfg.dynamic_batching)
         try:
             yield
@@ -217,7 +216,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
     async def model_info() -> dict[str, Any]:
         return {**info, "normalization": normalization,
                 "limits": {k: getattr(cfg, k) for k in ("max_request_bytes", "max_items", "max_request_tokens",
-                                                        "max_queue", "request_timeout_s", "max_batch_tokens", "forward_batch_tokens",
+                                                        "max_queue", "request_timeout_s", "dynamic_batch_tokens", "max_batch_tokens",
                                                         "max_wait_ms", "dynamic_batching")}}
 
     return app

@@ -2,7 +2,7 @@
 
 Requests arrive already tokenized (``Scorer.prepare``, run on the server's thread pool) and wait in
 one FIFO queue. A single worker thread owns the model: it takes the oldest request, waits at most
-``max_wait_s`` for others to arrive while the taken tokens are below ``max_batch_tokens``, then
+``max_wait_s`` for others to arrive while the taken tokens are below ``dynamic_batch_tokens``, then
 scores everything taken in one ``Scorer.run`` call (one set of packed, prefix-shared forward passes)
 and hands each request its own ``ScoreResult``. With ``dynamic=False`` every request gets its own
 call: the baseline the benchmark compares against.
@@ -65,11 +65,11 @@ class BatcherStats:
 
 
 class Batcher:
-    def __init__(self, scorer: Scorer, *, max_batch_tokens: int = 16384, max_wait_s: float = 0.005,
+    def __init__(self, scorer: Scorer, *, dynamic_batch_tokens: int = 16384, max_wait_s: float = 0.005,
                  max_queue: int = 1024, dynamic: bool = True):
-        if max_batch_tokens < 1 or max_wait_s < 0 or max_queue < 1:
-            raise ValueError("max_batch_tokens and max_queue must be positive and max_wait_s non-negative")
-        self.scorer, self.max_batch_tokens, self.max_wait_s = scorer, max_batch_tokens, max_wait_s
+        if dynamic_batch_tokens < 1 or max_wait_s < 0 or max_queue < 1:
+            raise ValueError("dynamic_batch_tokens and max_queue must be positive and max_wait_s non-negative")
+        self.scorer, self.dynamic_batch_tokens, self.max_wait_s = scorer, dynamic_batch_tokens, max_wait_s
         self.max_queue, self.dynamic = max_queue, dynamic
         self.stats = BatcherStats()  # server-lifetime counters (for /health), not per-request results
         self._queue: deque[_Job] = deque()
@@ -120,13 +120,13 @@ class Batcher:
                 self._cond.wait()
             if self.dynamic:
                 deadline = self._queue[0].enqueued + self.max_wait_s
-                while (not self._stopping and sum(j.prepared.tokens for j in self._queue) < self.max_batch_tokens
+                while (not self._stopping and sum(j.prepared.tokens for j in self._queue) < self.dynamic_batch_tokens
                        and (left := deadline - time.monotonic()) > 0):
                     self._cond.wait(left)
             batch, used = [], 0
             while self._queue:
                 job = self._queue[0]
-                if batch and (not self.dynamic or used + job.prepared.tokens > self.max_batch_tokens):
+                if batch and (not self.dynamic or used + job.prepared.tokens > self.dynamic_batch_tokens):
                     break
                 batch.append(self._queue.popleft())
                 used += job.prepared.tokens

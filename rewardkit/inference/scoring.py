@@ -18,7 +18,8 @@ a :class:`Scorer`:
 
 Scorers: :class:`RewardModelScorer` (a rewardkit checkpoint, a plain Hugging Face
 ``*ForSequenceClassification`` reward model, or a backbone with a new seeded head; see
-:func:`load_scorer`) and ``rewardkit.judges.JudgeScorer`` (LLM judges and trained GenRMs).
+:func:`load_classifier_scorer`) and ``rewardkit.judges.JudgeScorer`` (LLM judges and trained GenRMs); the one
+factory for any checkpoint is ``rewardkit.inference.factory.load_scorer``.
 
 Classifier forward passes: groups sorted by size and cut into batches of at most ``max_batch_tokens``
 real tokens (default :func:`forward_token_budget`), each prompt computed once and groups packed without padding (``rewardkit.sharing``),
@@ -400,7 +401,7 @@ def model_kind(name_or_path: str) -> str:
     return "backbone (untrained head)"
 
 
-def load_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
+def load_classifier_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
                 max_batch_tokens: int | None = None, max_batch_size: int = 64, padding_side: str = "right",
                 seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
                 device: str = "auto", aspect_weights: str | None = None) -> RewardModelScorer:

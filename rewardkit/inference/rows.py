@@ -1,4 +1,4 @@
-"""Scoring and reranking rows of JSON with any scorer (``rewardkit.inference``): ``rewardkit score`` / ``rerank``.
+"""Rows of JSON in, rewards out: what ``rewardkit score`` / ``rerank`` read and write, and what ``serve`` parses.
 
 Row shapes (one JSON object per line; every other field is passed through):
 
@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from rewardkit.data.readers import DataError, RecordError, parse_messages, parse_record, strip_prompt
-from rewardkit.inference import Group, Scorer, ScoreResult, score
+from rewardkit.data.readers import parse_messages, parse_record, strip_prompt
+from rewardkit.errors import DataError, RecordError
+from rewardkit.inference.scoring import Group, Scorer, ScoreResult, score
 from rewardkit.losses import sigmoid
 
 ROW_HINT = ("Rows need 'completion', 'completions' or 'a' and 'b' (each with an optional 'prompt'), or an "

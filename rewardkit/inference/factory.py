@@ -1,0 +1,60 @@
+"""The one factory for scorers: whatever ``--model`` names, the scorer that ``eval``, ``score``, ``rerank`` and
+``serve`` (and the Python API) use.
+
+* a trained GenRM run (``rewardkit_judge.json``) or any causal LM with ``--judge``: a
+  :class:`rewardkit.judges.JudgeScorer`;
+* a rewardkit run folder, a Hugging Face reward model or a backbone: a classifier
+  :class:`rewardkit.inference.RewardModelScorer` (``load_classifier_scorer``).
+
+It lives above ``rewardkit.judges`` (which builds on the scoring path), which is why it is a module of its own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rewardkit.config import JudgeOptions
+from rewardkit.errors import UserError
+from rewardkit.inference.scoring import Scorer, load_classifier_scorer
+
+
+def is_judge_checkpoint(model: str) -> bool:
+    """True for a trained GenRM folder (it carries ``rewardkit_judge.json``)."""
+    from rewardkit.judges.judge import JUDGE_METADATA_FILE
+
+    return (Path(model).expanduser() / JUDGE_METADATA_FILE).is_file()
+
+
+def load_judge_scorer(model: str, jc: JudgeOptions, *, seed: int = 42, max_batch_tokens: int | None = None,
+                      max_length: int | None = None, progress: bool = False, device: str = "auto") -> Any:
+    """A ``JudgeScorer`` from the judge flags (``rewardkit.config.JudgeOptions``)."""
+    from rewardkit.judges.judge import JudgeScorer, load_judge
+    from rewardkit.judges.templates import _UNSET
+
+    system = _UNSET if jc.judge_system_prompt is None else jc.judge_system_prompt
+    judge = load_judge(model, kind=jc.judge, template=jc.judge_template, system_prompt=system,
+                       max_length=jc.judge_max_length or max_length, device=device)
+    return JudgeScorer(judge, mode=jc.judge_mode, order=jc.judge_order, samples=jc.judge_samples,
+                       temperature=jc.judge_temperature, max_new_tokens=jc.judge_max_new_tokens, seed=seed,
+                       max_batch_tokens=max_batch_tokens or 16384, progress=progress)
+
+
+def load_scorer(model: str, judge: JudgeOptions | None = None, *, max_length: int | None = None,
+                template: str | None = None, max_batch_tokens: int | None = None, max_batch_size: int = 64,
+                padding_side: str = "right", seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
+                complete_turn: bool = True, device: str = "auto", aspect_weights: str | None = None) -> Scorer:
+    """The scorer ``model`` (and the judge flags ``judge``, if any) name: a judge / trained GenRM, or a classifier
+    reward model (see the module docstring)."""
+    judge = judge or JudgeOptions()
+    if judge.judge or (model and is_judge_checkpoint(model)):
+        if aspect_weights:
+            raise UserError("--aspect-weights mixes the heads of an aspect reward model; a judge has none")
+        return load_judge_scorer(model, judge, seed=seed, max_batch_tokens=max_batch_tokens, max_length=max_length,
+                                 progress=progress, device=device)
+    scorer = load_classifier_scorer(model, max_length=max_length, template=template, max_batch_tokens=max_batch_tokens,
+                                    max_batch_size=max_batch_size, padding_side=padding_side, seed=seed,
+                                    progress=progress, prefix_sharing=prefix_sharing, device=device,
+                                    aspect_weights=aspect_weights)
+    scorer.complete_turn = complete_turn
+    return scorer
