@@ -94,26 +94,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- data
     records = Records(cfg, objective, lambda examples, stats: objective.encode(encoder, examples, stats))
-    spec = eval_spec(cfg)
-    with clock.phase("read_and_tokenize"):
-        eval_ex, eval_report = load_examples(spec, cfg, "eval") if spec else ([], None)
-    train_ex = items = None
-    if cfg.streaming:
-        train_report = ReadReport(source=cfg.train_data)
-        steps, raw_count = streamed_total_steps(cfg)
-        say(f"train: streamed from {cfg.train_data}, {stream_window(cfg)} raw records at a time"
-            + (f" ({raw_count:,} raw records)" if raw_count is not None else ""))
-    else:
-        with clock.phase("read_and_tokenize"):
-            train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
-            items = records.items(train_ex)
-        steps = total_steps(cfg, len(items))
-        say(train_report.summary())
-        if records.changes:
-            say(changes_line(records.changes, len(items)))
-        say(f"train: {records.truncation.summary()}")
-    if eval_report:
-        say(eval_report.summary())
+    eval_ex, eval_report, train_ex, train_report, items, steps = read_data(cfg, records, clock, say)
     if cfg.prefix_sharing:
         why_not = sharing_unsupported_reason(model)
         say(f"prefix sharing: {'off (' + why_not + ')' if why_not else 'on (each prompt computed once, groups packed)'}")
@@ -197,6 +178,32 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run.close()
     accelerator.wait_for_everyone()
     return report
+
+
+def read_data(cfg: TrainConfig, records: Records, clock: Any, say: Any) -> tuple[Any, ...]:
+    """(held-out records, their read report, training records, their report, training items, optimizer steps);
+    with ``--streaming`` the training records and items are None (the plan reads them a window at a time)."""
+    spec = eval_spec(cfg)
+    with clock.phase("read_and_tokenize"):
+        eval_ex, eval_report = load_examples(spec, cfg, "eval") if spec else ([], None)
+    train_ex = items = None
+    if cfg.streaming:
+        train_report = ReadReport(source=cfg.train_data)
+        steps, raw_count = streamed_total_steps(cfg)
+        say(f"train: streamed from {cfg.train_data}, {stream_window(cfg)} raw records at a time"
+            + (f" ({raw_count:,} raw records)" if raw_count is not None else ""))
+    else:
+        with clock.phase("read_and_tokenize"):
+            train_ex, train_report = load_examples(cfg.train_data, cfg, "train")
+            items = records.items(train_ex)
+        steps = total_steps(cfg, len(items))
+        say(train_report.summary())
+        if records.changes:
+            say(changes_line(records.changes, len(items)))
+        say(f"train: {records.truncation.summary()}")
+    if eval_report:
+        say(eval_report.summary())
+    return eval_ex, eval_report, train_ex, train_report, items, steps
 
 
 def check_sharding(accelerator: Accelerator, cfg: TrainConfig, aspects: list[str]) -> None:

@@ -107,8 +107,9 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state["batcher"] = Batcher(scorer, dynamic_batch_tokens=cfg.dynamic_batch_tokens, max_wait_s=cfg.max_wait_ms / 1000,
-                                   max_queue=cfg.max_queue, dynamic=cfg.dynamic_batching)
+        state["batcher"] = Batcher(scorer, dynamic_batch_tokens=cfg.dynamic_batch_tokens,
+                                   max_wait_s=cfg.max_wait_ms / 1000, max_queue=cfg.max_queue,
+                                   dynamic=cfg.dynamic_batching)
         try:
             yield
         finally:
@@ -152,18 +153,11 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
             return {"rewards": [], "scores": [], "extra_logs": {}}
         if any(not q for q in body.query):
             raise HTTPException(422, f"query[{next(i for i, q in enumerate(body.query) if not q)}] is empty")
-        # Queries with the same prompt form one group (one pass over the prompt); order is restored below.
-        by_prompt: OrderedDict[str | None, list[int]] = OrderedDict()
-        for i, q in enumerate(body.query):
-            p = body.prompts[i] if body.prompts is not None else None
-            by_prompt.setdefault(p if p and q.startswith(p) else f"\0{i}", []).append(i)
-        keys = list(by_prompt)
-        groups = [Group(texts=[body.query[i] for i in by_prompt[k]],
-                        prompt_text=None if k is None or k.startswith("\0") else k) for k in keys]
+        groups, members = query_groups(body.query, body.prompts)
         result = await run(groups)
         rewards: list[float | None] = [None] * len(body.query)
-        for k, r in zip(keys, result.rewards):
-            for i, v in zip(by_prompt[k], r):
+        for indices, r in zip(members, result.rewards):
+            for i, v in zip(indices, r):
                 rewards[i] = reward_value(v)
         t = result.truncation_total()
         return {"rewards": rewards, "scores": rewards,
@@ -172,23 +166,7 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/score", response_model=ScoreResponse)
     async def score_route(body: ScoreRequest) -> dict[str, Any]:
-        if (body.texts is None) == (body.completions is None):
-            raise HTTPException(422, "give either 'completions' (with an optional 'prompt') or 'texts', not both")
-        if body.texts is not None:
-            if not body.texts or any(not t for t in body.texts):
-                raise HTTPException(422, "'texts' must be a non-empty list of non-empty strings")
-            group = Group(texts=list(body.texts), prompt_text=body.prompt_text, aspect_weights=body.aspect_weights)
-        else:
-            if not body.completions:
-                raise HTTPException(422, "'completions' must hold at least one completion")
-            row = {"prompt": _plain(body.prompt), "completions": [_plain(c) for c in body.completions]}
-            if body.aspect_weights is not None:
-                row["aspect_weights"] = body.aspect_weights
-            try:  # the same parsing as `rewardkit score` rows (text or messages, prompt stripped from completions)
-                group = parse_score_row(row, "request body", hint="")
-            except DataError as e:
-                raise HTTPException(422, str(e)) from None
-        result = await run([group])
+        result = await run([score_request_group(body)])
         rewards = [reward_value(v) for v in result.rewards[0]]
         out: dict[str, Any] = {
             "model": scorer.name, "rewards": rewards, "normalization": normalization,
@@ -216,10 +194,41 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
     async def model_info() -> dict[str, Any]:
         return {**info, "normalization": normalization,
                 "limits": {k: getattr(cfg, k) for k in ("max_request_bytes", "max_items", "max_request_tokens",
-                                                        "max_queue", "request_timeout_s", "dynamic_batch_tokens", "max_batch_tokens",
-                                                        "max_wait_ms", "dynamic_batching")}}
+                                                        "max_queue", "request_timeout_s", "dynamic_batch_tokens",
+                                                        "max_batch_tokens", "max_wait_ms", "dynamic_batching")}}
 
     return app
+
+
+def query_groups(query: list[str], prompts: list[str] | None) -> tuple[list[Group], list[list[int]]]:
+    """``/get_reward``'s queries as groups: queries with the same prompt form one group (one pass over the
+    prompt); with each group, the positions of its queries in the request, so the order can be restored."""
+    by_prompt: OrderedDict[str, list[int]] = OrderedDict()
+    for i, q in enumerate(query):
+        p = prompts[i] if prompts is not None else None
+        by_prompt.setdefault(p if p and q.startswith(p) else f"\0{i}", []).append(i)
+    groups = [Group(texts=[query[i] for i in members], prompt_text=None if key.startswith("\0") else key)
+              for key, members in by_prompt.items()]
+    return groups, list(by_prompt.values())
+
+
+def score_request_group(body: ScoreRequest) -> Group:
+    """The group a ``/v1/score`` body asks to score (422 for a malformed one)."""
+    if (body.texts is None) == (body.completions is None):
+        raise HTTPException(422, "give either 'completions' (with an optional 'prompt') or 'texts', not both")
+    if body.texts is not None:
+        if not body.texts or any(not t for t in body.texts):
+            raise HTTPException(422, "'texts' must be a non-empty list of non-empty strings")
+        return Group(texts=list(body.texts), prompt_text=body.prompt_text, aspect_weights=body.aspect_weights)
+    if not body.completions:
+        raise HTTPException(422, "'completions' must hold at least one completion")
+    row = {"prompt": _plain(body.prompt), "completions": [_plain(c) for c in body.completions]}
+    if body.aspect_weights is not None:
+        row["aspect_weights"] = body.aspect_weights
+    try:  # the same parsing as `rewardkit score` rows (text or messages, prompt stripped from completions)
+        return parse_score_row(row, "request body", hint="")
+    except DataError as e:
+        raise HTTPException(422, str(e)) from None
 
 
 def _plain(value: Content | None) -> Any:
