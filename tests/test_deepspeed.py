@@ -121,3 +121,39 @@ def test_deepspeed_accumulation_of_its_own_is_refused(setup, tmp_path):
     proc = launch(config, [*args, "--run-name", "gas"], 29557)
     assert proc.returncode != 0
     assert "sets gradient_accumulation_steps=4: rewardkit accumulates itself" in proc.stderr
+
+
+def test_zero3_held_out_evaluation_with_uneven_forward_passes(setup, tmp_path):
+    """Under ZeRO-3 every forward pass gathers each layer's parameters from both processes. Five long held-out
+    pairs split 3 / 2 over two processes: rank 0's share needs two passes of the 2,048-token budget, rank 1's one.
+    Before the fix rank 1 went on to gather its rewards while rank 0 was still in a forward pass (a hang, or a
+    crash on mismatched collectives); now both score in lockstep, and the rewards are those of one process."""
+    tmp, args = setup
+    words = " ".join(f"word{i % 7}" for i in range(600))
+    long_eval = write_jsonl(tmp_path / "long.jsonl", [
+        {"prompt": f"Question {i}: how was it?", "chosen": f"the answer is good {words}",
+         "rejected": f"the answer is bad {words}"} for i in range(5)])
+    ds = tmp_path / "zero3.json"
+    ds.write_text(json.dumps(ZERO3_ALWAYS_SHARDED))
+    config = tmp_path / "zero3.yaml"
+    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: DEEPSPEED\ndeepspeed_config:\n"
+                      f"  deepspeed_config_file: {ds}\n  zero3_init_flag: false\nnum_machines: 1\nnum_processes: 2\n"
+                      "machine_rank: 0\nrdzv_backend: static\nsame_network: true\nuse_cpu: false\n")
+    argv = [a if a != "64" else "500" for a in args]  # --max-length 500: each pair ~1,000 tokens
+    argv[argv.index("--eval-data") + 1] = str(long_eval)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                               "--main_process_port", "29559", "-m", "rewardkit.cli", *argv, "--run-name",
+                               "zero3-eval", "--max-steps", "1"], env=ENV, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("ZeRO-3 held-out evaluation hung (processes ran different numbers of forward passes)")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp / "runs" / "zero3-eval"
+    trained = json.loads((run / "report.json").read_text())["after"]
+    one = subprocess.run([sys.executable, "-m", "rewardkit.cli", "eval", "--model", str(run), "--data",
+                          str(long_eval), "--bootstrap-samples", "0"], env=ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    alone = json.loads(one.stdout)
+    assert trained["pairs"] == alone["pairs"] == 5
+    assert abs(trained["mean_margin"] - alone["mean_margin"]) < 1e-4
