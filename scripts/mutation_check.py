@@ -86,14 +86,14 @@ BREAKAGES = (
     Breakage(
         "shard-weight-always-one", "a process with an empty shard trains on batch[:1] at full weight instead of a "
         "zero-weight pass",
-        "rewardkit/train.py",
+        "rewardkit/training/loop.py",
         "                weight = 1.0 if micro else 0.0\n",
         "                weight = 1.0\n",
         (TWO_PROCESSES,)),
     Breakage(
         "eval-gather-in-rank-order", "held-out rewards gathered from processes are stored in arrival (rank-major) "
         "order, not at their examples' indices",
-        "rewardkit/train.py",
+        "rewardkit/training/common.py",
         "    for i, r in gathered:\n        out[i] = np.asarray(r)\n",
         "    for k, (_, r) in enumerate(gathered):\n        out[k] = np.asarray(r)\n",
         (TWO_PROCESSES,)),
@@ -121,7 +121,7 @@ BREAKAGES = (
         ("tests/test_train.py::test_saved_checkpoint_scores_what_the_run_measured",)),
     Breakage(
         "divergence-never-stops", "non-finite steps are skipped forever; TrainingDiverged is never raised",
-        "rewardkit/train.py",
+        "rewardkit/training/loop.py",
         "            if bad >= cfg.max_bad_steps:\n",
         "            if False:\n",
         ("tests/test_cli.py::test_a_diverging_run_stops_with_one_line_naming_its_checkpoint",
