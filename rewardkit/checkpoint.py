@@ -130,10 +130,13 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def load_checkpoint(name_or_path: str, max_length: int | None = None, template: str | None = None
-                    ) -> tuple[RewardModel, Encoder, dict[str, Any]]:
+def load_checkpoint(name_or_path: str, max_length: int | None = None, template: str | None = None,
+                    dtype: str = "float32") -> tuple[RewardModel, Encoder, dict[str, Any]]:
     """Load a rewardkit checkpoint (or a bare backbone) with the encoder it was trained with; an adapter-only
-    LoRA checkpoint is loaded onto its base model (``base_model`` in ``rewardkit.json``) and merged."""
+    LoRA checkpoint is loaded onto its base model (``base_model`` in ``rewardkit.json``) and merged.
+
+    ``dtype``: the backbone's weights (``rewardkit.model.DTYPES``); the score head is kept in fp32 whatever it is
+    (``rewardkit.blocks.head_scores``: rewards are read through small differences)."""
     check_finished_run(name_or_path)
     meta = read_metadata(name_or_path) if Path(name_or_path).is_dir() else {}
     if meta and meta.get("pooling", POOLING_RULE) != POOLING_RULE:
@@ -144,10 +147,11 @@ def load_checkpoint(name_or_path: str, max_length: int | None = None, template: 
             raise UserError(f"{name_or_path}: a LoRA adapter without a recorded base model ('base_model' in "
                             f"{METADATA_FILE}); load it with peft onto its base model")
         base, tok = load_reward_model(meta["base_model"], tokenizer=load_tokenizer(str(name_or_path)),
-                                      num_labels=labels)
+                                      num_labels=labels, dtype=dtype)
         model = load_adapter_model(name_or_path, base)
     else:
-        model, tok = load_reward_model(name_or_path, num_labels=labels)
+        model, tok = load_reward_model(name_or_path, num_labels=labels, dtype=dtype)
+    model.hf.score.float()
     encoder = Encoder(tok, max_length=max_length or meta.get("max_length", 1024),
                       template=template or meta.get("template", "auto"))
     return model, encoder, meta

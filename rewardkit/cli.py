@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_eval(cfg: EvalConfig) -> dict:
     from rewardkit.data import read_preferences
     from rewardkit.evaluate import emit_eval, run_evaluation
-    from rewardkit.inference.factory import is_judge_checkpoint, load_scorer
+    from rewardkit.inference.factory import is_judge_checkpoint, load_scorer, say_precision
     from rewardkit.judges.evaluation import run_judge_eval
     from rewardkit.rewardbench import load_section_map
 
@@ -120,7 +120,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     scorer = load_scorer(cfg.model, max_length=cfg.max_length, template=cfg.template,
                          max_batch_tokens=cfg.max_batch_tokens, padding_side=cfg.padding_side, seed=cfg.seed,
                          progress=True, prefix_sharing=cfg.prefix_sharing, device=cfg.device,
-                         aspect_weights=cfg.aspect_weights)
+                         aspect_weights=cfg.aspect_weights, precision=cfg.precision)
+    say_precision(scorer, "eval")
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
     result, rewards = run_evaluation(scorer, examples, section_map=section_map, tie_threshold=cfg.tie_threshold,
@@ -142,7 +143,7 @@ def run_report(cfg: ReportConfig) -> None:
 
 
 def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
-    from rewardkit.inference.factory import load_scorer
+    from rewardkit.inference.factory import load_scorer, say_precision
     from rewardkit.inference.rows import read_jsonl, rerank_rows, score_rows
 
     command = "rerank" if rerank else "score"
@@ -151,7 +152,9 @@ def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
     rows, locations = read_jsonl(cfg.input)  # a bad file fails before the model loads
     scorer = load_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                              max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
-                             complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights)
+                             complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights,
+                       precision=cfg.precision)
+    say_precision(scorer, command)
     scored, result = (rerank_rows if rerank else score_rows)(scorer, rows, locations)
     info = scorer.describe()
     if info.get("type") == "reward_model" and not info.get("reward_std"):

@@ -23,6 +23,13 @@ T = TypeVar("T")
 # The training losses (rewardkit.losses implements them); here so the config can check --loss without torch.
 LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
 HEAD_INITS = ("normal", "scaled", "zero")  # rewardkit.model.init_head_rows
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # rewardkit.precision decides what each means on the hardware
+PRECISION_HELP = ("Number format: 'auto' (bf16 where the hardware computes it natively — a CUDA GPU with bf16, a CPU "
+                  "with avx512_bf16 or AMX — else fp32), 'fp32', 'bf16' or 'fp16' (GPUs). Training keeps fp32 master "
+                  "weights under autocast; inference loads bf16 weights; the score head always computes in fp32. "
+                  "The choice and its reason are printed and recorded (rewardkit.precision).")
+# Fields that were renamed: a config file using the old name is told the new one.
+RENAMED = {"mixed_precision": "precision ('no' is now 'fp32'; 'auto' picks bf16 on hardware that has it)"}
 
 
 def _f(default: Any, help: str = "", *, choices: tuple[str, ...] | None = None, within: str | None = None) -> Any:
@@ -136,10 +143,10 @@ class TrainConfig(ConfigBase):
     prefix_sharing: bool = _f(True, "Compute each prompt once for all its completions and pack records without padding "
                               "(exact; used when the model supports it). --no-prefix-sharing runs the plain padded batches.")
     torch_dtype: str = _f("float32", choices=("float32", "bfloat16", "float16"), help="Dtype the model's weights "
-                          "are loaded and trained in. float32 (default) keeps full-precision weights (use "
-                          "--mixed-precision bf16 for bf16 compute on GPU); bfloat16 halves weight memory, e.g. for "
-                          "LoRA on a large model whose frozen weights need no fp32 copy.")
-    mixed_precision: str = _f("no", choices=("no", "bf16", "fp16"), help="'no', 'bf16' or 'fp16' (GPU). Keep 'no' on CPU: bf16 matmuls are far slower there.")
+                          "are loaded and trained in. float32 (default) keeps full-precision master weights (the "
+                          "compute format is --precision); bfloat16 halves weight memory, e.g. for LoRA on a large "
+                          "model whose frozen weights need no fp32 copy.")
+    precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
     trainable_layers: int = _f(0, within="[0, inf)", help="Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
                                "Cuts the backward pass to those blocks: a cheaper partial fine-tune.")
     lora_r: int = _f(0, within="[0, inf)", help="LoRA rank (peft): train rank-r adapters on the blocks' linear layers "
@@ -279,6 +286,7 @@ class EvalConfig(JudgeOptions):
     report: str | None = _f(None, "After evaluating, write the visual report (PNGs + report.html) to this folder "
                             "(and the results to <folder>/eval.json unless --output is given).")
     aspect_weights: str | None = _f(None, ASPECT_WEIGHTS_HELP)
+    precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
 
 
 @dataclass
@@ -302,6 +310,7 @@ class ScoringOptions(JudgeOptions):
     aspect_weights: str | None = _f(None, ASPECT_WEIGHTS_HELP)
     device: str = _f("auto", "Where the model runs: 'auto' (the first GPU if there is one, else the CPU), 'cpu', "
                      "'cuda' or 'cuda:N'.")
+    precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
 
 
 @dataclass
@@ -359,6 +368,9 @@ def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) 
     values.update({k: v for k, v in overrides.items() if v is not None})
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
+    renamed = [f"{k} was renamed to {RENAMED[k]}" for k in unknown if k in RENAMED and RENAMED[k].split()[0] in names]
+    if renamed:
+        raise ConfigError(f"{path or cls.__name__}: " + "; ".join(renamed))
     if unknown:
         raise ConfigError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
     hints = typing.get_type_hints(cls)

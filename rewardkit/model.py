@@ -30,7 +30,7 @@ from transformers import (
 )
 from transformers import logging as hf_logging
 
-from rewardkit.blocks import transformer_blocks
+from rewardkit.blocks import head_scores, transformer_blocks
 from rewardkit.config import HEAD_INITS
 from rewardkit.errors import UserError
 from rewardkit.pooling import pool_last, position_ids_from_mask
@@ -181,7 +181,7 @@ class RewardModel(nn.Module):
                 position_ids=position_ids_from_mask(attention_mask),
                 use_cache=False,
             )
-            scores = self.hf.score(pool_last(out.last_hidden_state, attention_mask))
+            scores = head_scores(self.hf, pool_last(out.last_hidden_state, attention_mask))
         scores = scores.reshape(scores.shape[0], -1).float()
         return scores if all_heads else scores[:, 0]
 

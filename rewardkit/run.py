@@ -105,6 +105,13 @@ class Clock:
         return {k: round(v, 3) for k, v in out.items()}
 
 
+def training_device() -> str:
+    """The device type accelerate will train on, asked before the ``Accelerator`` exists (the precision it is
+    built with depends on it): CUDA when there is a GPU and accelerate is not told to use the CPU."""
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
+
+
 def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     """The ``Accelerator`` every trainer runs on (what ``accelerate launch`` and its config file ask for).
 
@@ -117,7 +124,22 @@ def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     if (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true" and "LOCAL_RANK" in os.environ
             and not torch.cuda.is_available()):
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    _forget_other_precision(mixed_precision)
     return Accelerator(mixed_precision=mixed_precision, kwargs_handlers=handlers)
+
+
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Let one Python process train twice in different precisions (a notebook: fp32, then bf16).
+
+    accelerate keeps one process-wide ``AcceleratorState`` and refuses a second ``Accelerator`` with another
+    ``mixed_precision``. In a single, non-distributed process nothing else shares that state between runs, so it is
+    cleared (the process group, in ``PartialState``, is kept); launched processes keep the refusal.
+    """
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != mixed_precision and "LOCAL_RANK" not in os.environ:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def configure_deepspeed(accelerator: Accelerator, micro_batch_size: int, max_grad_norm: float) -> None:

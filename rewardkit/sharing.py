@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rewardkit.batching import pad_batch
-from rewardkit.blocks import transformer_blocks
+from rewardkit.blocks import head_scores, transformer_blocks
 
 logger = logging.getLogger("rewardkit")
 
@@ -479,7 +479,7 @@ def default_route(device: torch.device) -> str:
 def rewards_at(model: nn.Module, hidden: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """Score head at the given (row, column) positions of the backbone's last hidden state → (n,) fp32 rewards."""
     model = getattr(model, "module", model)
-    return model.hf.score(hidden[rows, cols]).squeeze(-1).float()
+    return head_scores(model.hf, hidden[rows, cols]).squeeze(-1)
 
 
 def packed_forward(model: nn.Module, layout: PackedLayout) -> torch.Tensor:

@@ -35,7 +35,6 @@ from rewardkit.run import (
     configure_deepspeed,
     full_state_dict,
     load_weights,
-    make_accelerator,
     shards_parameters,
 )
 from rewardkit.sharing import sharing_unsupported_reason
@@ -56,6 +55,7 @@ from rewardkit.training.common import (
     memory_plan,
     prefix_sharing_summary,
     reward_statistics,
+    start_accelerator,
     stream_plan,
     stream_window,
     streamed_total_steps,
@@ -71,7 +71,7 @@ __all__ = ["TrainingDiverged", "train"]
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Train a classifier reward model on a :class:`rewardkit.run.Run`; returns the report."""
-    accelerator = make_accelerator(cfg.mixed_precision)
+    accelerator, precision = start_accelerator(cfg)
     say, rank, world = accelerator.print, accelerator.process_index, accelerator.num_processes
     set_seed(cfg.seed)
     check_train_config(cfg)
@@ -159,7 +159,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(f"WARNING: {warning}")
     report = base_report(cfg, run, loop, warning=warning, wall=time.time() - started, processes=world,
                          train_data=train_report, changes=changes, eval_data=eval_report, truncation=truncation,
-                         before=before, after=after, resumed=resumed)
+                         before=before, after=after, resumed=resumed, precision=precision)
     report.update({  # what ran, as the code reports it (not the flags)
         "prefix_sharing": prefix_sharing_summary(loop.paths),
         "eval_scoring_path": latest.path if latest else None,

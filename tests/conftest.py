@@ -16,6 +16,10 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite checks exactness in fp32 whatever CPU runs it: --precision auto would pick bf16 on a CPU with native bf16
+# and fp32 on one without, so the same test would compute different numbers on different machines. Tests of bf16 and
+# of the policy ask for it explicitly (tests/test_precision.py); subprocesses inherit this.
+os.environ.setdefault("REWARDKIT_CPU_BF16", "0")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CHATML = (

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "rewardkit"
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("foundation", ["rewardkit.errors", "rewardkit.pooling", "rewardkit.blocks"]),
-    ("config", ["rewardkit.config"]),
+    ("config", ["rewardkit.config", "rewardkit.precision"]),
     ("losses", ["rewardkit.losses"]),
     ("data", ["rewardkit.data", "rewardkit.data.record", "rewardkit.data.hh", "rewardkit.data.transforms",
               "rewardkit.data.margins", "rewardkit.data.readers", "rewardkit.data.synthetic"]),

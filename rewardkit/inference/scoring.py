@@ -43,6 +43,7 @@ from rewardkit.data.record import Message
 from rewardkit.errors import UserError
 from rewardkit.model import ModelLoadError, RewardModel, resolve_backbone
 from rewardkit.pooling import POOLING_RULE
+from rewardkit.precision import Precision, precision_for
 
 # ------------------------------------------------------------------------------------------ values
 
@@ -282,6 +283,7 @@ class RewardModelScorer:
     aspects: list[str] = field(default_factory=list)
     aspect_weights: list[float] | None = None
     gate_scale: float = 1.0  # γ of a model in training (rewardkit.heads.scale_gate); a checkpoint's gate is scaled
+    precision: Precision | None = None  # how the model was loaded (rewardkit.precision); None: as given
 
     def prepare(self, groups: list[Any]) -> Prepared:
         from rewardkit.heads import encode_probed, encode_rendered_probed, parse_aspect_weights
@@ -359,6 +361,8 @@ class RewardModelScorer:
             "padding_side": self.padding_side,
             "prefix_sharing": self.prefix_sharing,
         }
+        if self.precision is not None:
+            out["precision"] = self.precision.describe()
         if self.head_seed is not None:
             out["head_init_seed"] = self.head_seed
         if self.aspects:
@@ -404,7 +408,8 @@ def model_kind(name_or_path: str) -> str:
 def load_classifier_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
                 max_batch_tokens: int | None = None, max_batch_size: int = 64, padding_side: str = "right",
                 seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
-                device: str = "auto", aspect_weights: str | None = None) -> RewardModelScorer:
+                device: str = "auto", aspect_weights: str | None = None, precision: str = "auto"
+                ) -> RewardModelScorer:
     """A scorer for ``spec``: a rewardkit run folder, a Hugging Face reward model (folder or hub id),
     a ``.gguf`` file or a built-in backbone name (untrained head initialised from ``seed``).
 
@@ -418,6 +423,9 @@ def load_classifier_scorer(spec: str, *, max_length: int | None = None, template
 
     An aspect checkpoint (``rewardkit.heads``) scores the mixture of its aspect rewards, weighted by its gate or
     by ``aspect_weights`` ('helpful=1,harmless=0'; None or 'gate': the gate).
+
+    ``precision`` (``rewardkit.precision``): 'auto' loads the backbone in bf16 where the device computes bf16
+    natively, else fp32; the score head stays fp32 either way.
     """
     from accelerate.utils import set_seed
 
@@ -429,14 +437,17 @@ def load_classifier_scorer(spec: str, *, max_length: int | None = None, template
     kind = model_kind(spec)
     # Seeded before loading so an untrained head matches `rewardkit train --seed` and is the same every run.
     set_seed(seed)
-    model, encoder, meta = load_checkpoint(spec, max_length, template)
-    model.to(resolve_device(device))
+    where = resolve_device(device)
+    chosen = precision_for(precision, where, training=False)
+    model, encoder, meta = load_checkpoint(spec, max_length, template, dtype=chosen.weights_dtype)
+    model.to(where)
     aspects = (meta.get("aspects") or {}).get("names", [])
     return RewardModelScorer(model, encoder, name=spec, kind=kind, metadata=meta, aspects=aspects,
                              aspect_weights=parse_aspect_weights(aspect_weights, aspects),
                              head_seed=seed if kind.startswith("backbone") else None,
                              max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
-                             padding_side=padding_side, progress=progress, prefix_sharing=prefix_sharing)
+                             padding_side=padding_side, progress=progress, prefix_sharing=prefix_sharing,
+                             precision=chosen)
 
 
 def score_token_ids(model: RewardModel, sequences: list[list[int]], pad_id: int, *, max_batch_tokens: int | None = None,

@@ -23,7 +23,7 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
     from rewardkit.data import read_preferences
     from rewardkit.evaluate import emit_eval, run_evaluation
     from rewardkit.inference import score
-    from rewardkit.inference.factory import load_judge_scorer
+    from rewardkit.inference.factory import load_judge_scorer, say_precision
     from rewardkit.judges.judge import judge_metrics
     from rewardkit.rewardbench import load_section_map
 
@@ -32,7 +32,8 @@ def run_judge_eval(cfg: EvalConfig, jc: JudgeOptions | None = None) -> dict[str,
         raise UserError("eval needs --model and --data")
     section_map = load_section_map(cfg.sections) if cfg.sections else None
     scorer = load_judge_scorer(cfg.model, jc, seed=cfg.seed, max_batch_tokens=cfg.max_batch_tokens,
-                          max_length=cfg.max_length, progress=True, device=cfg.device)
+                          max_length=cfg.max_length, progress=True, device=cfg.device, precision=cfg.precision)
+    say_precision(scorer, "eval")
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
     started = time.time()

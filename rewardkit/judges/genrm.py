@@ -38,7 +38,7 @@ from rewardkit.errors import UserError
 from rewardkit.judges.judge import JUDGE_METADATA_FILE, Judge, JudgeScorer, load_judge
 from rewardkit.judges.templates import _UNSET
 from rewardkit.model import freeze_lower_layers
-from rewardkit.run import Run, configure_deepspeed, load_weights, make_accelerator, shards_parameters
+from rewardkit.run import Run, configure_deepspeed, load_weights, shards_parameters
 from rewardkit.training.common import (
     Records,
     base_report,
@@ -52,6 +52,7 @@ from rewardkit.training.common import (
     make_optimizer,
     make_scheduler,
     memory_plan,
+    start_accelerator,
     total_steps,
     write_report,
 )
@@ -98,7 +99,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
 
     The recipe of ``rewardkit.train`` with the :class:`rewardkit.training.objectives.Verifier` objective: the
     same records, loop, run folder, checkpoints and resume; the model stays a plain causal LM."""
-    accelerator = make_accelerator(cfg.mixed_precision)
+    accelerator, precision = start_accelerator(cfg)
     say, world = accelerator.print, accelerator.num_processes
     set_seed(cfg.seed)
     check_train_config(cfg)
@@ -111,7 +112,7 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
     # ---- model, objective and data
     system = _UNSET if cfg.judge_system_prompt is None else cfg.judge_system_prompt
     judge = load_judge(cfg.model, kind="verifier", template=cfg.judge_template, system_prompt=system,
-                       max_length=cfg.max_length)
+                       max_length=cfg.max_length, dtype=cfg.torch_dtype)
     model, tokenizer = judge.model, judge.tokenizer
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
@@ -164,7 +165,8 @@ def train_genrm(cfg: GenRMConfig) -> dict[str, Any]:
         say(f"WARNING: {warning}")
     report = base_report(cfg, run, loop, warning=warning, wall=time.time() - started, processes=world,
                          train_data=train_report, changes=records.changes, eval_data=eval_report,
-                         truncation=records.truncation, before=before, after=after, resumed=resumed)
+                         truncation=records.truncation, before=before, after=after, resumed=resumed,
+                         precision=precision)
     accelerator.wait_for_everyone()
     run.save_final(lambda folder: save(folder, None, last or loop.last_eval or first), JUDGE_METADATA_FILE)
     write_report(run, report, title="rewardkit GenRM training report")

@@ -60,7 +60,7 @@ from rewardkit.judges.templates import (
     response_text,
 )
 from rewardkit.losses import sigmoid
-from rewardkit.model import ModelLoadError, load_tokenizer, resolve_backbone
+from rewardkit.model import DTYPES, ModelLoadError, load_tokenizer, resolve_backbone
 from rewardkit.pooling import position_ids_from_mask
 
 JUDGE_METADATA_FILE = "rewardkit_judge.json"
@@ -320,9 +320,11 @@ def _allocate(lengths: dict[str, int], budget: int) -> dict[str, int]:
 
 
 def load_judge(model: str, kind: str | None = None, template: str | None = None,
-               system_prompt: str | None = _UNSET, max_length: int | None = None, device: str = "cpu") -> Judge:
+               system_prompt: str | None = _UNSET, max_length: int | None = None, device: str = "cpu",
+               dtype: str = "float32") -> Judge:
     """A judge on any causal LM: a hub id, local folder, ``.gguf`` file, built-in name (``smollm2-135m``),
-    or a trained GenRM run folder (its ``rewardkit_judge.json`` supplies kind, template and max_length)."""
+    or a trained GenRM run folder (its ``rewardkit_judge.json`` supplies kind, template and max_length).
+    ``dtype``: the weights' dtype (``rewardkit.model.DTYPES``: float32, bfloat16, float16)."""
     from rewardkit.checkpoint import check_finished_run
 
     check_finished_run(model, JUDGE_METADATA_FILE)
@@ -341,7 +343,7 @@ def load_judge(model: str, kind: str | None = None, template: str | None = None,
         tpl = load_template(kind, template, system_prompt)
     tokenizer = load_tokenizer(source)
     try:
-        hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        hf = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"could not load '{model}' as a causal LM: {e}") from e
     if len(tokenizer) > hf.get_input_embeddings().num_embeddings:
@@ -393,7 +395,7 @@ class JudgeScorer:
 
     def __init__(self, judge: Judge, *, mode: str = "probability", order: str = "both", samples: int = 5,
                  temperature: float = 1.0, max_new_tokens: int = 64, seed: int = 42, max_batch_tokens: int = 16384,
-                 progress: bool = False):
+                 progress: bool = False, precision: Any = None):
         if mode not in MODES:
             raise UserError(f"judge mode must be one of {MODES}, got {mode!r}")
         if order not in ORDERS:
@@ -401,6 +403,7 @@ class JudgeScorer:
         self.judge, self.mode, self.order = judge, mode, order
         self.samples, self.temperature, self.max_new_tokens, self.seed = samples, temperature, max_new_tokens, seed
         self.max_batch_tokens, self.progress = max_batch_tokens, progress
+        self.precision = precision  # rewardkit.precision.Precision the judge was loaded with (None: as given)
 
     @property
     def kind(self) -> str:
@@ -416,6 +419,7 @@ class JudgeScorer:
                 "order": self.order if self.kind == "pairwise" else None, "model": self.judge.name,
                 "template": t.to_dict(), "verdict_tokens": self.judge.verdicts.to_dict(),
                 "max_length": self.judge.max_length,
+                **({"precision": self.precision.describe()} if self.precision is not None else {}),
                 "sampling": ({"samples": self.samples, "temperature": self.temperature,
                               "max_new_tokens": self.max_new_tokens, "seed": self.seed} if self.mode == "sample" else None),
                 **(self.judge.reward_stats if self.mode == "probability" else {})}

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from rewardkit.config import ServeConfig
 from rewardkit.errors import UserError
 from rewardkit.inference import Scorer
+from rewardkit.inference.factory import say_precision
 
 
 def load_served_scorer(cfg: ServeConfig) -> Scorer:
@@ -28,7 +29,8 @@ def load_served_scorer(cfg: ServeConfig) -> Scorer:
         raise UserError("serve needs a model: rewardkit serve RUN (a run folder, HF reward model, or --judge LM)")
     return load_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                        max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
-                       complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights)
+                       complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights,
+                       precision=cfg.precision)
 
 
 def _server(scorer: Scorer, cfg: ServeConfig):
@@ -58,6 +60,7 @@ def serve(cfg: ServeConfig) -> None:
 
         torch.set_num_threads(cfg.threads)
     scorer = load_served_scorer(cfg)
+    say_precision(scorer, "serve")
     server, sock = _server(scorer, cfg)
     host, port = sock.getsockname()[:2]
     print(f"rewardkit serve: {scorer.name} on http://{host}:{port} (docs: http://{host}:{port}/docs); "

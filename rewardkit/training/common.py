@@ -35,7 +35,8 @@ from rewardkit.evaluate import completion_reward_stats, metrics_from_rewards
 from rewardkit.inference import Scorer, score
 from rewardkit.losses import check_record
 from rewardkit.plan import Item, Step, memory_steps, stream_steps
-from rewardkit.run import Clock, Run, shards_parameters
+from rewardkit.precision import Precision, precision_for
+from rewardkit.run import Clock, Run, make_accelerator, shards_parameters, training_device
 
 STATS_RECORDS = 500  # records behind the reward statistics when there is no held-out set
 
@@ -356,16 +357,25 @@ def prefix_sharing_summary(paths: dict[str, str | None]) -> str | None:
 # ------------------------------------------------------------------------------ the report
 
 
+def start_accelerator(cfg: TrainConfig) -> tuple[Accelerator, Precision]:
+    """The run's ``Accelerator``, built with the precision ``cfg.precision`` means on this hardware (said once)."""
+    precision = precision_for(cfg.precision, training_device(), training=True)
+    accelerator = make_accelerator(precision.mixed_precision)
+    accelerator.print(precision.line())
+    return accelerator, precision
+
+
 def base_report(cfg: TrainConfig, run: Run, loop: Any, *, warning: str | None, wall: float, processes: int,
                 train_data: ReadReport, changes: dict[str, int], eval_data: ReadReport | None, truncation: Any,
-                before: dict | None, after: dict | None, resumed: Any) -> dict[str, Any]:
+                before: dict | None, after: dict | None, resumed: Any, precision: Precision) -> dict[str, Any]:
     """The fields of ``report.json`` every trainer writes (a recipe adds its own)."""
     from rewardkit.config import to_dict
 
     history = loop.history
     return {
         "warning": warning, "run_dir": str(run.dir), "config": to_dict(cfg), "steps": loop.step,
-        "wall_time_s": round(wall, 1), "processes": processes, "streaming": cfg.streaming,
+        "wall_time_s": round(wall, 1), "processes": processes, "precision": precision.describe(),
+        "streaming": cfg.streaming,
         "train_data": train_data.to_dict(), "record_changes": dict(changes),
         "eval_data": eval_data.to_dict() if eval_data else None, "train_truncation": truncation.to_dict(),
         "before": before, "after": after,

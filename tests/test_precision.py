@@ -1,0 +1,123 @@
+"""The precision policy (rewardkit.precision): what each request means on each kind of hardware, and that bf16
+scoring and training are what the policy says they are (the hardware is injected, never the model mocked)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from rewardkit.config import ConfigError, TrainConfig, load_config
+from rewardkit.data.synthetic import synthetic_pairs
+from rewardkit.errors import UserError
+from rewardkit.inference import score
+from rewardkit.inference.scoring import load_classifier_scorer
+from rewardkit.precision import CPU_BF16_ENV, Hardware, autocast, resolve_precision
+
+from conftest import learnable_rows, write_jsonl
+
+CUDA_BF16 = Hardware("cuda", True, "NVIDIA H100 supports bf16")
+CUDA_OLD = Hardware("cuda", False, "Tesla V100 does not support bf16")
+CPU_BF16 = Hardware("cpu", True, "the CPU has native bf16 (avx512_bf16)")
+CPU_PLAIN = Hardware("cpu", False, "the CPU has no native bf16")
+
+
+@pytest.mark.parametrize("hardware, compute", [(CUDA_BF16, "bf16"), (CUDA_OLD, "fp32"), (CPU_BF16, "bf16"),
+                                                (CPU_PLAIN, "fp32")])
+def test_auto_picks_bf16_exactly_where_the_hardware_computes_it(hardware, compute):
+    train = resolve_precision("auto", hardware, training=True)
+    infer = resolve_precision("auto", hardware, training=False)
+    assert train.compute == infer.compute == compute
+    assert train.weights == "fp32"  # fp32 master weights under autocast
+    assert infer.weights == compute  # inference holds the weights in the compute format
+    assert train.mixed_precision == {"bf16": "bf16", "fp32": "no"}[compute]
+    assert hardware.detail in train.reason and train.reason.startswith("auto")
+    assert train.line().startswith(f"precision: {compute}")
+    assert train.describe() == {"requested": "auto", "compute": compute, "weights": "fp32", "reason": train.reason}
+
+
+def test_explicit_choices_are_kept_and_questionable_ones_say_why():
+    assert resolve_precision("fp32", CUDA_BF16, training=False).compute == "fp32"
+    forced = resolve_precision("bf16", CPU_PLAIN, training=True)
+    assert forced.compute == "bf16" and "no native bf16" in forced.reason
+    half = resolve_precision("fp16", CPU_PLAIN, training=True)
+    assert half.compute == "fp16" and half.mixed_precision == "fp16" and "meant for GPUs" in half.reason
+    assert "meant for GPUs" not in resolve_precision("fp16", CUDA_OLD, training=True).reason
+    with pytest.raises(UserError, match="--precision 'bf17'"):
+        resolve_precision("bf17", CPU_PLAIN, training=True)
+
+
+def test_the_cpu_detection_can_be_overridden_for_a_process(monkeypatch):
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert Hardware.of("cpu").bf16 and CPU_BF16_ENV in Hardware.of("cpu").detail
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert not Hardware.of("cpu").bf16
+    monkeypatch.setenv(CPU_BF16_ENV, "yes")
+    with pytest.raises(UserError, match=CPU_BF16_ENV):
+        Hardware.of("cpu")
+    monkeypatch.delenv(CPU_BF16_ENV)
+    assert Hardware.of("cpu").bf16 == bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def test_autocast_only_where_weights_are_wider_than_the_compute():
+    train = resolve_precision("bf16", CPU_BF16, training=True)
+    with autocast(train, "cpu"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast(resolve_precision("bf16", CPU_BF16, training=False), "cpu"):  # bf16 weights: nothing to cast
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_a_config_with_the_old_flag_is_told_the_new_one(tmp_path):
+    path = tmp_path / "train.yaml"
+    path.write_text("train_data: x.jsonl\nmixed_precision: bf16\n")
+    with pytest.raises(ConfigError, match="mixed_precision was renamed to precision"):
+        load_config(TrainConfig, path)
+
+
+def test_bf16_scoring_is_bf16_weights_with_an_fp32_head_and_shared_equals_padded(tiny_model_dir):
+    examples = synthetic_pairs("eval", n=12)
+    fp32 = load_classifier_scorer(str(tiny_model_dir), precision="fp32", device="cpu")
+    bf16 = load_classifier_scorer(str(tiny_model_dir), precision="bf16", device="cpu")
+    assert next(bf16.model.hf.model.parameters()).dtype == torch.bfloat16
+    assert bf16.model.hf.score.weight.dtype == torch.float32
+    assert bf16.describe()["precision"]["weights"] == "bf16" and fp32.describe()["precision"]["compute"] == "fp32"
+
+    def rewards(scorer, shared):
+        scorer.prefix_sharing = shared
+        result = score(scorer, examples)
+        assert result.path == ("shared" if shared else "padded")
+        return np.concatenate(result.rewards)
+
+    exact = rewards(fp32, False)
+    np.testing.assert_allclose(rewards(fp32, True), exact, atol=1e-5)
+    padded, shared = rewards(bf16, False), rewards(bf16, True)
+    # In its own precision the shared path is the padded path (the same bf16 maths; kernels may round differently).
+    scale = np.abs(exact).max()
+    assert np.abs(shared - padded).max() <= 0.02 * scale, (shared - padded)
+    assert np.abs(padded - exact).max() <= 0.05 * scale  # and bf16 is near fp32
+    # The head ran in fp32: rewards are not on bf16's 8-bit-mantissa grid (a bf16 head output would be).
+    on_grid = torch.from_numpy(padded).float().bfloat16().float().numpy() == padded.astype(np.float32)
+    assert on_grid.mean() < 0.5, padded
+
+
+def test_training_under_bf16_autocast_keeps_fp32_weights_and_records_the_choice(tiny_model_dir, tmp_path):
+    from rewardkit import train
+
+    data = write_jsonl(tmp_path / "train.jsonl", learnable_rows(16))
+    report = train(TrainConfig(model=str(tiny_model_dir), train_data=str(data), output_dir=str(tmp_path / "runs"),
+                               run_name="bf16", batch_size=8, micro_batch_size=4, precision="bf16", eval_before=False,
+                               learning_rate=1e-3, max_length=64))
+    assert report["precision"]["compute"] == "bf16" and report["precision"]["weights"] == "fp32"
+    saved = json.loads((tmp_path / "runs" / "bf16" / "report.json").read_text())
+    assert saved["precision"] == report["precision"]
+    assert all(np.isfinite(r["loss"]) for r in report.get("history", [])) or report["last_train_loss"] is not None
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tmp_path / "runs" / "bf16" / "model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}  # master weights stayed fp32
+
+    plain = train(TrainConfig(model=str(tiny_model_dir), train_data=str(data), output_dir=str(tmp_path / "runs"),
+                              run_name="auto", batch_size=8, micro_batch_size=4, eval_before=False, max_length=64))
+    assert plain["precision"]["compute"] == "fp32" and CPU_BF16_ENV in plain["precision"]["reason"]  # conftest's 0
