@@ -19,8 +19,9 @@ What bf16 means differs by job, on purpose:
 * In both, the **reward head runs in fp32** on the upcast pooled state (``rewardkit.model.RewardModel``): a reward
   is a difference-sensitive scalar, and bf16's resolution at |r|≈2 is 0.016, coarser than many pairs' margins.
 
-``fp16`` is accepted for GPUs (with a gradient scaler in training; ``rewardkit.training.loop``); on a CPU it is
-allowed when asked for but never chosen by ``auto``. The hardware can be overridden for a whole process with
+``fp16`` is for GPUs: training runs it with a loss scaler (``rewardkit.training.loop.finish_step``); on a CPU
+training refuses it (accelerate runs neither fp16 autocast nor loss scaling there, so it would silently be fp32),
+inference allows it when asked for (slow, emulated); ``auto`` never picks it. The hardware can be overridden for a whole process with
 ``REWARDKIT_CPU_BF16=0|1`` (e.g. to keep a test suite or a comparison in fp32 on any CPU).
 """
 
@@ -120,6 +121,9 @@ def resolve_precision(requested: str, hardware: Hardware, *, training: bool) -> 
         if compute == "bf16" and not hardware.bf16:
             reason += f"; note {hardware.detail}"
         if compute == "fp16" and hardware.device != "cuda":
+            if training:
+                raise UserError(f"--precision fp16 trains on GPUs only ({hardware.device} here: accelerate runs no fp16 "
+                                "autocast or loss scaling on it, so nothing would be fp16); use --precision bf16 or fp32")
             reason += "; fp16 is meant for GPUs (on a CPU it is emulated and slow)"
     weights = "fp32" if training else compute
     return Precision(requested, compute, weights, reason)

@@ -122,7 +122,7 @@ BREAKAGES = (
     Breakage(
         "divergence-never-stops", "non-finite steps are skipped forever; TrainingDiverged is never raised",
         "rewardkit/training/loop.py",
-        "            if bad >= cfg.max_bad_steps:\n",
+        "            if bad >= cfg.max_bad_steps or overflows >= MAX_OVERFLOWS:\n",
         "            if False:\n",
         ("tests/test_cli.py::test_a_diverging_run_stops_with_one_line_naming_its_checkpoint",
          "tests/test_run.py::test_non_finite_steps_in_a_row_stop_the_run_with_a_usable_checkpoint")),

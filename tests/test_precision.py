@@ -42,9 +42,12 @@ def test_explicit_choices_are_kept_and_questionable_ones_say_why():
     assert resolve_precision("fp32", CUDA_BF16, training=False).compute == "fp32"
     forced = resolve_precision("bf16", CPU_PLAIN, training=True)
     assert forced.compute == "bf16" and "no native bf16" in forced.reason
-    half = resolve_precision("fp16", CPU_PLAIN, training=True)
-    assert half.compute == "fp16" and half.mixed_precision == "fp16" and "meant for GPUs" in half.reason
-    assert "meant for GPUs" not in resolve_precision("fp16", CUDA_OLD, training=True).reason
+    half = resolve_precision("fp16", CPU_PLAIN, training=False)
+    assert half.compute == half.weights == "fp16" and "meant for GPUs" in half.reason
+    with pytest.raises(UserError, match="fp16 trains on GPUs only"):  # accelerate would silently run fp32
+        resolve_precision("fp16", CPU_BF16, training=True)
+    gpu = resolve_precision("fp16", CUDA_OLD, training=True)
+    assert gpu.mixed_precision == "fp16" and gpu.weights == "fp32" and gpu.reason == "asked for"
     with pytest.raises(UserError, match="--precision 'bf17'"):
         resolve_precision("bf17", CPU_PLAIN, training=True)
 
@@ -121,3 +124,50 @@ def test_training_under_bf16_autocast_keeps_fp32_weights_and_records_the_choice(
     plain = train(TrainConfig(model=str(tiny_model_dir), train_data=str(data), output_dir=str(tmp_path / "runs"),
                               run_name="auto", batch_size=8, micro_batch_size=4, eval_before=False, max_length=64))
     assert plain["precision"]["compute"] == "fp32" and CPU_BF16_ENV in plain["precision"]["reason"]  # conftest's 0
+
+
+def _tiny_step_setup(mixed_precision: str):
+    from rewardkit.run import make_accelerator
+
+    torch.manual_seed(0)
+    accelerator = make_accelerator(mixed_precision)
+    if mixed_precision == "fp16":  # what accelerate sets up for fp16 on a GPU (on a CPU it makes no scaler)
+        accelerator.scaler, accelerator.native_amp = torch.amp.GradScaler("cpu"), True
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return accelerator, model, optimizer, scheduler
+
+
+def _backward(accelerator, model, poison: bool) -> float:
+    loss = model(torch.ones(3, 4)).pow(2).mean()
+    accelerator.backward(loss)
+    if poison:  # what an fp16 overflow leaves in the gradients
+        for p in model.parameters():
+            p.grad.fill_(float("inf"))
+    return loss.item()
+
+
+@pytest.mark.parametrize("mixed_precision", ["fp16", "no"])
+def test_a_non_finite_step_is_not_applied_and_the_next_step_is(mixed_precision):
+    """fp16: the overflowing step goes through a real GradScaler (it skips the update and halves its scale), and
+    the next, normal step applies; the old loop skipped ``optimizer.step()`` and the next ``unscale_`` raised.
+    Without a scaler: the same outcome by the loop's own rule. The scheduler moves only with the weights."""
+    from rewardkit.training.loop import finish_step
+
+    accelerator, model, optimizer, scheduler = _tiny_step_setup(mixed_precision)
+    assert (accelerator.scaler is not None) == (mixed_precision == "fp16")
+    scale = accelerator.scaler.get_scale() if accelerator.scaler else None
+    before = [p.detach().clone() for p in model.parameters()]
+    out = finish_step(accelerator, model, optimizer, scheduler, _backward(accelerator, model, True), 1.0)
+    assert not out.applied and not out.finite and out.overflow == (mixed_precision == "fp16")
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert scheduler.last_epoch == 0
+    if scale is not None:
+        assert accelerator.scaler.get_scale() == scale / 2
+    out = finish_step(accelerator, model, optimizer, scheduler, _backward(accelerator, model, False), 1.0)
+    assert out.applied and out.finite and not out.overflow and np.isfinite(out.grad_norm)
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert scheduler.last_epoch == 1
+    assert all(p.grad is None for p in model.parameters())

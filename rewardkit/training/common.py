@@ -382,6 +382,7 @@ def base_report(cfg: TrainConfig, run: Run, loop: Any, *, warning: str | None, w
         "first_train_loss": history[0]["loss"] if history else None,
         "last_train_loss": history[-1]["loss"] if history else None,
         "skipped_steps": sum(1 for r in history if r.get("skipped")),
+        "overflow_steps": sum(1 for r in history if r.get("overflow")),
         "resumed_from": str(resumed.checkpoint) if resumed else None,
     }
 

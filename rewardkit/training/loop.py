@@ -11,8 +11,10 @@ used, not dropped. *What* a micro-batch's loss is belongs to the objective
 * DDP synchronises gradients only on a step's last micro-batch (``no_sync`` around forward and backward);
 * a process with fewer micro-batches runs zero-weight passes so every process takes part in each all-reduce;
 * under DeepSpeed the engine steps inside ``backward``: the loop marks the accumulation boundary itself;
-* clipping (``max_grad_norm``), then the non-finite policy: a step whose loss or gradient norm is NaN/inf
-  is not applied and is logged with ``skipped``; ``max_bad_steps`` in a row stop the run;
+* clipping (``max_grad_norm``), then the non-finite policy (:func:`finish_step`): a step whose loss or gradient
+  norm is NaN/inf is not applied and is logged with ``skipped``; ``max_bad_steps`` in a row stop the run. Under
+  fp16 a loss scaler decides instead (an overflow lowers its scale and skips the update: routine, not a
+  divergence), and under DeepSpeed the engine has already applied the update, which the log says;
 * evaluation every ``eval_every`` steps and checkpoints every ``save_every`` through :class:`rewardkit.run.Run`.
 
 A resumed run replays the seeded plan and skips the steps already done, so it sees the same batches as the
@@ -60,6 +62,52 @@ class LoopResult:
     last_eval: Any = None
 
 
+# fp16 overflows in a row that stop a run: each halves the loss scale, so 32 take it from 2**16 to 2**-16 — the
+# gradients are not finite at any scale.
+MAX_OVERFLOWS = 32
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    """How an optimizer step ended. ``applied``: the update reached the weights (the scheduler moved with it);
+    ``finite``: the loss and gradient norm were finite; ``overflow``: a loss scaler (fp16) or DeepSpeed's found
+    inf/NaN gradients and skipped the update (it lowered its scale; not a divergence by itself)."""
+
+    applied: bool
+    finite: bool
+    overflow: bool
+    grad_norm: float
+
+
+def finish_step(accelerator: Accelerator, model: torch.nn.Module, optimizer: Any, scheduler: Any, loss: float,
+                max_grad_norm: float) -> StepOutcome:
+    """Clip, then apply the step if it should be, move the scheduler exactly when the weights moved, zero grads.
+
+    * plain fp32/bf16: a non-finite step is not applied;
+    * a loss scaler (fp16): every step goes through it — the scaler skips a non-finite update itself and lowers
+      its scale; skipping ``optimizer.step()`` around it would leave the scaler mid-step (the next ``unscale_``
+      raises "already been called") and its scale stuck at the value that overflowed;
+    * DeepSpeed: the engine updated inside ``backward`` (clipping and, in fp16, its own overflow check included),
+      so the step *was* applied unless the engine reports an overflow skip; the scheduler follows what happened.
+    """
+    # (under DeepSpeed the engine has already clipped and stepped; this reads its gradient norm)
+    norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm) if max_grad_norm > 0 else None
+    grad_norm = float("nan") if norm is None else float(norm)
+    finite = math.isfinite(loss) and (max_grad_norm <= 0 or math.isfinite(grad_norm))
+    decides = accelerator.distributed_type == DistributedType.DEEPSPEED or accelerator.scaler is not None
+    if decides:
+        optimizer.step()  # DeepSpeed: a no-op (already stepped); a scaler: it applies or skips
+        applied = not optimizer.step_was_skipped
+    else:
+        if finite:
+            optimizer.step()
+        applied = finite
+    if applied:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepOutcome(applied=applied, finite=finite, overflow=decides and not applied, grad_norm=grad_norm)
+
+
 def count_gradient_syncs(model: torch.nn.Module) -> list[int]:
     """Count DDP's gradient all-reduces (one per bucket per synchronised backward) through a comm hook
     that wraps the default all-reduce; a one-element list, [0] forever on a single process.
@@ -100,7 +148,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
     recent: collections.deque[tuple[int, torch.Tensor]] = collections.deque(maxlen=keep_rewards or None)
     paths: dict[str, str | None] = {}
     bar = tqdm(total=total_steps, initial=start, disable=not accelerator.is_main_process, desc=desc, unit="step")
-    step, bad = 0, 0
+    step, bad, overflows = 0, 0, 0
     syncs = count_gradient_syncs(model)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
     micro_tokens = micro_batch_token_budget(cfg.micro_batch_tokens, device)
@@ -151,34 +199,32 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
                                    1.0 - weight], device=device)
         stats = accelerator.reduce(stats, "sum")
         loss, acc, margin = (stats[:3] / n_records).tolist()
-        # (under DeepSpeed the engine has already clipped and stepped; this reads its gradient norm)
-        grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                     if cfg.max_grad_norm > 0 else torch.tensor(float("nan")))
-        grad_norm = torch.tensor(float("nan")) if grad_norm is None else grad_norm
-        finite = math.isfinite(loss) and (cfg.max_grad_norm <= 0 or math.isfinite(float(grad_norm)))
         lr = scheduler.get_last_lr()[0]  # the rate this step's update uses (read before the scheduler moves on)
-        if finite:
-            optimizer.step()
-            scheduler.step()
-            bad = 0
-        else:
-            bad += 1
-        optimizer.zero_grad(set_to_none=True)
+        outcome = finish_step(accelerator, model, optimizer, scheduler, loss, cfg.max_grad_norm)
+        finite = outcome.finite
+        # A scaler's overflow with a finite loss is the scaler's business (it lowered its scale); a NaN loss,
+        # or a non-finite step nobody guards, counts toward divergence.
+        bad = 0 if finite else bad + (0 if outcome.overflow and math.isfinite(loss) else 1)
+        overflows = overflows + 1 if outcome.overflow else 0
         step += 1
         records += n_records
         record = {"step": step, "epoch": epoch, "split": "train", "loss": loss, "accuracy": acc,
-                  "margin": margin, "lr": lr, "grad_norm": float(grad_norm), "records": n_records,
+                  "margin": margin, "lr": lr, "grad_norm": outcome.grad_norm, "records": n_records,
                   "step_s": round(time.perf_counter() - step_started, 3), "elapsed_s": round(time.time() - started, 2)}
         if world > 1:
             record["grad_syncs"], syncs[0] = syncs[0], 0
             record["empty_passes"] = int(stats[3])  # zero-weight passes of processes with no records left
-        if not finite:
+        if not outcome.applied:
             record["skipped"] = True
+        if outcome.overflow:
+            record["overflow"] = True  # the loss scaler skipped it and lowered its scale
+        if outcome.applied and not finite:
+            record["non_finite_applied"] = True  # DeepSpeed applied it inside backward: the weights moved
         history.append(record)
         if step % cfg.log_every == 0 or step == total_steps or not finite:
             run.log(record)
-        if bad >= cfg.max_bad_steps:
-            raise diverged(run, history, step, epoch, bad, cfg.learning_rate)
+        if bad >= cfg.max_bad_steps or overflows >= MAX_OVERFLOWS:
+            raise diverged(run, history, step, epoch, max(bad, overflows), cfg.learning_rate)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2f}")
         if cfg.eval_every and step % cfg.eval_every == 0 and step != total_steps:
