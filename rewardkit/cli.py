@@ -120,7 +120,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     scorer = load_scorer(cfg.model, max_length=cfg.max_length, template=cfg.template,
                          max_batch_tokens=cfg.max_batch_tokens, padding_side=cfg.padding_side, seed=cfg.seed,
                          progress=True, prefix_sharing=cfg.prefix_sharing, device=cfg.device,
-                         aspect_weights=cfg.aspect_weights, precision=cfg.precision)
+                         aspect_weights=cfg.aspect_weights, precision=cfg.precision, route=cfg.route)
     say_precision(scorer, "eval")
     examples, report = read_preferences(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split)
     print(report.summary(), file=sys.stderr)
@@ -153,7 +153,7 @@ def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
     scorer = load_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                              max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
                              complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights,
-                       precision=cfg.precision)
+                       precision=cfg.precision, route=cfg.route)
     say_precision(scorer, command)
     scored, result = (rerank_rows if rerank else score_rows)(scorer, rows, locations)
     info = scorer.describe()

@@ -24,6 +24,11 @@ T = TypeVar("T")
 LOSS_NAMES = ("bt", "bt_softplus", "margin", "balanced", "plackett_luce")
 HEAD_INITS = ("normal", "scaled", "zero")  # rewardkit.model.init_head_rows
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # rewardkit.precision decides what each means on the hardware
+ROUTES = ("auto", "flex", "segments", "padded")  # rewardkit.sharing
+ROUTE_HELP = ("How forward passes run: 'auto' (prefix sharing on the device's fastest exact route — flex on CUDA, "
+              "segments on CPU — or padded where the model cannot share, reported), 'flex' (FlexAttention, compiled "
+              "on GPU; falls back to segments with a warning if compiling fails), 'segments' (attention per group "
+              "and block) or 'padded' (plain padded batches: the same as --no-prefix-sharing).")
 PRECISION_HELP = ("Number format: 'auto' (bf16 where the hardware computes it natively — a CUDA GPU with bf16, a CPU "
                   "with avx512_bf16 or AMX — else fp32), 'fp32', 'bf16' or 'fp16' (GPUs). Training keeps fp32 master "
                   "weights under autocast; inference loads bf16 weights; the score head always computes in fp32. "
@@ -55,6 +60,12 @@ class ConfigBase:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if getattr(self, "route", None) is not None and hasattr(self, "prefix_sharing"):
+            if self.route == "padded":
+                self.prefix_sharing = False
+            elif not self.prefix_sharing and self.route != "auto":
+                raise ConfigError(f"--route {self.route} is a prefix-sharing route, and --no-prefix-sharing turns "
+                                  "sharing off; pass one of them (--route padded is --no-prefix-sharing)")
 
 
 def check_fields(config: Any) -> None:
@@ -147,6 +158,7 @@ class TrainConfig(ConfigBase):
                           "compute format is --precision); bfloat16 halves weight memory, e.g. for LoRA on a large "
                           "model whose frozen weights need no fp32 copy.")
     precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
+    route: str = _f("auto", choices=ROUTES, help=ROUTE_HELP)
     trainable_layers: int = _f(0, within="[0, inf)", help="Train only the top N transformer blocks (+ final norm and score head); 0 trains all. "
                                "Cuts the backward pass to those blocks: a cheaper partial fine-tune.")
     lora_r: int = _f(0, within="[0, inf)", help="LoRA rank (peft): train rank-r adapters on the blocks' linear layers "
@@ -287,6 +299,7 @@ class EvalConfig(JudgeOptions):
                             "(and the results to <folder>/eval.json unless --output is given).")
     aspect_weights: str | None = _f(None, ASPECT_WEIGHTS_HELP)
     precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
+    route: str = _f("auto", choices=ROUTES, help=ROUTE_HELP)
 
 
 @dataclass
@@ -311,6 +324,7 @@ class ScoringOptions(JudgeOptions):
     device: str = _f("auto", "Where the model runs: 'auto' (the first GPU if there is one, else the CPU), 'cpu', "
                      "'cuda' or 'cuda:N'.")
     precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
+    route: str = _f("auto", choices=ROUTES, help=ROUTE_HELP)
 
 
 @dataclass

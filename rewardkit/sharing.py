@@ -69,7 +69,7 @@ from rewardkit.blocks import head_scores, transformer_blocks
 
 logger = logging.getLogger("rewardkit")
 
-ROUTES = ("auto", "segments", "flex", "dense")
+ROUTES = ("auto", "segments", "flex", "dense", "padded")  # "padded": the plain path (shared=False)
 _PREFIX = "rewardkit_shared:"
 # Decoder-only families whose only cross-token operation is attention through the attention
 # interface and whose positions come from position_ids (RoPE). Others fall back to the plain path.
@@ -348,20 +348,67 @@ def _row_mask(layout: PackedLayout) -> torch.Tensor:
     return layout._cache["dense"]
 
 
+def compile_options(compile_fn: Any = None) -> dict[str, Any]:
+    """The keyword arguments the flex kernel is compiled with, as far as this torch's ``torch.compile`` takes them.
+
+    Static shapes give the best kernels (``flex_shape`` keeps their number small). ``recompile_limit`` and
+    ``isolate_recompiles`` (per-function budget, not spent by a model whose own attention is compiled) arrived in
+    torch in spring 2026; passed to an older ``torch.compile`` they raise ``TypeError`` on every packed forward.
+    Without them the global dynamo limit is raised instead (``_raise_global_recompile_limit``).
+    """
+    import inspect
+
+    params = inspect.signature(compile_fn or torch.compile).parameters
+    options: dict[str, Any] = {"dynamic": False}
+    if "recompile_limit" in params:
+        options["recompile_limit"] = FLEX_RECOMPILE_LIMIT
+    if "isolate_recompiles" in params:
+        options["isolate_recompiles"] = True
+    return options
+
+
+def _raise_global_recompile_limit() -> None:
+    """Older torch: one process-wide recompile limit (``recompile_limit``, earlier ``cache_size_limit``), raised to
+    the flex ladder's need so its later shapes do not fall to the unfused path."""
+    import torch._dynamo
+
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            setattr(config, name, max(getattr(config, name), FLEX_RECOMPILE_LIMIT))
+            return
+
+
+# Where the flex kernel is compiled, and with which backend (the uncompiled reference elsewhere: exact, slow).
+# Module settings so a test can compile on CPU with a backend that fails, as a GPU without a working compiler does.
+COMPILE_DEVICES = ("cuda",)
+COMPILE_BACKEND: Any = "inductor"
+# Why compiling the flex kernel failed in this process (then the flex route runs as ``segments``), or None.
+_flex_failed: list[str] = []
+
+
 @functools.cache
-def _compiled_flex():
+def _compiled_flex(backend: Any):
     from torch.nn.attention.flex_attention import flex_attention
 
-    # Static shapes give the best kernels; ``flex_shape`` keeps their number small. Isolated so a
-    # model whose own attention is compiled flex does not spend this region's recompile budget.
-    return torch.compile(flex_attention, dynamic=False, recompile_limit=FLEX_RECOMPILE_LIMIT,
-                         isolate_recompiles=True)
+    options = compile_options()
+    if "recompile_limit" not in options:
+        _raise_global_recompile_limit()
+    return torch.compile(flex_attention, backend=backend, **options)
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost error of a chain (dynamo wraps a backend's own error), as one line."""
+    while (inner := getattr(error, "inner_exception", None) or error.__cause__) is not None and inner is not error:
+        error = inner
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def _flex_kernel(device: torch.device):
-    """Compiled on GPU (the fast path); the uncompiled reference on CPU, which is exact but slow."""
-    if device.type == "cuda":
-        return _compiled_flex()
+    """Compiled where ``COMPILE_DEVICES`` says (GPU: the fast path); the uncompiled reference elsewhere."""
+    if device.type in COMPILE_DEVICES:
+        return _compiled_flex(COMPILE_BACKEND)
     from torch.nn.attention.flex_attention import flex_attention
 
     return flex_attention
@@ -417,12 +464,20 @@ def _dispatch(base: str, module: nn.Module, query, key, value, attention_mask, s
         if kwargs.get(name) is not None:
             raise RuntimeError(f"prefix sharing does not implement attention with {name}; use shared=False")
     layout._cache["attention_calls"] = layout.attention_calls + 1
-    if layout.route == "segments":
-        out = _segments_attention(layout, query, key, value, scaling, dropout)
-    elif layout.route == "flex":
+    if layout.route == "flex" and not _flex_failed:
         if dropout:
             raise RuntimeError("the flex route does not implement attention dropout; use route='segments'")
-        out = _flex_attention(layout, query, key, value, scaling)
+        try:
+            out = _flex_attention(layout, query, key, value, scaling)
+        except Exception as e:  # compiling failed (old torch, no Triton, an inductor bug): segments is exact too
+            if query.device.type not in COMPILE_DEVICES:
+                raise  # the uncompiled reference failing is a bug, not a missing compiler
+            _flex_failed.append(_root_cause(e))
+            logger.warning("the flex attention kernel did not compile (%s); prefix sharing runs on the 'segments' "
+                           "route instead for the rest of this process (exact, slower on long rows)", _flex_failed[0])
+            out = _segments_attention(layout, query, key, value, scaling, dropout)
+    elif layout.route in ("flex", "segments"):  # flex after a failed compile
+        out = _segments_attention(layout, query, key, value, scaling, dropout)
     else:
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=_row_mask(layout), dropout_p=dropout,
                                              scale=scaling, enable_gqa=key.shape[1] != query.shape[1])
@@ -567,6 +622,7 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
+    shared = shared and route != "padded"
     inner = getattr(model, "module", model)
     device = next(inner.parameters()).device
     reason = None
@@ -585,7 +641,9 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
         if not layout.attention_calls:  # the rows would have been computed as plain causal sequences: wrong
             raise RuntimeError("the packed layout never reached the model's attention layers (transformers did not "
                                "forward it to the attention interface); use shared=False")
-        return GroupRewards(torch.split(flat, [len(g) for g in groups]), "shared", route=route)
+        ran = "segments" if route == "flex" and _flex_failed else route
+        return GroupRewards(torch.split(flat, [len(g) for g in groups]), "shared", route=ran,
+                            reason=f"flex did not compile ({_flex_failed[0]})" if ran != route else None)
     seqs = [s for g in groups for s in g]
     if not seqs or any(len(s) == 0 for s in seqs):
         raise ValueError("group_rewards needs at least one group, and every sequence at least one token")

@@ -113,7 +113,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if resumed:
         say(f"resumed from {resumed.checkpoint} at step {resumed.step} of {steps}")
     eval_scorer = RewardModelScorer(plain, encoder, name=cfg.model, kind="training", progress=run.main,
-                                    padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing, aspects=aspects,
+                                    padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing, route=cfg.route,
+                                    aspects=aspects,
                                     gate_scale=cfg.aspect_gate_scale)
     evaluate = held_out(accelerator, run, eval_scorer, eval_ex, cfg.seed, clock)
     first = None if resumed or not cfg.eval_before else evaluate(0)

@@ -171,3 +171,18 @@ def test_a_non_finite_step_is_not_applied_and_the_next_step_is(mixed_precision):
     assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert scheduler.last_epoch == 1
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_route_flag_is_one_spelling_of_prefix_sharing_and_reaches_the_scorer(tiny_model_dir):
+    assert TrainConfig(route="padded").prefix_sharing is False
+    with pytest.raises(ConfigError, match="--route padded is --no-prefix-sharing"):
+        TrainConfig(route="segments", prefix_sharing=False)
+    examples = synthetic_pairs("eval", n=6)
+    ref = score(load_classifier_scorer(str(tiny_model_dir), precision="fp32", device="cpu", route="padded"), examples)
+    assert ref.path == "padded"
+    for route in ("segments", "flex"):
+        scorer = load_classifier_scorer(str(tiny_model_dir), precision="fp32", device="cpu", route=route)
+        assert scorer.describe()["route"] == route
+        out = score(scorer, examples)
+        assert out.path == "shared"
+        np.testing.assert_allclose(np.concatenate(out.rewards), np.concatenate(ref.rewards), atol=1e-5)

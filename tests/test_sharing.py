@@ -422,3 +422,53 @@ def test_smollm2_hh_pairs_and_k4(tmp_path):
              [{"role": "assistant", "content": "I don't know."}]]
     k4 = enc.encode_many([(ex.prompt, c) for c in ex.completions + extra])
     assert_same(model, pairs + [k4], tok.pad_token_id, max_tokens_per_row=400)
+
+
+def test_compile_options_follow_the_torch_at_hand():
+    """Both branches: this torch's ``torch.compile`` takes the per-function recompile arguments; one from before
+    spring 2026 (its signature as torch 2.5 shipped it) gets only what it takes, never a ``TypeError``."""
+    assert sharing.compile_options() == {"dynamic": False, "recompile_limit": FLEX_RECOMPILE_LIMIT,
+                                         "isolate_recompiles": True}
+
+    def torch_2_5_compile(model=None, *, fullgraph=False, dynamic=None, backend="inductor", mode=None, options=None,
+                          disable=False):
+        return model
+
+    options = sharing.compile_options(torch_2_5_compile)
+    assert options == {"dynamic": False}
+    torch_2_5_compile(lambda: None, **options)  # accepted as it stands
+    import torch._dynamo
+
+    before = torch._dynamo.config.recompile_limit
+    try:
+        torch._dynamo.config.recompile_limit = 8
+        sharing._raise_global_recompile_limit()  # the old torch's way to the same budget
+        assert torch._dynamo.config.recompile_limit == FLEX_RECOMPILE_LIMIT
+    finally:
+        torch._dynamo.config.recompile_limit = before
+
+
+def test_flex_falls_back_to_segments_with_one_warning_when_compiling_fails(tiny, monkeypatch, caplog):
+    """A compiler that fails (as on a GPU without a working Triton, or an older torch): the real ``torch.compile``
+    on CPU with a backend that raises. The packed forward still answers, on the segments route, exactly; one
+    warning says why, and later calls do not try again."""
+    model, tok = tiny
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("Cannot find a working triton installation")
+
+    monkeypatch.setattr(sharing, "COMPILE_DEVICES", ("cpu",))
+    monkeypatch.setattr(sharing, "COMPILE_BACKEND", broken_backend)
+    monkeypatch.setattr(sharing, "_flex_failed", [])
+    groups = random_groups([(30, [5, 12, 1]), (12, [8, 3])], seed=7)
+    with torch.no_grad():
+        ref = group_rewards(model, groups, tok.pad_token_id, shared=False)
+        with caplog.at_level(logging.WARNING, logger="rewardkit"):
+            first = group_rewards(model, groups, tok.pad_token_id, route="flex")
+            again = group_rewards(model, groups, tok.pad_token_id, route="flex")
+    warnings = [r for r in caplog.records if "did not compile" in r.getMessage()]
+    assert len(warnings) == 1 and "triton" in warnings[0].getMessage()
+    for out in (first, again):
+        assert (out.path, out.route) == ("shared", "segments") and "flex did not compile" in out.reason
+        for a, b in zip(ref, out):
+            assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)

@@ -216,7 +216,8 @@ def forward_token_budget(device: torch.device) -> int:
 
 def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int, *, max_batch_tokens: int | None = None,
                   max_batch_size: int = 64, padding_side: str = "right", prefix_sharing: bool = True,
-                  progress: bool = False, all_heads: bool = False) -> tuple[list[np.ndarray], str, int]:
+                  progress: bool = False, all_heads: bool = False, route: str = "auto"
+                  ) -> tuple[list[np.ndarray], str, int]:
     """Rewards of already-encoded groups → (per group rewards, path taken, forward passes run). With
     ``all_heads`` each group's array is (K, outputs): every output of the score layer (``rewardkit.heads``).
 
@@ -232,7 +233,7 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
     try:
         if not groups:
             return [], "shared" if prefix_sharing else "padded", 0
-        if not (prefix_sharing and sharing_unsupported_reason(model) is None):
+        if not (prefix_sharing and route != "padded" and sharing_unsupported_reason(model) is None):
             flat = [ids for g in groups for ids in g]
             rewards, passes = _padded_rewards(model, flat, pad_id, max_batch_tokens, max_batch_size, padding_side,
                                               progress, all_heads)
@@ -243,7 +244,7 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
         with torch.inference_mode():
             for batch in _progress(batches, progress):
                 rewards = group_rewards(model, [groups[i] for i in batch], pad_id, padding_side=padding_side,
-                                        all_heads=all_heads)
+                                        all_heads=all_heads, route=route)
                 paths.add(rewards.path)
                 for i, r in zip(batch, rewards):
                     out[i] = r.double().cpu().numpy()
@@ -278,6 +279,7 @@ class RewardModelScorer:
     padding_side: str = "right"
     progress: bool = False
     prefix_sharing: bool = True
+    route: str = "auto"  # the shared path's attention route (rewardkit.sharing.ROUTES; "padded": no sharing)
     complete_turn: bool = True  # rendered texts: append a missing end-of-turn marker
     # Aspect models (rewardkit.heads): the aspect names, and the weights that mix them (None: the gate's, per prompt).
     aspects: list[str] = field(default_factory=list)
@@ -322,7 +324,7 @@ class RewardModelScorer:
         rewards, path, passes = reward_groups(
             self.model, flat, self.encoder.tokenizer.pad_token_id, max_batch_tokens=self.max_batch_tokens,
             max_batch_size=self.max_batch_size, padding_side=self.padding_side, prefix_sharing=self.prefix_sharing,
-            progress=self.progress, all_heads=bool(self.aspects))
+            progress=self.progress, all_heads=bool(self.aspects), route=self.route)
         mixing = [w for p in prepared for w in (p.mixing or [None] * len(p.groups))]
         aspects = [self._mix(r, w) for r, w in zip(rewards, mixing)] if self.aspects else None
         if aspects is not None:
@@ -359,7 +361,8 @@ class RewardModelScorer:
             "pad_token_id": self.encoder.tokenizer.pad_token_id,
             "max_batch_tokens": self.max_batch_tokens or forward_token_budget(next(self.model.parameters()).device),
             "padding_side": self.padding_side,
-            "prefix_sharing": self.prefix_sharing,
+            "prefix_sharing": self.prefix_sharing and self.route != "padded",
+            "route": self.route,
         }
         if self.precision is not None:
             out["precision"] = self.precision.describe()
@@ -408,8 +411,8 @@ def model_kind(name_or_path: str) -> str:
 def load_classifier_scorer(spec: str, *, max_length: int | None = None, template: str | None = None,
                 max_batch_tokens: int | None = None, max_batch_size: int = 64, padding_side: str = "right",
                 seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
-                device: str = "auto", aspect_weights: str | None = None, precision: str = "auto"
-                ) -> RewardModelScorer:
+                device: str = "auto", aspect_weights: str | None = None, precision: str = "auto",
+                route: str = "auto") -> RewardModelScorer:
     """A scorer for ``spec``: a rewardkit run folder, a Hugging Face reward model (folder or hub id),
     a ``.gguf`` file or a built-in backbone name (untrained head initialised from ``seed``).
 
@@ -447,7 +450,7 @@ def load_classifier_scorer(spec: str, *, max_length: int | None = None, template
                              head_seed=seed if kind.startswith("backbone") else None,
                              max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,
                              padding_side=padding_side, progress=progress, prefix_sharing=prefix_sharing,
-                             precision=chosen)
+                             precision=chosen, route=route)
 
 
 def score_token_ids(model: RewardModel, sequences: list[list[int]], pad_id: int, *, max_batch_tokens: int | None = None,

@@ -89,7 +89,9 @@ class GenRMConfig(TrainConfig):
                 ("--lora-r", "is not implemented for GenRM training yet (the LM head would need the adapter too); "
                  "train a GenRM with --trainable-layers N for a cheaper partial fine-tune" if self.lora_r else None),
                 ("--template", "does not apply: a GenRM is rendered with its judge template; set --judge-template, "
-                 "not --template" if self.template != "auto" else None)):
+                 "not --template" if self.template != "auto" else None),
+                ("--route", "does not apply: a GenRM reads its verdict from padded batches (left padding, last column)"
+                 if self.route not in ("auto", "padded") else None)):
             if unsupported:
                 raise UserError(f"{flag} {unsupported}")
 

@@ -157,7 +157,7 @@ class Pairwise(Objective):
 
     def forward(self, model: torch.nn.Module, micro: list[Item]) -> Any:
         return group_rewards(model, [it.ids for it in micro], self.pad_id, shared=self.cfg.prefix_sharing,
-                             padding_side=self.cfg.padding_side, all_heads=self.all_heads)
+                             padding_side=self.cfg.padding_side, all_heads=self.all_heads, route=self.cfg.route)
 
     def loss(self, model: torch.nn.Module, micro: list[Item], context: Any) -> MicroLoss:
         rewards = self.forward(model, micro)
@@ -202,7 +202,7 @@ class Odin(Pairwise):
         with torch.no_grad():
             for micro in micros:
                 rewards = group_rewards(inner, [it.ids for it in micro], self.pad_id, shared=cfg.prefix_sharing,
-                                        padding_side=cfg.padding_side, all_heads=True)
+                                        padding_side=cfg.padding_side, all_heads=True, route=cfg.route)
                 sums += odin_sums(odin_views(micro, list(rewards), cfg.odin_correlation))
         records = sum(len(micro) for micro in micros)
         total = accelerator.reduce(torch.cat([sums.flatten(), sums.new_tensor([records])]), "sum")
@@ -347,7 +347,7 @@ def refit_gate(accelerator: Accelerator, model: Any, items: list[Item], aspects:
             for micro in micro_batches(items[rank::world], cfg.micro_batch_size, budget):
                 captured.clear()
                 rewards = group_rewards(model, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
-                                        padding_side=cfg.padding_side, all_heads=True)
+                                        padding_side=cfg.padding_side, all_heads=True, route=cfg.route)
                 rows = torch.cat([c.reshape(-1, c.shape[-1]) for c in captured]).float().cpu()
                 ends = np.cumsum([len(it.ids) for it in micro])
                 if len(rows) != ends[-1]:
