@@ -34,7 +34,7 @@ from rewardkit.lora import (
     merged_state_dict,
     save_adapter,
 )
-from rewardkit.model import RewardModel, load_reward_model, load_tokenizer
+from rewardkit.model import RewardModel, fit_max_length, load_reward_model, load_tokenizer
 from rewardkit.pooling import POOLING_RULE
 
 METADATA_FILE = "rewardkit.json"
@@ -152,6 +152,7 @@ def load_checkpoint(name_or_path: str, max_length: int | None = None, template: 
     else:
         model, tok = load_reward_model(name_or_path, num_labels=labels, dtype=dtype)
     model.hf.score.float()
-    encoder = Encoder(tok, max_length=max_length or meta.get("max_length", 1024),
-                      template=template or meta.get("template", "auto"))
+    length = fit_max_length(model.hf, max_length or meta.get("max_length", 1024), explicit=max_length is not None,
+                            name=name_or_path)
+    encoder = Encoder(tok, max_length=length, template=template or meta.get("template", "auto"))
     return model, encoder, meta

@@ -186,6 +186,32 @@ class RewardModel(nn.Module):
         return scores if all_heads else scores[:, 0]
 
 
+def position_limit(hf: nn.Module) -> int | None:
+    """Positions a model can embed when it learns a table of them (GPT-2's ``wpe``: 1,024; OPT's offset table),
+    or None when positions are computed (RoPE: longer inputs degrade but do not fail)."""
+    backbone = getattr(hf, getattr(hf, "base_model_prefix", ""), hf)
+    for name in ("wpe", "embed_positions", "position_embeddings"):
+        table = getattr(backbone, name, None)
+        if isinstance(table, nn.Embedding):
+            return table.num_embeddings - int(getattr(table, "offset", 0))
+    return None
+
+
+def fit_max_length(hf: nn.Module, max_length: int, *, explicit: bool, name: str = "the model") -> int:
+    """``max_length`` checked against a learned position table: past it the embedding lookup fails inside the
+    model (on CUDA a device-side assert that poisons the process, a server included). A length the user asked
+    for is refused; a default is lowered to the table's size, with a notice."""
+    limit = position_limit(hf)
+    if limit is None or max_length <= limit:
+        return max_length
+    if explicit:
+        raise UserError(f"--max-length {max_length} is longer than {name} can embed: it has a learned table of "
+                        f"{limit} positions; pass --max-length {limit} or less")
+    logger.warning("%s has a learned table of %d positions: max_length %d lowered to %d", name, limit, max_length,
+                   limit)
+    return limit
+
+
 def freeze_lower_layers(model: nn.Module, trainable_layers: int) -> int:
     """Train only the top ``trainable_layers`` transformer blocks, the final norm and the score head.
 

@@ -105,6 +105,24 @@ class Clock:
         return {k: round(v, 3) for k, v in out.items()}
 
 
+def rng_state() -> dict[str, Any]:
+    """Every random generator a step can draw from on this process: Python's, NumPy's, torch's CPU one and, on a
+    GPU, the current CUDA device's (dropout and sampling there draw from it; a resumed run must continue it)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s generators (a CUDA state only where there is a GPU to take it)."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
 def training_device() -> str:
     """The device type accelerate will train on, asked before the ``Accelerator`` exists (the precision it is
     built with depends on it): CUDA when there is a GPU and accelerate is not told to use the CPU."""
@@ -287,10 +305,7 @@ class Run:
         load_model(folder)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        rng = state["rng"][min(self.accelerator.process_index, len(state["rng"]) - 1)]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
+        set_rng_state(state["rng"][min(self.accelerator.process_index, len(state["rng"]) - 1)])
         step = int(state["step"])
         lines = read_metrics(self.dir / "metrics.jsonl")
         train_lines = [r for r in lines if r.get("split") == "train" and r.get("step", 0) <= step]
@@ -327,8 +342,7 @@ class Run:
         result goes to the main process's ``save_model(folder, gathered)``."""
         root = self.dir / CHECKPOINTS
         final, tmp = root / f"step-{step:06d}", root / f".tmp-step-{step:06d}"
-        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-        rngs = gather_objects(self.accelerator, rng)
+        rngs = gather_objects(self.accelerator, rng_state())
         gathered = gather() if gather else None
         if self.main:
             shutil.rmtree(tmp, ignore_errors=True)

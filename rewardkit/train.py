@@ -29,7 +29,7 @@ from rewardkit.errors import UserError
 from rewardkit.heads import parse_aspects
 from rewardkit.inference import RewardModelScorer
 from rewardkit.lora import ADAPTER_DIR, apply_lora, load_adapter_weights
-from rewardkit.model import freeze_lower_layers, load_reward_model
+from rewardkit.model import fit_max_length, freeze_lower_layers, load_reward_model
 from rewardkit.run import (
     Run,
     configure_deepspeed,
@@ -90,7 +90,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                    else freeze_lower_layers(model, cfg.trainable_layers))
     if cfg.gradient_checkpointing:
         model.hf.activation_checkpointing_enable({"use_reentrant": False})
-    encoder = Encoder(tokenizer, max_length=cfg.max_length, template=cfg.template)
+    explicit = cfg.max_length != TrainConfig.max_length  # a length asked for is refused if too long, a default lowered
+    encoder = Encoder(tokenizer, max_length=fit_max_length(model.hf, cfg.max_length, explicit=explicit, name=cfg.model),
+                      template=cfg.template)
 
     # ---- data
     records = Records(cfg, objective, lambda examples, stats: objective.encode(encoder, examples, stats))

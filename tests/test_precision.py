@@ -186,3 +186,35 @@ def test_the_route_flag_is_one_spelling_of_prefix_sharing_and_reaches_the_scorer
         out = score(scorer, examples)
         assert out.path == "shared"
         np.testing.assert_allclose(np.concatenate(out.rewards), np.concatenate(ref.rewards), atol=1e-5)
+
+
+def test_max_length_is_checked_against_a_learned_position_table(tmp_path, caplog):
+    """GPT-2 learns 1,024 positions (here a tiny one, 512): past them the lookup fails inside the model (a CUDA
+    device-side assert). A length asked for is refused, naming the limit; the default is lowered, with a notice."""
+    from rewardkit.checkpoint import load_checkpoint
+    from rewardkit.model import position_limit
+
+    from conftest import build_tiny_model
+
+    gpt2 = build_tiny_model(tmp_path / "gpt2", arch="gpt2")
+    with pytest.raises(UserError, match="learned table of 512 positions; pass --max-length 512"):
+        load_checkpoint(str(gpt2), max_length=600)
+    model, encoder, _ = load_checkpoint(str(gpt2))  # the default 1,024
+    assert position_limit(model.hf) == 512 and encoder.max_length == 512
+    assert load_checkpoint(str(gpt2), max_length=300)[1].max_length == 300
+    rope = build_tiny_model(tmp_path / "llama")
+    model, encoder, _ = load_checkpoint(str(rope), max_length=4096)  # RoPE: computed positions, no table
+    assert position_limit(model.hf) is None and encoder.max_length == 4096
+
+
+def test_resume_restores_every_generator_it_saved():
+    import random
+
+    from rewardkit.run import rng_state, set_rng_state
+
+    state = rng_state()
+    assert set(state) >= {"python", "numpy", "torch"} and ("cuda" in state) == (
+        torch.cuda.is_available() and torch.cuda.is_initialized())
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

@@ -60,7 +60,7 @@ from rewardkit.judges.templates import (
     response_text,
 )
 from rewardkit.losses import sigmoid
-from rewardkit.model import DTYPES, ModelLoadError, load_tokenizer, resolve_backbone
+from rewardkit.model import DTYPES, ModelLoadError, fit_max_length, load_tokenizer, resolve_backbone
 from rewardkit.pooling import position_ids_from_mask
 
 JUDGE_METADATA_FILE = "rewardkit_judge.json"
@@ -353,7 +353,8 @@ def load_judge(model: str, kind: str | None = None, template: str | None = None,
         hf.generation_config.pad_token_id = tokenizer.pad_token_id
     from rewardkit.inference import resolve_device
 
-    judge = Judge(hf.to(resolve_device(device)).eval(), tokenizer, tpl, max_length=max_length or meta.get("max_length", 1024), name=model)
+    length = fit_max_length(hf, max_length or meta.get("max_length", 1024), explicit=max_length is not None, name=model)
+    judge = Judge(hf.to(resolve_device(device)).eval(), tokenizer, tpl, max_length=length, name=model)
     judge.reward_stats = {k: meta[k] for k in ("reward_mean", "reward_std") if meta.get(k) is not None}
     return judge
 
