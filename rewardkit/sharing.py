@@ -459,7 +459,16 @@ def _dispatch(base: str, module: nn.Module, query, key, value, attention_mask, s
             fn = import_module(type(module).__module__).eager_attention_forward
         else:
             fn = ALL_ATTENTION_FUNCTIONS[base]
-        return fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        # Implementations may read their own name from the config (transformers' flash integration picks its
+        # kernel by ``module.config._attn_implementation``): the plain call sees the name it was loaded with.
+        config = getattr(module, "config", None)
+        if config is None or config._attn_implementation == base:
+            return fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        routed, config._attn_implementation = config._attn_implementation, base
+        try:
+            return fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        finally:
+            config._attn_implementation = routed
     for name in ("sliding_window", "softcap", "s_aux"):
         if kwargs.get(name) is not None:
             raise RuntimeError(f"prefix sharing does not implement attention with {name}; use shared=False")

@@ -472,3 +472,33 @@ def test_flex_falls_back_to_segments_with_one_warning_when_compiling_fails(tiny,
         assert (out.path, out.route) == ("shared", "segments") and "flex did not compile" in out.reason
         for a, b in zip(ref, out):
             assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)
+
+
+def test_an_implementation_that_reads_its_own_name_works_after_a_packed_call(tiny_model_dir):
+    """transformers' flash_attention_2 integration picks its kernel by ``module.config._attn_implementation``; after
+    a packed call renamed it to the dispatcher's name, the next padded call broke. An implementation with the same
+    contract (registered here, as flash_attention_2 is; SDPA inside so it runs on CPU) must see its own name."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+    seen: list[str] = []
+
+    def named_kernel(module, query, key, value, attention_mask, **kwargs):
+        seen.append(module.config._attn_implementation)
+        if module.config._attn_implementation != "named_sdpa":
+            raise ValueError(f"no kernel called {module.config._attn_implementation!r}")
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+
+    AttentionInterface.register("named_sdpa", named_kernel)
+    AttentionMaskInterface.register("named_sdpa", ALL_MASK_ATTENTION_FUNCTIONS["sdpa"])
+    model, tok = load_reward_model(str(tiny_model_dir))
+    model.hf.config._attn_implementation = "named_sdpa"
+    groups = random_groups([(20, [5, 9]), (7, [3, 4])], seed=2)
+    with torch.no_grad():
+        before = group_rewards(model, groups, tok.pad_token_id, shared=False)
+        shared = group_rewards(model, groups, tok.pad_token_id)
+        after = group_rewards(model, groups, tok.pad_token_id, shared=False)
+    assert shared.path == "shared" and seen and set(seen) == {"named_sdpa"}
+    for a, b, c in zip(before, shared, after):
+        assert torch.equal(a, c) and torch.allclose(a, b, atol=TOL, rtol=TOL)
