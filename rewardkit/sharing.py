@@ -73,7 +73,9 @@ ROUTES = ("auto", "segments", "flex", "dense", "padded")  # "padded": the plain 
 _PREFIX = "rewardkit_shared:"
 # Decoder-only families whose only cross-token operation is attention through the attention
 # interface and whose positions come from position_ids (RoPE). Others fall back to the plain path.
-SHARING_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+# Sliding windows and logit soft-capping reach the attention call as its ``sliding_window`` / ``softcap`` arguments,
+# which every route implements (Gemma 2/3 alternate sliding and full layers).
+SHARING_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text"})
 # The flex route's shape ladder (``flex_shape``): the smallest padded row width, and the default
 # row budget of that route. 16,384 is the GPU scoring budget (``inference.forward_token_budget``),
 # so default training and scoring passes stay one row; the cap bounds the ladder's top and the
@@ -269,52 +271,90 @@ def build_layout(groups: list[list[list[int]]], pad_id: int, max_tokens_per_row:
 # Attention routes
 
 
-def _completion_mask(prefix: int, length: int, device: torch.device) -> torch.Tensor:
-    """(length × prefix + length) bool: completion token i sees the whole prefix and its own tokens ≤ i."""
-    return torch.ones(length, prefix + length, dtype=torch.bool, device=device).tril(prefix)
+def _completion_mask(prefix: int, length: int, device: torch.device, window: int | None = None) -> torch.Tensor:
+    """(length × prefix + length) bool: completion token i sees the whole prefix and its own tokens ≤ i; with a
+    sliding ``window``, only keys whose position is within it (transformers' ``kv > q − window``). Columns are
+    positions: the prefix is 0…P−1 and the completion continues at P, as in the plain sequence."""
+    mask = torch.ones(length, prefix + length, dtype=torch.bool, device=device).tril(prefix)
+    if window is not None:
+        query_pos = torch.arange(prefix, prefix + length, device=device)[:, None]
+        mask &= torch.arange(prefix + length, device=device)[None, :] > query_pos - window
+    return mask
 
 
-def _group_attention(q, k, v, spans: tuple[int, ...], masks: list[torch.Tensor], scaling, dropout,
-                     enable_gqa: bool) -> torch.Tensor:
+def _prefix_mask(prefix: int, device: torch.device, window: int | None) -> torch.Tensor | None:
+    """The prefix block's mask: None for plain causal (SDPA's ``is_causal``), else causal within the window."""
+    if window is None or window >= prefix:
+        return None
+    pos = torch.arange(prefix, device=device)
+    return (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - window)
+
+
+def _attend(q, k, v, mask: torch.Tensor | None, causal: bool, scaling, dropout, enable_gqa: bool,
+            softcap: float | None) -> torch.Tensor:
+    """One block's attention: SDPA, or with logit soft-capping (Gemma 2) the eager computation transformers runs
+    for it (scores·scale → cap·tanh(·/cap) → mask → softmax in fp32 → dropout → ·V)."""
+    if softcap is None:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                              dropout_p=dropout, scale=scaling, enable_gqa=enable_gqa)
+    if enable_gqa:
+        k, v = (t.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3) for t in (k, v))
+    scores = torch.matmul(q, k.transpose(-1, -2)) * (q.shape[-1] ** -0.5 if scaling is None else scaling)
+    scores = torch.tanh(scores / softcap) * softcap
+    if causal and mask is None:
+        mask = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(F.dropout(weights, p=dropout, training=dropout > 0), v)
+
+
+def _group_attention(q, k, v, spans: tuple[int, ...], masks: list[torch.Tensor], prefix_mask: torch.Tensor | None,
+                     scaling, dropout, enable_gqa: bool, softcap: float | None = None) -> torch.Tensor:
     """One group's attention, block by block: the prefix causally, then each completion over [prefix; itself].
 
     The same result as one SDPA call with the group's (G × G) mask, without computing the
     completion-to-sibling blocks the mask would zero out (the CPU kernel does not skip masked
-    blocks): measured 1.1–1.5× faster fwd+bwd on SmolLM2 shapes, 2 threads.
+    blocks): measured 1.1–1.5× faster fwd+bwd on SmolLM2 shapes, 2 threads. A sliding-window layer's
+    masks also bound each query's keys to its window (``_completion_mask``, ``_prefix_mask``).
     """
     prefix = spans[0]
     qs, ks, vs = q.split(spans, 1), k.split(spans, 1), v.split(spans, 1)
-    kw = dict(dropout_p=dropout, scale=scaling, enable_gqa=enable_gqa)
     parts = []
     if prefix:
-        parts.append(F.scaled_dot_product_attention(qs[0][None], ks[0][None], vs[0][None], is_causal=True, **kw)[0])
+        parts.append(_attend(qs[0][None], ks[0][None], vs[0][None], prefix_mask, True, scaling, dropout, enable_gqa,
+                             softcap)[0])
     for qc, kc, vc, mask in zip(qs[1:], ks[1:], vs[1:], masks):
         kk, vv = (torch.cat([ks[0], kc], 1), torch.cat([vs[0], vc], 1)) if prefix else (kc, vc)
-        parts.append(F.scaled_dot_product_attention(qc[None], kk[None], vv[None], attn_mask=mask, **kw)[0])
+        parts.append(_attend(qc[None], kk[None], vv[None], mask, False, scaling, dropout, enable_gqa, softcap)[0])
     return torch.cat(parts, 1)
 
 
-def _segment_plan(layout: PackedLayout, device: torch.device) -> list[list[tuple[int, Any]]]:
+def _segment_plan(layout: PackedLayout, device: torch.device, window: int | None = None
+                  ) -> list[list[tuple[int, Any]]]:
     """Per row, its pieces along the sequence: (length, None) for padding, (length, (spans, completion
-    masks)) for a group. Built on the first layer's call and reused by every other layer."""
-    if "segments" not in layout._cache:
+    masks, prefix mask)) for a group. Built on the first layer's call and reused by every other layer of the same
+    sliding window (None: full attention)."""
+    key = ("segments", window)
+    if key not in layout._cache:
         plan = []
         for r in range(layout.input_ids.shape[0]):
             pieces, cursor = [], 0
             for seg in (s for s in layout.segments if s.row == r):  # in order, maybe after a left-padding gap
                 if seg.start > cursor:
                     pieces.append((seg.start - cursor, None))
-                masks = [_completion_mask(seg.spans[0], c, device) for c in seg.spans[1:]]
-                pieces.append((seg.length, (seg.spans, masks)))
+                masks = [_completion_mask(seg.spans[0], c, device, window) for c in seg.spans[1:]]
+                pieces.append((seg.length, (seg.spans, masks, _prefix_mask(seg.spans[0], device, window))))
                 cursor = seg.start + seg.length
             if cursor < layout.width:
                 pieces.append((layout.width - cursor, None))
             plan.append(pieces)
-        layout._cache["segments"] = plan
-    return layout._cache["segments"]
+        layout._cache[key] = plan
+    return layout._cache[key]
 
 
-def _segments_attention(layout: PackedLayout, query, key, value, scaling, dropout) -> torch.Tensor:
+def _segments_attention(layout: PackedLayout, query, key, value, scaling, dropout, window: int | None = None,
+                        softcap: float | None = None) -> torch.Tensor:
     """Per-group attention on the packed rows (varlen attention for CPU); padding positions output 0.
 
     Rows are cut into their segments with ``split`` rather than one slice per group: the backward
@@ -323,19 +363,20 @@ def _segments_attention(layout: PackedLayout, query, key, value, scaling, dropou
     """
     enable_gqa = key.shape[1] != query.shape[1]
     out_rows = []
-    for pieces, q_row, k_row, v_row in zip(_segment_plan(layout, query.device), query.unbind(0), key.unbind(0),
-                                           value.unbind(0)):
+    for pieces, q_row, k_row, v_row in zip(_segment_plan(layout, query.device, window), query.unbind(0),
+                                           key.unbind(0), value.unbind(0)):
         sizes = [n for n, _ in pieces]
-        parts = [_group_attention(q, k, v, *group, scaling, dropout, enable_gqa) if group else q.new_zeros(q.shape)
+        parts = [_group_attention(q, k, v, *group, scaling, dropout, enable_gqa, softcap) if group
+                 else q.new_zeros(q.shape)
                  for q, k, v, (_, group) in zip(q_row.split(sizes, 1), k_row.split(sizes, 1), v_row.split(sizes, 1),
                                                 pieces)]
         out_rows.append(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
     return torch.stack(out_rows)
 
 
-def _row_mask(layout: PackedLayout) -> torch.Tensor:
+def _row_mask(layout: PackedLayout, window: int | None = None) -> torch.Tensor:
     """(rows, 1, T, T) boolean mask of the whole row; a padding position attends to itself (no NaN)."""
-    if "dense" not in layout._cache:
+    if ("dense", window) not in layout._cache:
         gid, own = layout.group_id, layout.owner
         t = gid.shape[1]
         idx = torch.arange(t, device=gid.device)
@@ -343,9 +384,12 @@ def _row_mask(layout: PackedLayout) -> torch.Tensor:
         same_group = gid[:, :, None] == gid[:, None, :]
         sees = (own[:, None, :] == 0) | (own[:, None, :] == own[:, :, None])
         mask = causal[None] & same_group & sees & (gid[:, :, None] >= 0)
+        if window is not None:
+            pos = layout.position_ids
+            mask &= pos[:, None, :] > pos[:, :, None] - window
         mask |= torch.eye(t, dtype=torch.bool, device=gid.device)[None] & (gid[:, :, None] < 0)
-        layout._cache["dense"] = mask[:, None]
-    return layout._cache["dense"]
+        layout._cache[("dense", window)] = mask[:, None]
+    return layout._cache[("dense", window)]
 
 
 def compile_options(compile_fn: Any = None) -> dict[str, Any]:
@@ -414,9 +458,10 @@ def _flex_kernel(device: torch.device):
     return flex_attention
 
 
-def _block_mask(layout: PackedLayout, device: torch.device):
-    """The BlockMask at ``layout.flex_shape``: the layout's own padding convention covers the added positions."""
-    if "flex" not in layout._cache:
+def _block_mask(layout: PackedLayout, device: torch.device, window: int | None = None):
+    """The BlockMask at ``layout.flex_shape``: the layout's own padding convention covers the added positions;
+    a sliding ``window`` bounds each query to keys at positions within it."""
+    if ("flex", window) not in layout._cache:
         from torch.nn.attention.flex_attention import create_block_mask
 
         rows, width = layout.flex_shape
@@ -425,18 +470,27 @@ def _block_mask(layout: PackedLayout, device: torch.device):
         # Padding gets a group of its own per position (−2 − index) so every query row has a key.
         idx = torch.arange(gid.shape[1], device=gid.device)
         gid = torch.where(gid >= 0, gid, -2 - idx[None, :])
+        pos = F.pad(layout.position_ids, grow, value=0)
 
         def mask_mod(b, h, q, kv):
             return (kv <= q) & (gid[b, q] == gid[b, kv]) & ((own[b, kv] <= 0) | (own[b, kv] == own[b, q]))
 
-        layout._cache["flex"] = create_block_mask(mask_mod, gid.shape[0], None, gid.shape[1], gid.shape[1],
-                                                  device=device)
-    return layout._cache["flex"]
+        def window_mod(b, h, q, kv):
+            return mask_mod(b, h, q, kv) & ((pos[b, kv] > pos[b, q] - window) | (gid[b, q] < 0))
+
+        layout._cache[("flex", window)] = create_block_mask(mask_mod if window is None else window_mod, gid.shape[0],
+                                                            None, gid.shape[1], gid.shape[1], device=device)
+    return layout._cache[("flex", window)]
 
 
-def _flex_attention(layout: PackedLayout, query, key, value, scaling) -> torch.Tensor:
+def _flex_attention(layout: PackedLayout, query, key, value, scaling, window: int | None = None,
+                    softcap: float | None = None) -> torch.Tensor:
     """FlexAttention at ``layout.flex_shape`` (inputs padded to it, output cut back to the layout)."""
-    block_mask = _block_mask(layout, query.device)
+    block_mask = _block_mask(layout, query.device, window)
+    score_mod = None
+    if softcap is not None:
+        def score_mod(score, b, h, q, kv):
+            return torch.tanh(score / softcap) * softcap
     enable_gqa = key.shape[1] != query.shape[1]
     rows, width = query.shape[0], query.shape[2]
     flex_rows, flex_width = layout.flex_shape
@@ -444,7 +498,8 @@ def _flex_attention(layout: PackedLayout, query, key, value, scaling) -> torch.T
         # F.pad's pairs run from the last dimension: head dim, tokens, heads, rows.
         grow = (0, 0, 0, flex_width - width, 0, 0, 0, flex_rows - rows)
         query, key, value = F.pad(query, grow), F.pad(key, grow), F.pad(value, grow)
-    out = _flex_kernel(query.device)(query, key, value, block_mask=block_mask, scale=scaling, enable_gqa=enable_gqa)
+    out = _flex_kernel(query.device)(query, key, value, block_mask=block_mask, score_mod=score_mod, scale=scaling,
+                                     enable_gqa=enable_gqa)
     return out[:rows, :, :width]
 
 
@@ -469,27 +524,28 @@ def _dispatch(base: str, module: nn.Module, query, key, value, attention_mask, s
             return fn(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
         finally:
             config._attn_implementation = routed
-    for name in ("sliding_window", "softcap", "s_aux"):
-        if kwargs.get(name) is not None:
-            raise RuntimeError(f"prefix sharing does not implement attention with {name}; use shared=False")
+    if kwargs.get("s_aux") is not None:
+        raise RuntimeError("prefix sharing does not implement attention with sink logits (s_aux); use shared=False")
+    # A sliding-window layer (Mistral, Qwen 2, Gemma 2/3) names its window; Gemma 2 soft-caps its logits.
+    window, softcap = kwargs.get("sliding_window"), kwargs.get("softcap")
     layout._cache["attention_calls"] = layout.attention_calls + 1
     if layout.route == "flex" and not _flex_failed:
         if dropout:
             raise RuntimeError("the flex route does not implement attention dropout; use route='segments'")
         try:
-            out = _flex_attention(layout, query, key, value, scaling)
+            out = _flex_attention(layout, query, key, value, scaling, window, softcap)
         except Exception as e:  # compiling failed (old torch, no Triton, an inductor bug): segments is exact too
             if query.device.type not in COMPILE_DEVICES:
                 raise  # the uncompiled reference failing is a bug, not a missing compiler
             _flex_failed.append(_root_cause(e))
             logger.warning("the flex attention kernel did not compile (%s); prefix sharing runs on the 'segments' "
                            "route instead for the rest of this process (exact, slower on long rows)", _flex_failed[0])
-            out = _segments_attention(layout, query, key, value, scaling, dropout)
+            out = _segments_attention(layout, query, key, value, scaling, dropout, window, softcap)
     elif layout.route in ("flex", "segments"):  # flex after a failed compile
-        out = _segments_attention(layout, query, key, value, scaling, dropout)
+        out = _segments_attention(layout, query, key, value, scaling, dropout, window, softcap)
     else:
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=_row_mask(layout), dropout_p=dropout,
-                                             scale=scaling, enable_gqa=key.shape[1] != query.shape[1])
+        out = _attend(query, key, value, _row_mask(layout, window), False, scaling, dropout,
+                      key.shape[1] != query.shape[1], softcap)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -522,12 +578,10 @@ def sharing_unsupported_reason(model: nn.Module) -> str | None:
                 f"(supported: {', '.join(sorted(SHARING_MODEL_TYPES))})")
     if not getattr(type(hf), "_supports_attention_backend", False):
         return f"{type(hf).__name__} does not dispatch attention through transformers' attention interface"
-    if getattr(cfg, "sliding_window", None) is not None and getattr(cfg, "use_sliding_window", True):
-        return "sliding-window attention is not implemented in the shared layout"
-    if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or []):
-        return "layers other than full attention are not implemented in the shared layout"
-    if getattr(cfg, "attn_logit_softcapping", None):
-        return "attention logit soft-capping is not implemented in the shared layout"
+    if getattr(cfg, "use_bidirectional_attention", False):
+        return "bidirectional attention is not implemented in the shared layout"
+    if any(t not in ("full_attention", "sliding_attention") for t in getattr(cfg, "layer_types", None) or []):
+        return "layers other than full and sliding-window attention are not implemented in the shared layout"
     return None
 
 

@@ -502,3 +502,65 @@ def test_an_implementation_that_reads_its_own_name_works_after_a_packed_call(tin
     assert shared.path == "shared" and seen and set(seen) == {"named_sdpa"}
     for a, b, c in zip(before, shared, after):
         assert torch.equal(a, c) and torch.allclose(a, b, atol=TOL, rtol=TOL)
+
+
+def _windowed_model(family: str) -> RewardModel:
+    """A tiny random model of a family whose layers have sliding windows (8 tokens: shorter than the prompts and
+    completions below, so the window cuts inside both), scaled head so rewards are O(1)."""
+    from transformers import (
+        Gemma2Config,
+        Gemma2ForSequenceClassification,
+        Gemma3TextConfig,
+        Gemma3TextForSequenceClassification,
+        MistralConfig,
+        MistralForSequenceClassification,
+    )
+
+    torch.manual_seed(0)
+    common = dict(vocab_size=500, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, head_dim=16, max_position_embeddings=512, sliding_window=8, pad_token_id=0,
+                  num_labels=1)
+    if family == "gemma3":
+        cfg = Gemma3TextConfig(**common, query_pre_attn_scalar=16, layer_types=["sliding_attention",
+                               "full_attention", "sliding_attention", "full_attention"])
+        hf = Gemma3TextForSequenceClassification(cfg)
+    elif family == "gemma2":  # soft-capped logits (cap 5 so it bites), eager attention as transformers requires
+        cfg = Gemma2Config(**common, query_pre_attn_scalar=16, attn_logit_softcapping=5.0,
+                           layer_types=["sliding_attention", "full_attention"] * 2, attn_implementation="eager")
+        hf = Gemma2ForSequenceClassification(cfg)
+    else:
+        hf = MistralForSequenceClassification(MistralConfig(**common))
+    model = RewardModel(hf.float())
+    with torch.no_grad():
+        model.hf.score.weight.mul_(30)
+    return model
+
+
+@pytest.mark.parametrize("family", ["gemma3", "gemma2", "mistral"])
+def test_sliding_window_families_share_exactly(family):
+    """Each layer's window is honoured in the packed layout: prompts (30, 12 tokens) and completions (up to 20)
+    longer than the 8-token window, rewards and gradients equal to the padded path; soft-capping (Gemma 2) too."""
+    model = _windowed_model(family)
+    assert supports_sharing(model), sharing.sharing_unsupported_reason(model)
+    groups = random_groups([(30, [5, 12, 1, 20]), (12, [9, 3])], seed=11)
+    assert_same(model, groups, 0)
+    assert_same(model, groups, 0, route="dense")
+    assert_same(model, groups, 0, max_tokens_per_row=40)  # several rows
+    with torch.no_grad():  # flex: rewards only on CPU (no backward there)
+        ref = group_rewards(model, groups, 0, shared=False)
+        out = group_rewards(model, groups, 0, route="flex", max_tokens_per_row=64)
+    assert (out.path, out.route) == ("shared", "flex")
+    for a, b in zip(ref, out):
+        assert torch.all((a - b).abs() <= TOL * a.abs().clamp(min=1)), (a, b)
+
+
+def test_a_window_that_is_ignored_would_be_caught():
+    """The test above can fail: with the window dropped from the shared masks, rewards move (Gemma 3)."""
+    model = _windowed_model("gemma3")
+    groups = random_groups([(30, [5, 20])], seed=11)
+    with torch.no_grad():
+        ref = group_rewards(model, groups, 0, shared=False)
+        for layer in model.hf.model.layers:
+            layer.self_attn.sliding_window = None  # what a route that ignores windows computes
+        wrong = group_rewards(model, groups, 0)
+    assert max((a - b).abs().max().item() for a, b in zip(ref, wrong)) > 10 * TOL
