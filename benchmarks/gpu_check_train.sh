@@ -18,7 +18,7 @@ timeout 120 "$PY" benchmarks/gpu_exactness.py --output "$OUT/exactness.json" 2>&
 timeout 210 "$PY" benchmarks/speed.py --device cuda --bf16 --threads 4 --steps 3 --repeats 3 \
   --configs trl,trl_mb2,rk_plain,rk_shared 2>&1 | tee "$OUT/speed-gpu.md"
 timeout 150 "$PY" -m rewardkit.cli train --train-data "$HH[:1600]" --eval-data "$HH[-500:]" --skip-bad-records \
-  --lora-r 16 --lora-alpha 32 --learning-rate 2e-4 --batch-size 16 --micro-batch-size 16 --mixed-precision bf16 \
+  --lora-r 16 --lora-alpha 32 --learning-rate 2e-4 --batch-size 16 --micro-batch-size 16 --precision bf16 \
   --max-steps 100 --no-eval-before --output-dir "$OUT" --run-name lora-gpu --overwrite 2>&1 | tail -20 | tee "$OUT/lora.txt"
 rm -f "$OUT"/lora-gpu/*.safetensors "$OUT"/lora-gpu/lora-adapter/*.safetensors  # weights do not travel back
 timeout 90 "$PY" -m accelerate.commands.launch --config_file configs/accelerate/deepspeed_zero3.yaml --num_processes 1 \
