@@ -111,6 +111,9 @@ def test_endpoints_and_equality_with_score_eval_and_transformers(run_dir, scorer
         assert info["template"] == "chat" and info["pooling"] == "last_real_token" and info["max_length"] == 64
         assert info["reward_mean"] == 0.25 and info["reward_std"] == 2.0 and "(r - 0.25) / 2" in info["normalization"]
         assert info["end_of_turn"] == "<|im_end|>\n" and info["limits"]["max_items"] == 256
+        # the precision the model was loaded in, and why (conftest pins REWARDKIT_CPU_BF16=0: fp32 on any CPU)
+        assert info["precision"]["compute"] == "fp32" and "REWARDKIT_CPU_BF16" in info["precision"]["reason"]
+        assert info["route"] == "auto"
         assert http.get("/docs").status_code == 200
         assert {"/get_reward", "/v1/score", "/health", "/v1/model"} <= set(http.get("/openapi.json").json()["paths"])
 
