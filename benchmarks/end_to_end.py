@@ -70,7 +70,7 @@ def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path) -> dict[s
     wall, rss = timed([sys.executable, str(ROOT / "benchmarks/trl_train.py"), "--data", str(data), "--pairs", str(pairs),
                        "--model", a.model, "--micro-batch", str(micro), "--accumulation", str(a.batch_size // micro),
                        "--lr", str(a.lr), "--max-length", str(a.max_length), "--output", str(out),
-                       "--stats", str(stats)], a)
+                       "--stats", str(stats), *(["--bf16"] if trl_bf16(a) else [])], a)
     s = json.loads(stats.read_text())
     if s["trained_pairs"] != pairs:
         raise SystemExit(f"TRL trained on {s['trained_pairs']} of {pairs} pairs (it drops pairs over --max-length); "
@@ -80,6 +80,25 @@ def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path) -> dict[s
          "n_steps": len(s["step_s"]), "first_loss": s["first_loss"], "padded_shapes": s["padded_shapes"]}
     print(f"  {r['side']}: wall {wall:.1f} s, steps {r['steps_s']:.1f} s, RSS {rss:.0f} MB", file=sys.stderr)
     return r
+
+
+def trl_bf16(a: argparse.Namespace) -> bool:
+    """TRL at its best includes its precision: bf16 where this CPU computes it natively (TRL's own default), else
+    fp32 (bf16 is emulated there, far slower) — the same rule ``rewardkit --precision auto`` follows."""
+    if a.trl_precision != "auto":
+        return a.trl_precision == "bf16"
+    from rewardkit.precision import Hardware
+
+    return Hardware.of("cpu").bf16
+
+
+def cpu_line() -> str:
+    """The CPU's model name and its bf16-relevant flags, for the section's machine line."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    have = [f for f in ("avx512_bf16", "amx_bf16", "avx512f", "avx2") if f in flags]
+    return f"{name} (flags: {', '.join(have) or 'none of avx512_bf16/amx_bf16/avx512f/avx2'})"
 
 
 def run_rewardkit(a: argparse.Namespace, pairs: int, work: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -95,7 +114,8 @@ def run_rewardkit(a: argparse.Namespace, pairs: int, work: Path, extra: tuple[st
              if r.get("split") == "train"]
     r = {"side": "rewardkit train " + (" ".join(extra) or "(defaults)"), "wall_s": wall, "rss_mb": rss, "steps_s": sum(steps),
          "steady_step_s": statistics.median(steps[1:] or steps), "n_steps": len(steps),
-         "first_loss": report["first_train_loss"], "timings": report["timings_s"]}
+         "first_loss": report["first_train_loss"], "timings": report["timings_s"],
+         "precision": (report.get("precision") or {}).get("compute", "fp32")}
     print(f"  rewardkit: wall {wall:.1f} s, steps {r['steps_s']:.1f} s, RSS {rss:.0f} MB", file=sys.stderr)
     return r
 
@@ -131,12 +151,18 @@ def render(a: argparse.Namespace, sweep: list[dict], best: dict, trl: list[dict]
     per_step = [t["steps_s"] / r["steps_s"] for t, r in zip(trl, rk)]
     steady = [t["steady_step_s"] / r["steady_step_s"] for t, r in zip(trl, rk)]
     rng = lambda xs: f" ({min(xs):.2f}–{max(xs):.2f})" if len(xs) > 1 else ""  # noqa: E731
+    from rewardkit.precision import Hardware
+
+    kind = "with" if Hardware.of("cpu").bf16 else "without"
+    trl_prec = "bf16 (`bf16=True`)" if trl_bf16(a) else "fp32"
     lines = [
-        f"## Training end to end vs. TRL at its best — {time.strftime('%Y-%m-%d')}",
+        f"## Training end to end vs. TRL at its best, on a CPU {kind} native bf16 — {time.strftime('%Y-%m-%d')}",
         "",
-        f"Command: `{cmd}` (wall time {wall / 60:.1f} min). Machine: {platform.machine()}, {os.cpu_count()} visible "
-        f"cores, {a.threads} threads on both sides; torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"TRL {trl_pkg.__version__} (installed for this benchmark only). Model `{a.model}`, fp32, max length "
+        f"Command: `{cmd}` (wall time {wall / 60:.1f} min). Machine: {cpu_line()}, {platform.machine()}, "
+        f"{os.cpu_count()} visible cores, {a.threads} threads on both sides; torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, TRL {trl_pkg.__version__} (installed for this benchmark only). Precision: TRL "
+        f"{trl_prec}, its best on this CPU; rewardkit its default `--precision auto` "
+        f"({rk[0].get('precision', '?')}). Model `{a.model}`, max length "
         f"{a.max_length}, lr {a.lr}, cosine with 5 % warmup, clip 1.0, fused AdamW, {a.batch_size} pairs per "
         f"optimizer step, the first {a.pairs} HH helpful-base pairs. Whole commands, start-up to saved model, "
         "timed by `/usr/bin/time` (wall, peak RSS), both reading one file of the first valid pairs. TRL: "
@@ -208,8 +234,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-pairs", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trl-micro-batches", default="1,2,4,8")
-    p.add_argument("--rk-sweep", default="--micro-batch-tokens 512,--micro-batch-tokens 1024,"
-                   "--micro-batch-tokens 2048,--micro-batch-tokens 0,--micro-batch-tokens 0 --micro-batch-size 1",
+    p.add_argument("--trl-precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="auto: bf16 where the CPU computes it natively (TRL's default), else fp32")
+    p.add_argument("--rk-sweep", default="--micro-batch-tokens 1024,--micro-batch-tokens 2048,--micro-batch-tokens 0",
                    help="comma-separated rewardkit flag sets run on the sweep's pairs, for context")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--max-length", type=int, default=1024)

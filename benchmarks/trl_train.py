@@ -5,7 +5,8 @@ command, as ``rewardkit train`` is. Two things are ours, and cost the same on bo
 are split into chat turns by rewardkit's HH parser (the same records rewardkit trains on; TRL's chat-template
 tokenization of them gives exactly rewardkit's token ids, checked on HH), and a callback notes each
 optimizer step's time, first loss and every micro-batch's padded shape (for the work ratio), written to
-``--stats``. Everything else is TRL's defaults except what the comparison fixes on both sides: fp32 on CPU,
+``--stats``. Everything else is TRL's defaults except what the comparison fixes on both sides: the precision
+(``--bf16``: TRL's bf16 autocast with fp32 weights; else fp32),
 learning rate, cosine schedule with 5 % warmup, clipping 1.0, no weight decay, 1 epoch, the fused AdamW
 kernel (TRL's default optimizer on this torch), no saving of intermediate checkpoints.
 
@@ -30,6 +31,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="bf16=True (TRL's default; on a CPU: autocast)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--output", required=True)
     p.add_argument("--stats", default="", help="write step times, first loss and padded shapes here (JSON)")
@@ -79,7 +81,7 @@ def main() -> None:
                         lr_scheduler_type="cosine", warmup_steps=0.05,  # < 1: a ratio (transformers 5)
                         weight_decay=0.0, max_grad_norm=1.0,
                         gradient_checkpointing=a.gradient_checkpointing, optim="adamw_torch_fused",
-                        max_length=a.max_length, use_cpu=True, bf16=False, report_to=[], save_strategy="no",
+                        max_length=a.max_length, use_cpu=True, bf16=a.bf16, report_to=[], save_strategy="no",
                         logging_steps=1, disable_tqdm=True, seed=a.seed)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                             callbacks=[Clock()])
