@@ -109,6 +109,46 @@ def plackett_luce_loss(rewards_best_first: torch.Tensor) -> torch.Tensor:
     return (tail_logsumexp - rewards_best_first).sum()
 
 
+def pointwise_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Outcome reward model (ORM) loss, Cobbe et al. 2021 (arXiv 2110.14168, "Training Verifiers to Solve Math Word
+    Problems"): L = −[t log σ(r) + (1 − t) log(1 − σ(r))] per solution, where r is the reward read at the solution's
+    last token and t ∈ [0, 1] its correctness label — 0/1 as checked, or a soft label (e.g. the fraction of checks
+    that passed) kept as given. ``binary_cross_entropy_with_logits`` is the stable form (no log(0) for any |r|).
+    Per-solution losses, shape of ``logits``."""
+    targets = torch.as_tensor(targets, dtype=logits.dtype, device=logits.device)
+    if targets.shape != logits.shape:
+        raise ValueError(f"one target per logit: {tuple(targets.shape)} targets for {tuple(logits.shape)} logits")
+    if ((targets < 0) | (targets > 1)).any():
+        raise ValueError("targets must lie in [0, 1]")
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+
+
+def step_bce_loss(step_logits: torch.Tensor, step_targets: torch.Tensor, *, last_step_only: bool = False
+                  ) -> torch.Tensor:
+    """Process reward model (PRM) loss for one solution: the mean over its labelled steps of the binary cross-entropy
+    of each step's reward (read at the step's last token) against the step's label (Lightman et al. 2023, arXiv
+    2305.20050, "Let's Verify Step by Step"; Math-Shepherd, Wang et al. 2024, arXiv 2312.08935, with its soft labels:
+    the fraction of rollouts from the step that reach the answer). Targets are kept as given — a soft 0.7 stays 0.7
+    (TRL's PRMTrainer casts it to int 0) — and NaN marks an unlabelled step, left out of the mean (e.g. the steps
+    after ProcessBench's first error). ``last_step_only``: only the last labelled step counts (an outcome label read
+    at the final step). A solution with no labelled step is an error, not a silent zero."""
+    targets = torch.as_tensor(step_targets, dtype=step_logits.dtype, device=step_logits.device)
+    if targets.shape != step_logits.shape or step_logits.dim() != 1:
+        raise ValueError(f"one target per step: {tuple(targets.shape)} targets for {tuple(step_logits.shape)} steps")
+    labelled = ~torch.isnan(targets)
+    if last_step_only:
+        idx = torch.nonzero(labelled).flatten()
+        labelled = torch.zeros_like(labelled)
+        if idx.numel():
+            labelled[idx[-1]] = True
+    if not labelled.any():
+        raise ValueError("a solution needs at least one labelled step")
+    t = targets[labelled]
+    if ((t < 0) | (t > 1)).any():
+        raise ValueError("step targets must lie in [0, 1] (or NaN for an unlabelled step)")
+    return F.binary_cross_entropy_with_logits(step_logits[labelled], t, reduction="mean")
+
+
 def reward_centering(rewards: torch.Tensor, pairs: Sequence[tuple[int, int, bool]], coef: float) -> torch.Tensor:
     """Reward centering (Eisenstein et al. 2023): + c · mean over pairs of (r_w + r_l)².
 
