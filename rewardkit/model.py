@@ -16,6 +16,8 @@ import math
 import os
 import shutil
 import tempfile
+import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -168,6 +170,25 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
     return tok
 
 
+_FORWARD_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def forward_lock(model: nn.Module) -> threading.RLock:
+    """The one lock of ``model``'s forward passes, for callers on several threads (a server, a library user).
+
+    A packed forward registers hooks on the shared model for its own call (``rewardkit.sharing``: the last block's
+    MLP at the read positions) and a plain call briefly restores the attention implementation's name on its config;
+    two threads interleaving those corrupt each other (41 of 80 concurrent calls raised ``IndexError``). One CPU
+    forward already uses every core and a GPU one the device, so serialising costs no throughput. Kept beside the
+    model rather than on it, so the module stays copyable and picklable."""
+    with _LOCKS_GUARD:
+        lock = _FORWARD_LOCKS.get(model)
+        if lock is None:
+            lock = _FORWARD_LOCKS[model] = threading.RLock()
+        return lock
+
+
 class RewardModel(nn.Module):
     """r_θ(x, y): backbone hidden state at the last real token → linear head → scalar (eq. 1–2)."""
 
@@ -187,7 +208,13 @@ class RewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, *,
                 packed: PackedLayout | None = None, all_heads: bool = False) -> torch.Tensor:
         """Rewards (n,), read from the score layer's first output; with ``all_heads`` every output (n, heads)
-        (a score layer with more than one output: ``rewardkit.heads``)."""
+        (a score layer with more than one output: ``rewardkit.heads``). Calls from several threads run one at a
+        time (``forward_lock``)."""
+        with forward_lock(self):
+            return self._forward(input_ids, attention_mask, packed, all_heads)
+
+    def _forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                 packed: PackedLayout | None, all_heads: bool) -> torch.Tensor:
         if packed is not None:  # prefix-shared, packed groups; through forward so DDP wrappers see the call
             from rewardkit.sharing import packed_forward
 
