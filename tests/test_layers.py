@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("losses", ["rewardkit.losses"]),
     ("data", ["rewardkit.data", "rewardkit.data.record", "rewardkit.data.hh", "rewardkit.data.transforms",
               "rewardkit.data.margins", "rewardkit.data.readers", "rewardkit.data.synthetic",
-              "rewardkit.data.answers"]),
+              "rewardkit.data.answers", "rewardkit.data.steps"]),
     ("batching", ["rewardkit.batching"]),
     ("model", ["rewardkit.sharing", "rewardkit.model", "rewardkit.heads", "rewardkit.lora", "rewardkit.checkpoint"]),
     ("inference", ["rewardkit.inference", "rewardkit.inference.scoring", "rewardkit.inference.rows"]),

@@ -176,6 +176,38 @@ def iter_preferences(
     refused with ``streaming``.
     """
     table = parse_likert(likert)
+
+    def parse(obj: Any, location: str) -> list[tuple[str, PreferenceExample | RecordError]]:
+        return parse_records(obj, location, likert=table, notes=report.notes)
+
+    def kept(unit: PreferenceExample, aspect: str | None) -> None:
+        if aspect and unit.aspect is None:
+            unit.aspect = aspect
+        report.k_counts[len(unit.completions)] += 1
+
+    yield from iter_records(spec, report, parse, PreferenceExample, kept, split=split, split_flag=split_flag,
+                            skip_bad=skip_bad, streaming=streaming, keep=keep, positions=positions, tagged=True)
+
+
+def iter_records(
+    spec: str,
+    report: ReadReport,
+    parse: Callable[[Any, str], list[tuple[str, Any]]],
+    kind: type,
+    on_kept: Callable[..., None],
+    *,
+    skip_bad: bool = False,
+    split: str = "train",
+    split_flag: str = "--split",
+    streaming: bool = False,
+    keep: Callable[[int], bool] | None = None,
+    positions: bool = False,
+    tagged: bool = False,
+) -> Iterator[Any]:
+    """The one reading loop behind every record type (preferences here, verifier records in ``rewardkit.data.steps``):
+    raw records of ``spec``'s sources → ``parse(obj, location)`` → units of type ``kind`` (kept, counted, passed to
+    ``on_kept``) or ``RecordError`` (raised with file:line, or skipped and counted with ``skip_bad``). ``keep`` and
+    ``positions`` as in :func:`iter_preferences`; with ``tagged`` ``on_kept`` also gets the source's ``name=`` tag."""
     raw = itertools.chain.from_iterable(
         ((location, obj, aspect) for location, obj in _sliced_records(source, split, split_flag, streaming))
         for aspect, source in split_sources(spec))
@@ -184,16 +216,13 @@ def iter_preferences(
             if positions:
                 yield position, None
             continue
-        units = [(location, obj)] if isinstance(obj, RecordError) else parse_records(
-            obj, location, likert=table, notes=report.notes)
+        units = [(location, obj)] if isinstance(obj, RecordError) else parse(obj, location)
         kept = False
         for unit_location, unit in units:
             report.records += 1
-            if isinstance(unit, PreferenceExample):
-                if aspect and unit.aspect is None:
-                    unit.aspect = aspect
+            if isinstance(unit, kind):
+                on_kept(unit, aspect) if tagged else on_kept(unit)
                 report.loaded += 1
-                report.k_counts[len(unit.completions)] += 1
                 kept = True
                 yield (position, unit) if positions else unit
                 continue
