@@ -221,6 +221,74 @@ class Encoder:
         return bos + completion[-(self.max_length - len(bos)):]
 
 
+@dataclass
+class StepEncoding:
+    """A problem's solutions as token ids with their step-reward positions (process reward models).
+
+    ``ids[k]`` is solution k's whole sequence (prompt, then each step followed by the step-end marker);
+    ``reads[k][i]`` the offset in it of step i's marker's last token, where step i's reward is read. A solution
+    longer than ``max_length`` keeps its first steps: ``len(reads[k])`` may be less than its step count
+    (``dropped_steps`` counts those, and the callers report them)."""
+
+    ids: list[list[int]]
+    reads: list[list[int]]
+    dropped_steps: int = 0
+
+
+def encode_steps(encoder: Encoder, prompt: list[Message], solutions: list[list[str]], marker: str,
+                 stats: TruncationStats | None = None) -> StepEncoding:
+    """Token ids and step-reward positions of one problem's solutions, fixed by tokenising each piece on its own.
+
+    The prompt is rendered with the template up to where the assistant's reply starts (its generation cue), each
+    step and the ``marker`` are tokenised separately (no special tokens) and the ids are joined: the text is never
+    re-tokenised as a whole, so a step boundary cannot merge with its neighbours' characters into one token and
+    move the position its reward is read from (what re-tokenising the joined text does, e.g. TRL's PRMTrainer).
+    Training and scoring both come here, so the positions agree. Truncation as elsewhere: the siblings' prompt
+    loses the same tokens from the left (BOS kept); a solution too long on its own also drops its last steps.
+    """
+    stats = stats if stats is not None else TruncationStats()
+    tok = encoder.tokenizer
+    sentinel = "\u2063rewardkit-step\u2063"
+    head, full = encoder.render(prompt, [{"role": "assistant", "content": sentinel}])
+    cue = full[:full.index(sentinel)]
+    prompt_ids = list(tok(cue, add_special_tokens=encoder.template == "raw")["input_ids"])
+    bos = encoder._bos(prompt_ids)
+    marker_ids = list(tok(marker, add_special_tokens=False)["input_ids"])
+    if not marker_ids:
+        raise UserError(f"the step marker {marker!r} tokenises to nothing; use a marker with text (e.g. '\\n\\n')")
+    flat = [s for steps in solutions for s in steps]
+    pieces = iter(tok(flat, add_special_tokens=False)["input_ids"] if flat else [])
+    bodies = [[list(next(pieces)) + marker_ids for _ in steps] for steps in solutions]
+    limit = encoder.max_length - len(bos)
+    prompt_body = prompt_ids[len(bos):]
+    fitting = [limit - sum(map(len, b)) for b in bodies if sum(map(len, b)) <= limit]
+    room = min([len(prompt_body), *fitting]) if fitting else 0  # prompt tokens every fitting sibling keeps
+    ids, reads, dropped = [], [], 0
+    for body in bodies:
+        if sum(map(len, body)) > limit:  # too long alone: no prompt, the first steps that fit
+            kept: list[list[int]] = []
+            for piece in body:
+                if sum(map(len, kept)) + len(piece) > limit:
+                    break
+                kept.append(piece)
+            # a first step longer than max_length keeps its end (with the marker), as a long completion does
+            kept = kept or [body[0][-limit:]]
+            dropped += len(body) - len(kept)
+            seq = list(bos)
+            stats.count("completion")
+        else:
+            kept = body
+            seq = bos + (prompt_body[len(prompt_body) - room:] if room else [])
+            stats.count(None if room == len(prompt_body) else "prompt")
+        positions = []
+        for piece in kept:
+            seq = seq + piece
+            positions.append(len(seq) - 1)
+        ids.append(seq)
+        reads.append(positions)
+    return StepEncoding(ids, reads, dropped)
+
+
 def pad_batch(sequences: list[list[int]], pad_id: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """Pad to the longest sequence → (input_ids, attention_mask)."""
     if side not in ("left", "right"):

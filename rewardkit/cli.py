@@ -2,6 +2,7 @@
 
     rewardkit train [--config cfg.yaml] [--flags]   → rewardkit.train.train(TrainConfig)
     rewardkit eval  --model RUN --data FILE         → rewardkit.evaluate.run_evaluation
+    rewardkit eval-verifier --model RUN --data FILE → rewardkit.verifiers.run_verifier_eval (ORM / PRM)
     rewardkit score --model RUN --input FILE.jsonl  → rewardkit.inference.rows.score_rows
     rewardkit rerank --model RUN --input FILE.jsonl → rewardkit.inference.rows.rerank_rows (best-of-N)
     rewardkit serve RUN [--host H --port P]         → rewardkit.serve (HTTP reward server)
@@ -19,6 +20,7 @@ import traceback
 
 from rewardkit.config import (
     EvalConfig,
+    EvalVerifierConfig,
     ReportConfig,
     RerankConfig,
     ScoreConfig,
@@ -37,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, cls, help_text in (
         ("train", TrainConfig, "train a Bradley-Terry reward model (no arguments: the built-in demo)"),
         ("eval", EvalConfig, "evaluate a reward model on preference pairs"),
+        ("eval-verifier", EvalVerifierConfig, "evaluate an outcome / process reward model (ProcessBench F1, step F1, "
+                                              "best-of-N vs majority vote)"),
         ("score", ScoreConfig, "score completions or pairs from a JSONL file"),
         ("rerank", RerankConfig, "best-of-N: rank each prompt's candidates from a JSONL file"),
         ("serve", ServeConfig, "serve a reward model over HTTP (OpenRLHF-compatible /get_reward, /v1/score)"),
@@ -74,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             train_genrm(load_config(GenRMConfig, config_path, **args))
         elif command == "eval":
             run_eval(load_config(EvalConfig, config_path, **args))
+        elif command == "eval-verifier":
+            from rewardkit.verifiers import run_verifier_eval, summary_lines
+
+            out = run_verifier_eval(load_config(EvalVerifierConfig, config_path, **args))
+            print("\n".join(summary_lines(out)))
         elif command == "report":
             positional = args.pop("input_paths")
             if positional:

@@ -33,6 +33,14 @@ PRECISION_HELP = ("Number format: 'auto' (bf16 where the hardware computes it na
                   "with avx512_bf16 or AMX — else fp32), 'fp32', 'bf16' or 'fp16' (GPUs). Training keeps fp32 master "
                   "weights under autocast; inference loads bf16 weights; the score head always computes in fp32. "
                   "The choice and its reason are printed and recorded (rewardkit.precision).")
+OBJECTIVES = ("pairwise", "orm", "prm")  # rewardkit.training.objectives
+AGGREGATES = ("min", "prod", "last", "mean")  # rewardkit.inference.scoring.aggregate_steps
+AGGREGATE_HELP = ("Process reward models: how the steps' scores p_i = P(step i is right) become one score per "
+                  "solution: 'min' (the weakest step; Lightman et al. 2023), 'prod' (every step right, Π p_i), "
+                  "'last' (the final step's), 'mean'. Default: the rule the checkpoint records ('min').")
+STEP_MARKER_HELP = ("Process reward models: the text that ends every step, tokenised on its own and appended to each "
+                    "separately tokenised step; the step's reward is read at its last token. Recorded in the "
+                    "checkpoint; a completion given as text is split into steps at it.")
 # Fields that were renamed: a config file using the old name is told the new one.
 RENAMED = {"mixed_precision": "precision ('no' is now 'fp32'; 'auto' picks bf16 on hardware that has it)"}
 
@@ -103,6 +111,17 @@ class TrainConfig(ConfigBase):
     output_dir: str = _f("runs", "Runs are written to <output_dir>/<run_name>/.")
     run_name: str | None = _f(None, "Run folder name; default: a timestamp.")
     overwrite: bool = _f(False, "Replace an existing run folder of the same name (otherwise that is an error).")
+    objective: str = _f("pairwise", choices=OBJECTIVES, help="What the model learns: 'pairwise' (a preference reward "
+                        "model, --loss), 'orm' (an outcome reward model: P(solution is correct) at its last token, "
+                        "pointwise BCE) or 'prm' (a process reward model: P(step is right) at every step's end, "
+                        "per-step BCE). orm/prm read verifier data (docs/verifiers.md: TRL stepwise, ProcessBench, "
+                        "PRMBench, outcome-labelled, GSM8K model solutions); --length-debias does not apply to them.")
+    step_marker: str = _f("\n\n", STEP_MARKER_HELP)
+    aggregate: str = _f("min", choices=AGGREGATES, help="With --objective prm: the aggregation rule the checkpoint "
+                        "records for one score per solution (score, rerank, serve and eval can override it). "
+                        + AGGREGATE_HELP.split(": ", 1)[1])
+    prm_last_step_only: bool = _f(False, "With --objective prm: train on each solution's last labelled step only (an "
+                                  "outcome label read at the final step) instead of every labelled step.")
     loss: str = _f("bt", choices=LOSS_NAMES, help="Training loss: 'bt' (eq. 3), 'bt_softplus' (eq. 4), 'margin' (eq. 5, needs margins), 'balanced' "
                    "(eq. 6: all C(K,2) pairs of a ranking weighted 1/C(K,2)) or 'plackett_luce' (K-wise).")
     label_smoothing: float = _f(0.0, within="[0, 0.5)", help="Label smoothing ε for noisy labels: pairwise target 1 − ε instead of 1 (bt, margin, balanced).")
@@ -230,6 +249,22 @@ class TrainConfig(ConfigBase):
             raise ConfigError("--length-debias odin saves the quality head as the model; use --lora-save merged")
         # Every rule between fields is checked here, when the config is built, so no run folder is made for a
         # config that would fail at its first micro-batch.
+        if self.objective != "pairwise":
+            pairwise_only = [f"--{name.replace('_', '-')}" for name in (
+                "loss", "label_smoothing", "reward_center_coef", "reward_l2_coef", "margin_source", "flatten_rankings",
+                "drop_ties", "aspects") if getattr(self, name) != self.__dataclass_fields__[name].default]
+            if self.length_debias == "odin":
+                pairwise_only.append("--length-debias odin")
+            if pairwise_only:
+                raise ConfigError(f"{', '.join(pairwise_only)} apply to preference training, not to --objective "
+                                  f"{self.objective}; drop them")
+        if self.objective != "prm":
+            prm_only = [f"--{name.replace('_', '-')}" for name in ("step_marker", "aggregate", "prm_last_step_only")
+                        if getattr(self, name) != self.__dataclass_fields__[name].default]
+            if prm_only:
+                raise ConfigError(f"{', '.join(prm_only)} apply to --objective prm only")
+        if not self.step_marker:
+            raise ConfigError("--step-marker must not be empty: it is where each step's reward is read")
         if self.loss == "plackett_luce" and self.label_smoothing:
             raise ConfigError("--label-smoothing is defined for pairwise losses (bt, bt_softplus, margin, balanced), "
                               "not for --loss plackett_luce; drop one of them")
@@ -303,6 +338,34 @@ class EvalConfig(JudgeOptions):
 
 
 @dataclass
+class EvalVerifierConfig(ConfigBase):
+    model: str = _f("", "An outcome or process reward model (a rewardkit run folder trained with --objective orm/prm, "
+                    "or any classifier with --step-marker).")
+    data: str = _f("", "Verifier data (docs/verifiers.md): ProcessBench / PRMBench / TRL stepwise files (step "
+                   "metrics), GSM8K model solutions or outcome-labelled files (best-of-N, outcome metrics); "
+                   "slices and comma-joined sources as for training.")
+    split: str = _f("test,validation", "Split of --data when it is a hub dataset id or a saved dataset folder.")
+    output: str | None = _f(None, "Write the metrics JSON here (and the per-solution scores beside it, .scores.jsonl).")
+    threshold: float = _f(0.5, within="(0, 1)", help="A step is predicted wrong when P(right) < this (ProcessBench's "
+                          "first-error prediction, step F1).")
+    aggregate: str | None = _f(None, choices=AGGREGATES, help=AGGREGATE_HELP + " Best-of-N is also reported under "
+                               "every rule.")
+    step_marker: str | None = _f(None, "Score a classifier as a process reward model with this step marker (default: "
+                                 "the checkpoint's).")
+    originals: bool = _f(False, "PRMBench: also score each record's original (all-correct) process. Off by default: "
+                         "PRMBench's metrics are over the modified processes.")
+    max_length: int | None = _f(None, within="[8, inf)", help="Override the checkpoint's max_length.")
+    skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
+    max_batch_tokens: int | None = _f(None, within="[1, inf)", help="Tokens per forward pass (default: 2048 on CPU, "
+                                      "16384 on GPU).")
+    seed: int = _f(42, "Seeds the bootstrap resamples (and a new head when --model is an untrained backbone).")
+    bootstrap_samples: int = _f(1000, within="[0, inf)", help="Bootstrap resamples (of problems) for confidence intervals.")
+    device: str = _f("auto", "Where the model runs: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
+    route: str = _f("auto", choices=ROUTES, help=ROUTE_HELP)
+
+
+@dataclass
 class ReportConfig(ConfigBase):
     inputs: str = _f("", "Eval results JSON file(s) written by `rewardkit eval --output` (their .rewards.jsonl beside "
                      "them), or folders holding one; several, comma-separated, are shown side by side.")
@@ -325,6 +388,9 @@ class ScoringOptions(JudgeOptions):
                      "'cuda' or 'cuda:N'.")
     precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
     route: str = _f("auto", choices=ROUTES, help=ROUTE_HELP)
+    aggregate: str | None = _f(None, choices=AGGREGATES, help=AGGREGATE_HELP)
+    step_marker: str | None = _f(None, "Score any classifier as a process reward model with this step marker "
+                                 "(default: the one a PRM checkpoint records). " + STEP_MARKER_HELP)
 
 
 @dataclass

@@ -206,15 +206,18 @@ class RewardModel(nn.Module):
         return self.hf.config
 
     def forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, *,
-                packed: PackedLayout | None = None, all_heads: bool = False) -> torch.Tensor:
+                packed: PackedLayout | None = None, all_heads: bool = False,
+                read: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Rewards (n,), read from the score layer's first output; with ``all_heads`` every output (n, heads)
-        (a score layer with more than one output: ``rewardkit.heads``). Calls from several threads run one at a
-        time (``forward_lock``)."""
+        (a score layer with more than one output: ``rewardkit.heads``). ``read``: (rows, columns) of the padded
+        batch to read rewards at instead of each row's last real token (a process reward model's step ends).
+        Calls from several threads run one at a time (``forward_lock``)."""
         with forward_lock(self):
-            return self._forward(input_ids, attention_mask, packed, all_heads)
+            return self._forward(input_ids, attention_mask, packed, all_heads, read)
 
     def _forward(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                 packed: PackedLayout | None, all_heads: bool) -> torch.Tensor:
+                 packed: PackedLayout | None, all_heads: bool,
+                 read: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         if packed is not None:  # prefix-shared, packed groups; through forward so DDP wrappers see the call
             from rewardkit.sharing import packed_forward
 
@@ -227,7 +230,8 @@ class RewardModel(nn.Module):
                 position_ids=position_ids_from_mask(attention_mask),
                 use_cache=False,
             )
-            scores = head_scores(self.hf, pool_last(out.last_hidden_state, attention_mask))
+            hidden = out.last_hidden_state
+            scores = head_scores(self.hf, pool_last(hidden, attention_mask) if read is None else hidden[read[0], read[1]])
         scores = scores.reshape(scores.shape[0], -1).float()
         return scores if all_heads else scores[:, 0]
 

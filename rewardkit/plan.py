@@ -41,6 +41,7 @@ class Item:
     pairs: list[tuple[int, int, bool]]
     weight: float = 1.0
     char_lengths: tuple[int, ...] = ()
+    reads: list[list[int]] | None = None  # process reward models: per sequence, its step-end offsets
 
     @property
     def tokens(self) -> int:

@@ -161,17 +161,24 @@ class PackedLayout:
         return flex_shape(self.input_ids.shape[0], self.width)
 
 
-def layout_group(sequences: list[list[int]]) -> tuple[list[int], list[int], list[int], list[int]]:
-    """(tokens, positions, owner, last-token offsets) of one group laid out as [prefix][c1]…[cK]."""
+def layout_group(sequences: list[list[int]], reads: list[list[int]] | None = None
+                 ) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(tokens, positions, owner, read offsets) of one group laid out as [prefix][c1]…[cK]. The read offsets are
+    each completion's last token, or with ``reads`` the given offsets of each sequence (a process reward model's
+    step ends; one inside the shared prefix is read there, where every sibling's hidden state is the same)."""
     p = shared_prefix_length(sequences)
     tokens, positions, owner = list(sequences[0][:p]), list(range(p)), [0] * p
     ends = []
     for k, seq in enumerate(sequences, start=1):
+        start = len(tokens)
         tail = seq[p:]
         tokens += tail
         positions += range(p, len(seq))
         owner += [k] * len(tail)
-        ends.append(len(tokens) - 1)
+        for offset in (reads[k - 1] if reads is not None else [len(seq) - 1]):
+            if not 0 <= offset < len(seq):
+                raise ValueError(f"read offset {offset} outside a sequence of {len(seq)} tokens")
+            ends.append(offset if offset < p else start + offset - p)
     return tokens, positions, owner, ends
 
 
@@ -228,13 +235,14 @@ def row_budget(route: str, max_tokens_per_row: int | None) -> int | None:
 
 
 def build_layout(groups: list[list[list[int]]], pad_id: int, max_tokens_per_row: int | None = None,
-                 padding_side: str = "right") -> PackedLayout:
-    """Lay out groups into packed rows; rewards come back in the order of ``groups``."""
+                 padding_side: str = "right", reads: list[list[list[int]]] | None = None) -> PackedLayout:
+    """Lay out groups into packed rows; rewards come back in the order of ``groups`` (with ``reads``: every read
+    offset of every sequence, group-major, in the order given)."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding side must be 'left' or 'right', got {padding_side!r}")
     if not groups or any(len(g) == 0 for g in groups):
         raise ValueError("group_rewards needs at least one group, and every group at least one sequence")
-    laid = [layout_group(g) for g in groups]
+    laid = [layout_group(g, reads[i] if reads is not None else None) for i, g in enumerate(groups)]
     rows = pack_rows([len(t) for t, *_ in laid], max_tokens_per_row)
     width = max(sum(len(laid[i][0]) for i in row) for row in rows)
     shape = (len(rows), width)
@@ -242,10 +250,10 @@ def build_layout(groups: list[list[list[int]]], pad_id: int, max_tokens_per_row:
     pos = torch.zeros(shape, dtype=torch.long)
     own = torch.full(shape, -1, dtype=torch.long)
     gid = torch.full(shape, -1, dtype=torch.long)
-    ends: list[tuple[int, int]] = [(0, 0)] * sum(len(g) for g in groups)
+    ends: list[tuple[int, int]] = [(0, 0)] * sum(len(t[3]) for t in laid)
     first_completion = [0]
-    for g in groups:
-        first_completion.append(first_completion[-1] + len(g))
+    for t in laid:
+        first_completion.append(first_completion[-1] + len(t[3]))
     segments = []
     for r, row in enumerate(rows):
         used = sum(len(laid[i][0]) for i in row)
@@ -259,7 +267,7 @@ def build_layout(groups: list[list[list[int]]], pad_id: int, max_tokens_per_row:
             gid[r, span] = i
             for k, e in enumerate(local_ends):
                 ends[first_completion[i] + k] = (r, col + e)
-            spans = (owner.count(0), *(owner.count(k) for k in range(1, len(local_ends) + 1)))
+            spans = (owner.count(0), *(owner.count(k) for k in range(1, len(groups[i]) + 1)))
             segments.append(GroupSegment(r, col, len(tokens), spans))
             col += len(tokens)
     real = sum(len(s) for g in groups for s in g)
@@ -631,7 +639,10 @@ def _last_mlp_at_read_positions(backbone: nn.Module, layout: PackedLayout) -> It
             or getattr(blocks[-1], "gradient_checkpointing", False)):
         yield
         return
-    rows, cols = layout.end_row, layout.end_col
+    # Each position once: a process reward model can read several rewards at one position (steps in the shared
+    # prefix), and a repeated position would get its MLP output's gradient once per read.
+    flat = torch.unique(layout.end_row * layout.width + layout.end_col)
+    rows, cols = flat // layout.width, flat % layout.width
     shape: list[torch.Size] = []
 
     def gather(module: nn.Module, args: tuple) -> tuple:
@@ -670,7 +681,8 @@ class GroupRewards(list):
 
 def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, *, shared: bool = True,
                   max_tokens_per_row: int | None = None, padding_side: str = "right",
-                  route: str = "auto", all_heads: bool = False) -> GroupRewards:
+                  route: str = "auto", all_heads: bool = False, reads: list[list[list[int]]] | None = None
+                  ) -> GroupRewards:
     """Rewards r(x, y_k) (eq. 1–2) of each group's K completions, differentiable; one tensor of K per group.
 
     ``groups[g]`` holds the full token sequences (prompt + completion, already truncated) of one
@@ -681,7 +693,9 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
     (``supports_sharing``). ``route`` picks the attention implementation of the shared path (module
     docstring); "auto" picks by device. ``all_heads``: each group's tensor is (K, heads), every output of
     the score layer (ODIN's quality and length heads, ``rewardkit.heads``), instead of the reward alone.
-    The result is a list that also says which path ran (:class:`GroupRewards`).
+    The result is a list that also says which path ran (:class:`GroupRewards`). ``reads[g][k]``: the offsets in
+    sequence k of group g where rewards are read (a process reward model's step ends) instead of its last token;
+    each group's tensor then holds every read of its sequences in order.
     """
     if route not in ROUTES:
         raise ValueError(f"route must be one of {ROUTES}, got {route!r}")
@@ -698,18 +712,29 @@ def group_rewards(model: nn.Module, groups: list[list[list[int]]], pad_id: int, 
             shared = False
     if shared:
         route = default_route(device) if route == "auto" else route
-        layout = build_layout(groups, pad_id, row_budget(route, max_tokens_per_row), padding_side).to(device)
+        layout = build_layout(groups, pad_id, row_budget(route, max_tokens_per_row), padding_side, reads).to(device)
         layout.route = route
         flat = model(None, None, packed=layout, all_heads=all_heads)
         if not layout.attention_calls:  # the rows would have been computed as plain causal sequences: wrong
             raise RuntimeError("the packed layout never reached the model's attention layers (transformers did not "
                                "forward it to the attention interface); use shared=False")
         ran = "segments" if route == "flex" and _flex_failed else route
-        return GroupRewards(torch.split(flat, [len(g) for g in groups]), "shared", route=ran,
+        return GroupRewards(torch.split(flat, _reads_per_group(groups, reads)), "shared", route=ran,
                             reason=f"flex did not compile ({_flex_failed[0]})" if ran != route else None)
     seqs = [s for g in groups for s in g]
     if not seqs or any(len(s) == 0 for s in seqs):
         raise ValueError("group_rewards needs at least one group, and every sequence at least one token")
     ids, mask = pad_batch(seqs, pad_id, padding_side)
-    flat = model(ids.to(device), mask.to(device), all_heads=all_heads)
-    return GroupRewards(torch.split(flat, [len(g) for g in groups]), "padded", reason=reason)
+    read = None
+    if reads is not None:  # (row, column) of every read offset in the padded batch
+        width = ids.shape[1]
+        offsets = [(row, o + (width - len(seq) if padding_side == "left" else 0))
+                   for row, (seq, seq_reads) in enumerate(zip(seqs, (r for g in reads for r in g)))
+                   for o in seq_reads]
+        read = (torch.tensor([r for r, _ in offsets], device=device), torch.tensor([c for _, c in offsets], device=device))
+    flat = model(ids.to(device), mask.to(device), all_heads=all_heads, read=read)
+    return GroupRewards(torch.split(flat, _reads_per_group(groups, reads)), "padded", reason=reason)
+
+
+def _reads_per_group(groups: list[list[list[int]]], reads: list[list[list[int]]] | None) -> list[int]:
+    return [len(g) for g in groups] if reads is None else [sum(map(len, r)) for r in reads]

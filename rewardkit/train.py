@@ -116,8 +116,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         say(f"resumed from {resumed.checkpoint} at step {resumed.step} of {steps}")
     eval_scorer = RewardModelScorer(plain, encoder, name=cfg.model, kind="training", progress=run.main,
                                     padding_side=cfg.padding_side, prefix_sharing=cfg.prefix_sharing, route=cfg.route,
-                                    aspects=aspects,
-                                    gate_scale=cfg.aspect_gate_scale)
+                                    aspects=aspects, gate_scale=cfg.aspect_gate_scale,
+                                    step_marker=cfg.step_marker if cfg.objective == "prm" else None,
+                                    aggregate=cfg.aggregate)
     evaluate = held_out(accelerator, run, eval_scorer, eval_ex, cfg.seed, clock)
     first = None if resumed or not cfg.eval_before else evaluate(0)
     before = resumed.evals.get(0) if resumed else (first.result if first else None)

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("batching", ["rewardkit.batching"]),
     ("model", ["rewardkit.sharing", "rewardkit.model", "rewardkit.heads", "rewardkit.lora", "rewardkit.checkpoint"]),
     ("inference", ["rewardkit.inference", "rewardkit.inference.scoring", "rewardkit.inference.rows"]),
-    ("evaluation", ["rewardkit.rewardbench", "rewardkit.evaluate", "rewardkit.report"]),
+    ("evaluation", ["rewardkit.rewardbench", "rewardkit.evaluate", "rewardkit.report", "rewardkit.verifiers"]),
     ("judges", ["rewardkit.judges", "rewardkit.judges.parse", "rewardkit.judges.templates", "rewardkit.judges.judge"]),
     ("scorer factory", ["rewardkit.inference.factory"]),
     ("training", ["rewardkit.plan", "rewardkit.run", "rewardkit.training", "rewardkit.training.objectives",

@@ -57,9 +57,10 @@ def load_scorer(model: str, judge: JudgeOptions | None = None, *, max_length: in
                 template: str | None = None, max_batch_tokens: int | None = None, max_batch_size: int = 64,
                 padding_side: str = "right", seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
                 complete_turn: bool = True, device: str = "auto", aspect_weights: str | None = None,
-                precision: str = "auto", route: str = "auto") -> Scorer:
+                precision: str = "auto", route: str = "auto", aggregate: str | None = None,
+                step_marker: str | None = None) -> Scorer:
     """The scorer ``model`` (and the judge flags ``judge``, if any) name: a judge / trained GenRM, or a classifier
-    reward model (see the module docstring)."""
+    reward model — a process reward model scores steps and aggregates them (see the module docstring)."""
     judge = judge or JudgeOptions()
     if judge.judge or (model and is_judge_checkpoint(model)):
         if aspect_weights:
@@ -69,6 +70,7 @@ def load_scorer(model: str, judge: JudgeOptions | None = None, *, max_length: in
     scorer = load_classifier_scorer(model, max_length=max_length, template=template, max_batch_tokens=max_batch_tokens,
                                     max_batch_size=max_batch_size, padding_side=padding_side, seed=seed,
                                     progress=progress, prefix_sharing=prefix_sharing, device=device,
-                                    aspect_weights=aspect_weights, precision=precision, route=route)
+                                    aspect_weights=aspect_weights, precision=precision, route=route,
+                                    aggregate=aggregate, step_marker=step_marker)
     scorer.complete_turn = complete_turn
     return scorer

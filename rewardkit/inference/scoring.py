@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from rewardkit.batching import Encoder, TruncationStats, length_sorted_batches, pad_batch
+from rewardkit.config import AGGREGATES
 from rewardkit.data.record import Message
 from rewardkit.errors import UserError
 from rewardkit.model import ModelLoadError, RewardModel, resolve_backbone
@@ -65,6 +66,8 @@ class Group:
     source: str = ""  # where the group came from ("file:line"), for messages about it
     # Aspect models only: this group's mixing weights {aspect: w} (steering), instead of the scorer's (rewardkit.heads)
     aspect_weights: dict[str, float] | None = None
+    # Process reward models only: each completion's steps; None: each completion's text split at the step marker
+    steps: list[list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.texts is not None and self.completions:
@@ -80,7 +83,8 @@ class Group:
         """A group from anything with ``prompt`` and ``completions`` (a ``PreferenceExample``)."""
         if isinstance(example, Group):
             return example
-        return cls(prompt=example.prompt, completions=example.completions, source=getattr(example, "source", ""))
+        return cls(prompt=example.prompt, completions=example.completions, source=getattr(example, "source", ""),
+                   steps=getattr(example, "steps", None))
 
 
 @dataclass
@@ -95,6 +99,8 @@ class Prepared:
     # aspect models: per group its mixing weights, None where the gate decides (its ids end with the probe)
     mixing: list[list[float] | None] | None = None
     payload: Any = None  # judges: their encoded queries
+    reads: list[list[list[int]]] | None = None  # process reward models: per group, per completion, step-end offsets
+    steps_total: list[list[int]] | None = None  # process reward models: per group, per completion, steps given
 
     @property
     def completions(self) -> int:
@@ -114,6 +120,10 @@ class ScoreResult:
     # aspect models: per group {"weights": {aspect: w}, "rewards": {aspect: [r per completion]}} (rewardkit.heads)
     aspects: list[dict[str, Any]] | None = None
     stats: dict[str, Any] | None = None  # judges: verdict statistics of this call (flip rate, position bias, ...)
+    # process reward models: per group, per completion, P(step is right) = σ(r_step) of each step; a step past
+    # max_length is NaN (``dropped_steps`` counts them); ``rewards`` is their aggregate (``aggregate_steps``)
+    step_rewards: list[list[np.ndarray]] | None = None
+    dropped_steps: int = 0
 
     def truncation_total(self) -> TruncationStats:
         total = TruncationStats()
@@ -216,10 +226,12 @@ def forward_token_budget(device: torch.device) -> int:
 
 def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int, *, max_batch_tokens: int | None = None,
                   max_batch_size: int = 64, padding_side: str = "right", prefix_sharing: bool = True,
-                  progress: bool = False, all_heads: bool = False, route: str = "auto"
-                  ) -> tuple[list[np.ndarray], str, int]:
+                  progress: bool = False, all_heads: bool = False, route: str = "auto",
+                  reads: list[list[list[int]]] | None = None) -> tuple[list[np.ndarray], str, int]:
     """Rewards of already-encoded groups → (per group rewards, path taken, forward passes run). With
     ``all_heads`` each group's array is (K, outputs): every output of the score layer (``rewardkit.heads``).
+    With ``reads`` (per group, per sequence, offsets: a process reward model's step ends) each group's array
+    holds the reward at every offset, sequence after sequence.
 
     The path is what ran, as ``group_rewards`` reports it: ``"shared"`` when prefix sharing ran
     (``rewardkit.sharing``), ``"padded"`` otherwise (asked for, or the model does not support sharing
@@ -233,7 +245,11 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
     try:
         if not groups:
             return [], "shared" if prefix_sharing else "padded", 0
-        if not (prefix_sharing and route != "padded" and sharing_unsupported_reason(model) is None):
+        use_shared = prefix_sharing and route != "padded" and sharing_unsupported_reason(model) is None
+        if reads is not None:  # step rewards: whole groups per pass on either path
+            return _read_groups(model, groups, pad_id, reads, max_batch_tokens, padding_side, progress, use_shared,
+                                route)
+        if not use_shared:
             flat = [ids for g in groups for ids in g]
             rewards, passes = _padded_rewards(model, flat, pad_id, max_batch_tokens, max_batch_size, padding_side,
                                               progress, all_heads)
@@ -251,6 +267,44 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
         return out, "+".join(sorted(paths)), len(batches)  # type: ignore[return-value]
     finally:
         model.train(was_training)
+
+
+@torch.inference_mode()
+def _read_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int, reads: list[list[list[int]]],
+                 max_batch_tokens: int, padding_side: str, progress: bool, shared: bool, route: str
+                 ) -> tuple[list[np.ndarray], str, int]:
+    from rewardkit.sharing import group_rewards
+
+    sizes = [group_tokens(g) if shared else max(map(len, g)) * len(g) for g in groups]
+    batches = group_batches(sizes, max_batch_tokens)
+    out: list[np.ndarray | None] = [None] * len(groups)
+    paths = set()
+    for batch in _progress(batches, progress):
+        rewards = group_rewards(model, [groups[i] for i in batch], pad_id, shared=shared, padding_side=padding_side,
+                                route=route if shared else "padded", reads=[reads[i] for i in batch])
+        paths.add(rewards.path)
+        for i, r in zip(batch, rewards):
+            out[i] = r.double().cpu().numpy()
+    return out, "+".join(sorted(paths)), len(batches)  # type: ignore[return-value]
+
+
+def aggregate_steps(step_scores: np.ndarray, rule: str) -> float:
+    """One score per solution from its steps' P(right) (``AGGREGATES``); steps past max_length (NaN) are left out,
+    a solution with no scored step gets NaN."""
+    if rule not in AGGREGATES:
+        raise UserError(f"aggregate must be one of {', '.join(AGGREGATES)}, got {rule!r}")
+    p = np.asarray(step_scores, dtype=np.float64)
+    p = p[~np.isnan(p)]
+    if not p.size:
+        return float("nan")
+    return float({"min": np.min, "prod": np.prod, "last": lambda a: a[-1], "mean": np.mean}[rule](p))
+
+
+def split_steps(text: str, marker: str) -> list[str]:
+    """A solution given as text → its steps: the pieces between step markers, stripped, empty ones dropped (the
+    inverse of how ``encode_steps`` joins them, for steps that do not contain the marker)."""
+    cut = marker.strip() or marker
+    return [piece.strip() for piece in text.split(cut) if piece.strip()]
 
 
 def _progress(batches: list, on: bool) -> Any:
@@ -286,11 +340,16 @@ class RewardModelScorer:
     aspect_weights: list[float] | None = None
     gate_scale: float = 1.0  # γ of a model in training (rewardkit.heads.scale_gate); a checkpoint's gate is scaled
     precision: Precision | None = None  # how the model was loaded (rewardkit.precision); None: as given
+    # Process reward models: the step-end marker the checkpoint records and the rule that aggregates step scores
+    step_marker: str | None = None
+    aggregate: str = "min"
 
     def prepare(self, groups: list[Any]) -> Prepared:
         from rewardkit.heads import encode_probed, encode_rendered_probed, parse_aspect_weights
 
         groups = [Group.of(g) for g in groups]
+        if self.step_marker is not None:
+            return self._prepare_steps(groups)
         mixing = None
         if self.aspects:  # a group's own weights, else the scorer's; None: the gate (the group carries the probe)
             mixing = [self.aspect_weights if g.aspect_weights is None else
@@ -319,7 +378,61 @@ class RewardModelScorer:
         return Prepared(groups=groups, tokens=tokens, truncation=truncation, end_of_turn_added=added, ids=ids,
                         mixing=mixing)
 
+    def _prepare_steps(self, groups: list[Group]) -> Prepared:
+        """A process reward model's inputs: each completion's steps (given, or its text split at the marker)."""
+        from rewardkit.batching import encode_steps
+
+        if any(g.texts is not None for g in groups):
+            raise UserError(f"{self.name} is a process reward model: give the prompt and completions (or steps), "
+                            "not rendered texts, so the step ends can be found")
+        ids, reads, truncation, totals = [], [], [], []
+        for g in groups:
+            steps = g.steps if g.steps is not None else [
+                split_steps("\n".join(m["content"] for m in c if m["role"] == "assistant"), self.step_marker)
+                for c in g.completions]
+            if len(steps) != len(g):
+                raise UserError(f"{g.source or 'a group'}: {len(steps)} step lists for {len(g)} completions")
+            for k, solution in enumerate(steps):
+                if not solution:
+                    raise UserError(f"{g.source or 'a group'}: completion {k} has no step text")
+            stats = TruncationStats()
+            encoded = encode_steps(self.encoder, g.prompt, steps, self.step_marker, stats)
+            ids.append(encoded.ids)
+            reads.append(encoded.reads)
+            truncation.append(stats)
+            totals.append([len(s) for s in steps])
+        tokens = sum(group_tokens(g) if self.prefix_sharing else sum(map(len, g)) for g in ids)
+        return Prepared(groups=groups, tokens=tokens, truncation=truncation, ids=ids, reads=reads, steps_total=totals)
+
+    def _run_steps(self, prepared: list[Prepared]) -> list[ScoreResult]:
+        flat = [g for p in prepared for g in p.ids]
+        reads = [r for p in prepared for r in p.reads]
+        rewards, path, passes = reward_groups(
+            self.model, flat, self.encoder.tokenizer.pad_token_id, max_batch_tokens=self.max_batch_tokens,
+            padding_side=self.padding_side, prefix_sharing=self.prefix_sharing, progress=self.progress,
+            route=self.route, reads=reads)
+        out, i = [], 0
+        for p in prepared:
+            group_steps, group_rewards, dropped = [], [], 0
+            for logits, group_reads, totals in zip(rewards[i:i + len(p.groups)], p.reads, p.steps_total):
+                probs = 1.0 / (1.0 + np.exp(-logits))
+                per, start = [], 0
+                for r, total in zip(group_reads, totals):
+                    scores = np.full(total, np.nan)
+                    scores[:len(r)] = probs[start:start + len(r)]
+                    dropped += total - len(r)
+                    start += len(r)
+                    per.append(scores)
+                group_steps.append(per)
+                group_rewards.append(np.array([aggregate_steps(sc, self.aggregate) for sc in per]))
+            out.append(ScoreResult(rewards=group_rewards, truncation=p.truncation, path=path, forward_passes=passes,
+                                   step_rewards=group_steps, dropped_steps=dropped))
+            i += len(p.groups)
+        return out
+
     def run(self, prepared: list[Prepared]) -> list[ScoreResult]:
+        if self.step_marker is not None:
+            return self._run_steps(prepared)
         flat = [g for p in prepared for g in p.ids]
         rewards, path, passes = reward_groups(
             self.model, flat, self.encoder.tokenizer.pad_token_id, max_batch_tokens=self.max_batch_tokens,
@@ -366,6 +479,11 @@ class RewardModelScorer:
         }
         if self.precision is not None:
             out["precision"] = self.precision.describe()
+        if self.step_marker is not None:
+            out["verifier"] = {"kind": "prm", "step_marker": self.step_marker, "aggregate": self.aggregate,
+                               "step_scores": "P(step is right) = sigmoid(reward at the step's marker)"}
+        elif self.metadata.get("verifier"):
+            out["verifier"] = self.metadata["verifier"]
         if self.head_seed is not None:
             out["head_init_seed"] = self.head_seed
         if self.aspects:
@@ -412,7 +530,8 @@ def load_classifier_scorer(spec: str, *, max_length: int | None = None, template
                 max_batch_tokens: int | None = None, max_batch_size: int = 64, padding_side: str = "right",
                 seed: int = 42, progress: bool = False, prefix_sharing: bool = True,
                 device: str = "auto", aspect_weights: str | None = None, precision: str = "auto",
-                route: str = "auto") -> RewardModelScorer:
+                route: str = "auto", aggregate: str | None = None, step_marker: str | None = None
+                ) -> RewardModelScorer:
     """A scorer for ``spec``: a rewardkit run folder, a Hugging Face reward model (folder or hub id),
     a ``.gguf`` file or a built-in backbone name (untrained head initialised from ``seed``).
 
@@ -429,6 +548,10 @@ def load_classifier_scorer(spec: str, *, max_length: int | None = None, template
 
     ``precision`` (``rewardkit.precision``): 'auto' loads the backbone in bf16 where the device computes bf16
     natively, else fp32; the score head stays fp32 either way.
+
+    A process reward model (``verifier.kind == "prm"`` in ``rewardkit.json``) scores every step at its recorded
+    step marker and aggregates them by ``aggregate`` (default: the checkpoint's rule); ``step_marker`` makes any
+    classifier a process scorer (e.g. a plain HF PRM whose marker you know).
     """
     from accelerate.utils import set_seed
 
@@ -445,7 +568,16 @@ def load_classifier_scorer(spec: str, *, max_length: int | None = None, template
     model, encoder, meta = load_checkpoint(spec, max_length, template, dtype=chosen.weights_dtype)
     model.to(where)
     aspects = (meta.get("aspects") or {}).get("names", [])
+    verifier = meta.get("verifier") or {}
+    marker = step_marker if step_marker is not None else (verifier.get("step_marker") if verifier.get("kind") == "prm"
+                                                          else None)
+    if aggregate is not None and marker is None:
+        raise UserError(f"--aggregate applies to process reward models; {spec} records no step marker "
+                        "(pass --step-marker for a PRM trained elsewhere)")
+    rule = aggregate or verifier.get("aggregate", "min")
+    aggregate_steps(np.zeros(1), rule)  # an unknown rule is refused before any scoring
     return RewardModelScorer(model, encoder, name=spec, kind=kind, metadata=meta, aspects=aspects,
+                             step_marker=marker, aggregate=rule,
                              aspect_weights=parse_aspect_weights(aspect_weights, aspects),
                              head_seed=seed if kind.startswith("backbone") else None,
                              max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size,

@@ -24,11 +24,12 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from transformers import get_scheduler
 
-from rewardkit.batching import TruncationStats
+from rewardkit.batching import StepEncoding, TruncationStats
 from rewardkit.config import TrainConfig
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
 from rewardkit.data.readers import count_raw_records, iter_preferences
 from rewardkit.data.record import completion_text
+from rewardkit.data.steps import VerifierExample, iter_verifier_examples, read_verifier_examples
 from rewardkit.data.transforms import drop_ties, flatten_rankings
 from rewardkit.errors import UserError
 from rewardkit.evaluate import completion_reward_stats, metrics_from_rewards
@@ -52,6 +53,8 @@ def load_examples(spec: str, cfg: TrainConfig, split: str) -> tuple[list[Prefere
 
         return builtin_dataset(spec, split)
     hub_split, flag = (cfg.split, "--split") if split == "train" else (cfg.eval_split, "--eval-split")
+    if cfg.objective != "pairwise":  # outcome / process reward models read solutions with labels
+        return read_verifier_examples(spec, skip_bad=cfg.skip_bad_records, split=hub_split, split_flag=flag)
     return read_preferences(spec, skip_bad=cfg.skip_bad_records, split=hub_split, likert=cfg.likert_margins,
                             split_flag=flag)
 
@@ -94,18 +97,19 @@ class Records:
         self.truncation = TruncationStats()
 
     def items(self, examples: list[PreferenceExample]) -> list[Item]:
-        examples, window_changes = prepare_records(examples, self.cfg)
-        self.changes.update(window_changes)
-        check_records(examples, self.cfg)
+        if self.cfg.objective == "pairwise":
+            examples, window_changes = prepare_records(examples, self.cfg)
+            self.changes.update(window_changes)
+            check_records(examples, self.cfg)
         self.objective.check(examples)
         weights = self.objective.record_weights(examples)
-        return [Item(ex, ids, ex.preference_pairs(), w, tuple(len(completion_text(c)) for c in ex.completions))
-                for ex, ids, w in zip(examples, self.encode(examples, self.truncation), weights)]
+        return [_item(ex, encoded, w, tuple(len(completion_text(c)) for c in ex.completions))
+                for ex, encoded, w in zip(examples, self.encode(examples, self.truncation), weights)]
 
     def stand_in(self) -> Item:
         """The zero-weight record of a process left without one in a streamed step."""
         ex = self.objective.stand_in()
-        return Item(ex, self.encode([ex], TruncationStats())[0], ex.preference_pairs())
+        return _item(ex, self.encode([ex], TruncationStats())[0], 1.0, ())
 
     def gathered(self) -> tuple[Counter[str], TruncationStats]:
         """Every process's counts added up (a streamed run: each process read its own shard)."""
@@ -116,6 +120,13 @@ class Records:
         return changes, truncation
 
 
+def _item(example: Any, encoded: Any, weight: float, char_lengths: tuple[int, ...]) -> Item:
+    """A training item from an objective's encoding: token ids, or a process model's ids with step-end offsets."""
+    if isinstance(encoded, StepEncoding):
+        return Item(example, encoded.ids, example.preference_pairs(), weight, char_lengths, reads=encoded.reads)
+    return Item(example, encoded, example.preference_pairs(), weight, char_lengths)
+
+
 def memory_plan(cfg: TrainConfig, items: list[Item], rank: int, world: int) -> Iterator[Step]:
     return memory_steps(items, cfg.batch_size, np.random.default_rng(cfg.seed), cfg.group_by_length, rank, world,
                         cfg.epochs, cfg.max_steps)
@@ -124,6 +135,9 @@ def memory_plan(cfg: TrainConfig, items: list[Item], rank: int, world: int) -> I
 def stream_plan(cfg: TrainConfig, records: Records, report: ReadReport, rank: int, world: int) -> Iterator[Step]:
     """``--streaming``: read, validate and tokenize a window at a time (``rewardkit.plan.stream_steps``)."""
     def read(keep: Callable[[int], bool]) -> Any:
+        if cfg.objective != "pairwise":
+            return iter_verifier_examples(cfg.train_data, report, skip_bad=cfg.skip_bad_records, split=cfg.split,
+                                          streaming=True, keep=keep, positions=True)
         return iter_preferences(cfg.train_data, report, skip_bad=cfg.skip_bad_records, split=cfg.split,
                                 likert=cfg.likert_margins, streaming=True, keep=keep, positions=True)
 
@@ -251,6 +265,13 @@ def held_out(accelerator: Accelerator, run: Run, scorer: Scorer, examples: list[
             return None
         with clock.phase("eval") if clock else contextlib.nullcontext():
             rewards, path = sharded_rewards(accelerator, scorer, examples)
+        if isinstance(examples[0], VerifierExample):  # an outcome / process reward model
+            result = verifier_eval_metrics(examples, rewards, probabilities=getattr(scorer, "step_marker", None)
+                                           is not None)
+            run.log({"step": step, "split": "eval", **result})
+            accelerator.print(f"[eval step {step}] outcome accuracy {result['accuracy']:.4f}  auroc "
+                              f"{result['auroc']:.4f}  best-of-N {result.get('best_of_n', float('nan')):.4f}")
+            return Evaluation(step, result, rewards, path)
         result = metrics_from_rewards(examples, rewards, seed=seed)  # the bootstrap `rewardkit eval --seed` draws
         run.log({"step": step, "split": "eval", **result})
         accelerator.print(f"[eval step {step}] accuracy {result['accuracy']:.4f}  ece {result['ece']:.4f}  "
@@ -259,6 +280,21 @@ def held_out(accelerator: Accelerator, run: Run, scorer: Scorer, examples: list[
         return Evaluation(step, result, rewards, path)
 
     return evaluate
+
+
+def verifier_eval_metrics(examples: list[Any], rewards: list[np.ndarray], *, probabilities: bool) -> dict[str, Any]:
+    """A verifier's held-out numbers during training: outcome accuracy / AUROC / BCE, best-of-N accuracy where
+    problems have several solutions, and the reward statistics a checkpoint records."""
+    from rewardkit.verifiers import best_of_n, outcome_metrics
+
+    result = outcome_metrics(examples, rewards, probabilities=probabilities)
+    result.setdefault("accuracy", float("nan"))
+    result.setdefault("auroc", float("nan"))
+    bon = best_of_n(examples, rewards, samples=0)
+    if bon.get("problems"):
+        result["best_of_n"] = bon["scorer"]["accuracy"]
+    result.update(completion_reward_stats(rewards))
+    return result
 
 
 def eval_stats(evaluation: Evaluation | None) -> dict[str, Any]:
@@ -292,9 +328,11 @@ def reward_statistics(accelerator: Accelerator, cfg: TrainConfig, scorer: Scorer
         stats = completion_reward_stats([x for _, x in gathered])
         return (f"train rewards of steps {gathered[0][0]}-{gathered[-1][0]} of {steps} ({len(gathered)} "
                 "records, computed during training)", stats["reward_mean"], stats["reward_std"])
-    sample = train_ex[:STATS_RECORDS] if train_ex is not None else list(itertools.islice(iter_preferences(
-        cfg.train_data, ReadReport(source=cfg.train_data), skip_bad=True, split=cfg.split,
-        likert=cfg.likert_margins, streaming=True), STATS_RECORDS))
+    stream = (iter_verifier_examples(cfg.train_data, ReadReport(source=cfg.train_data), skip_bad=True,
+                                     split=cfg.split, streaming=True) if cfg.objective != "pairwise" else
+              iter_preferences(cfg.train_data, ReadReport(source=cfg.train_data), skip_bad=True, split=cfg.split,
+                               likert=cfg.likert_margins, streaming=True))
+    sample = train_ex[:STATS_RECORDS] if train_ex is not None else list(itertools.islice(stream, STATS_RECORDS))
     stats = completion_reward_stats(sharded_rewards(accelerator, scorer, sample)[0])
     return f"train ({len(sample)} records rescored with the final model)", stats["reward_mean"], stats["reward_std"]
 
@@ -310,7 +348,8 @@ def loss_floor(cfg: TrainConfig, records: list[PreferenceExample]) -> float | No
     smoothing ε a strict pair's loss cannot go below the binary entropy H(ε). So a tie-heavy dataset
     cannot reach 0, and "not learning" must be judged against this floor, not against 0.
     """
-    if cfg.loss not in ("bt", "bt_softplus", "balanced") or not records or cfg.length_debias == "odin":
+    if (cfg.loss not in ("bt", "bt_softplus", "balanced") or not records or cfg.length_debias == "odin"
+            or cfg.objective != "pairwise"):  # (a verifier's BCE floor is its labels' entropy, not checked)
         return None  # (ODIN's loss adds correlation terms, so log 2 is not its chance level)
     eps = cfg.label_smoothing
     strict_floor = -(eps * math.log(eps) + (1 - eps) * math.log(1 - eps)) if 0 < eps < 1 else 0.0
@@ -408,7 +447,11 @@ def summary_lines(report: dict[str, Any]) -> str:
     lines = [f"run: {report['run_dir']}  steps: {report['steps']}  wall time: {report['wall_time_s']:.0f} s"]
     for label in ("before", "after"):
         m = report.get(label)
-        if m:
+        if m and "auroc" in m:  # an outcome / process reward model
+            lines.append(f"held-out outcome accuracy {label:>6}: {m['accuracy']:.4f}  (auroc {m['auroc']:.4f}"
+                         + (f", best-of-N {m['best_of_n']:.4f}" if "best_of_n" in m else "")
+                         + f", {m.get('solutions', 0)} solutions)")
+        elif m:
             lines.append(f"held-out accuracy {label:>6}: {m['accuracy']:.4f}  (ece {m['ece']:.4f}, "
                          f"length baseline {m['length_baseline_accuracy']:.4f}, {m['pairs']} pairs)")
     return "\n".join(lines)

@@ -11,7 +11,9 @@ after training (``after_training``: the aspect gate's refit). Nothing per call i
   Plackett-Luce; eq. 3–6) on one scalar head, with optional length-balance weights (``--length-debias balance``);
 * :class:`Odin` — ODIN (Chen et al. 2024): a quality and a length head, ranked by their sum and disentangled;
 * :class:`Aspects` — aspect heads and a gate on the prompt (ArmoRM-style, ``rewardkit.heads``);
-* :class:`Verifier` — a GenRM: the causal LM's logit P(Yes) is the reward (``rewardkit.judges.genrm``).
+* :class:`Verifier` — a GenRM: the causal LM's logit P(Yes) is the reward (``rewardkit.judges.genrm``);
+* :class:`Outcome` — an outcome reward model (ORM): pointwise BCE on each solution's correctness;
+* :class:`Process` — a process reward model (PRM): per-step BCE at each step's end marker.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from rewardkit.batching import Encoder, TruncationStats, pad_batch
+from rewardkit.batching import Encoder, TruncationStats, encode_steps, pad_batch
 from rewardkit.data.record import PreferenceExample, completion_text
+from rewardkit.data.steps import VerifierExample
+from rewardkit.errors import UserError
 from rewardkit.heads import (
     LENGTH_HEAD_FILE,
     GateFit,
@@ -46,7 +50,14 @@ from rewardkit.heads import (
     score_linear,
 )
 from rewardkit.judges.judge import VerdictTokens, verdict_logprobs
-from rewardkit.losses import correlation_sums, odin_disentangle_share, record_loss, symmetric_pair_differences
+from rewardkit.losses import (
+    correlation_sums,
+    odin_disentangle_share,
+    pointwise_bce_loss,
+    record_loss,
+    step_bce_loss,
+    symmetric_pair_differences,
+)
 from rewardkit.plan import Item, micro_batch_token_budget, micro_batches
 from rewardkit.sharing import group_rewards
 
@@ -399,8 +410,103 @@ class Verifier(Objective):
         return MicroLoss(losses, correct, margin)
 
 
+class Outcome(Objective):
+    """An outcome reward model (ORM; Cobbe et al. 2021): the reward at a solution's last token is the logit of
+    P(correct), trained with pointwise binary cross-entropy against each solution's label, soft labels as given
+    (``rewardkit.losses.pointwise_bce_loss``). A record is a problem and its solutions (one shared prompt); its loss is
+    the mean over its labelled solutions. The checkpoint is a plain scalar reward model: σ(reward) = P(correct)."""
+
+    name = "orm"
+
+    def __init__(self, cfg: Any, pad_id: int):
+        self.cfg, self.pad_id = cfg, pad_id
+
+    def check(self, examples: list[Any]) -> None:
+        for ex in examples:
+            if all(c is None for c in ex.correct):
+                raise UserError(f"{ex.source}: no solution has an outcome label ('correct'); --objective orm needs "
+                                "them (train step-labelled data with --objective prm)")
+
+    def stand_in(self) -> Any:
+        return VerifierExample([{"role": "user", "content": "stand-in"}], [["a"]], [None], [1.0])
+
+    def loss(self, model: torch.nn.Module, micro: list[Item], context: Any) -> MicroLoss:
+        rewards = group_rewards(model, [it.ids for it in micro], self.pad_id, shared=self.cfg.prefix_sharing,
+                                padding_side=self.cfg.padding_side, route=self.cfg.route)
+        losses, correct = [], 0.0
+        for it, r in zip(micro, rewards):
+            labelled = [k for k, c in enumerate(it.example.correct) if c is not None]
+            t = torch.tensor([it.example.correct[k] for k in labelled], device=r.device, dtype=r.dtype)
+            losses.append(pointwise_bce_loss(r[labelled], t).mean())
+            correct += float(((r[labelled].detach() > 0) == (t > 0.5)).float().mean())
+        weights = torch.tensor([it.weight for it in micro], device=rewards[0].device)
+        return MicroLoss(torch.stack(losses) * weights, correct, 0.0, list(rewards), rewards.path, rewards.reason)
+
+    def checkpoint_options(self) -> dict[str, Any]:
+        return {"verifier": {"kind": "orm", "reward": "logit of P(solution is correct), read at its last token"}}
+
+
+class Process(Objective):
+    """A process reward model (PRM; Lightman et al. 2023, Math-Shepherd): a reward at the end of every step, read
+    at the step-end marker in one forward pass per solution (positions fixed by ``rewardkit.batching.encode_steps``),
+    trained with per-step binary cross-entropy against the step labels, soft labels as given and unlabelled steps
+    left out (``rewardkit.losses.step_bce_loss``; ``--prm-last-step-only``: only each solution's last labelled
+    step). A record's loss is the mean over its solutions. The checkpoint records the marker and the aggregation
+    rule (``rewardkit.inference.scoring.aggregate_steps``)."""
+
+    name = "prm"
+
+    def __init__(self, cfg: Any, pad_id: int):
+        self.cfg, self.pad_id = cfg, pad_id
+
+    def encode(self, encoder: Encoder, examples: list[Any], stats: TruncationStats) -> list[Any]:
+        return [encode_steps(encoder, ex.prompt, ex.steps, self.cfg.step_marker, stats) for ex in examples]
+
+    def check(self, examples: list[Any]) -> None:
+        for ex in examples:
+            if all(labels is None for labels in ex.step_labels):
+                raise UserError(f"{ex.source}: no step labels; --objective prm needs per-step labels (outcome-only "
+                                "data trains with --objective orm, or label its steps with `rewardkit label-steps`)")
+
+    def stand_in(self) -> Any:
+        return VerifierExample([{"role": "user", "content": "stand-in"}], [["a"]], [[1.0]], [1.0])
+
+    def loss(self, model: torch.nn.Module, micro: list[Item], context: Any) -> MicroLoss:
+        rewards = group_rewards(model, [it.ids for it in micro], self.pad_id, shared=self.cfg.prefix_sharing,
+                                padding_side=self.cfg.padding_side, route=self.cfg.route,
+                                reads=[it.reads for it in micro])
+        losses, correct = [], 0.0
+        for it, flat in zip(micro, rewards):
+            per, start, scored = [], 0, 0.0
+            for labels, positions in zip(it.example.step_labels, it.reads):
+                logits = flat[start:start + len(positions)]
+                start += len(positions)
+                if labels is None:
+                    continue
+                t = torch.tensor([float("nan") if v is None else v for v in labels[:len(positions)]],
+                                 device=logits.device, dtype=logits.dtype)
+                if torch.isnan(t).all():  # its labelled steps were cut by max_length
+                    continue
+                per.append(step_bce_loss(logits, t, last_step_only=self.cfg.prm_last_step_only))
+                known = ~torch.isnan(t)
+                scored = scored + float(((logits.detach()[known] > 0) == (t[known] > 0.5)).float().mean())
+            losses.append(torch.stack(per).mean() if per else flat.sum() * 0.0)
+            correct += scored / max(len(per), 1)
+        weights = torch.tensor([it.weight for it in micro], device=rewards[0].device)
+        return MicroLoss(torch.stack(losses) * weights, correct, 0.0, None, rewards.path, rewards.reason)
+
+    def checkpoint_options(self) -> dict[str, Any]:
+        return {"verifier": {"kind": "prm", "step_marker": self.cfg.step_marker, "aggregate": self.cfg.aggregate,
+                             "reward": "logit of P(step is right), read at the last token of each step's marker",
+                             "last_step_only": self.cfg.prm_last_step_only}}
+
+
 def classifier_objective(cfg: Any, pad_id: int, accelerator: Accelerator, aspects: list[str]) -> Objective:
     """The objective ``rewardkit train``'s flags name."""
+    if cfg.objective == "orm":
+        return Outcome(cfg, pad_id)
+    if cfg.objective == "prm":
+        return Process(cfg, pad_id)
     if cfg.length_debias == "odin":
         return Odin(cfg, pad_id, accelerator)
     balance = cfg.length_debias == "balance"
