@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED, write_jsonl
 
 from rewardkit.batching import Encoder, TruncationStats, encode_steps
 from rewardkit.data.readers import DataError
@@ -28,6 +27,8 @@ from rewardkit.verifiers import (
     processbench_metrics,
     step_f1,
 )
+
+from conftest import SHARED, write_jsonl
 
 MARKER = "\n\n"
 
