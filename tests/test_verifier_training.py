@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
 from safetensors.torch import load_file
 
 from rewardkit.config import TrainConfig
 from rewardkit.train import train
+
+from conftest import write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "ACCELERATE_USE_CPU": "1"}
