@@ -125,4 +125,7 @@ def test_two_processes_match_one_for_prm_and_orm(tiny_model_dir, tmp_path, launc
         a, b = tmp_path / "runs" / f"{objective}-one", tmp_path / "runs" / f"{objective}-two"
         assert json.loads((b / "report.json").read_text())["processes"] == 2
         assert losses(a) == pytest.approx(losses(b), abs=1e-5)
-        assert max_diff(a, b) < 1e-5
+        # Adam divides by √v: a parameter whose gradients are near 0 moves by ~lr whatever their rounding, so the
+        # all-reduce's summation order shows up as ~1e-5 at lr 2e-3 after 6 steps (seen: 1.3e-5); a wrong
+        # reduction (a rank's records dropped or counted twice) moves weights by far more.
+        assert max_diff(a, b) < 1e-4
