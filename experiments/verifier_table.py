@@ -1,0 +1,84 @@
+"""Tables for RESULTS.md from `experiments/verifiers.sh`'s outputs: python experiments/verifier_table.py runs/verifiers"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+
+def load(folder: Path, name: str) -> dict | None:
+    path = folder / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def wall(folder: Path, log: str) -> str:
+    path = folder / log
+    if not path.exists():
+        return "–"
+    found = re.findall(r"([\d.]+) s wall, (\d+) KB peak", path.read_text())
+    return f"{float(found[-1][0]):.0f} s" if found else "–"
+
+
+def ci(m: dict) -> str:
+    return f"{m['accuracy']:.3f} [{m['ci'][0]:.3f}, {m['ci'][1]:.3f}]" if m.get("ci") else f"{m['accuracy']:.3f}"
+
+
+def diff(m: dict) -> str:
+    return f"{m['difference']:+.3f} [{m['ci'][0]:+.3f}, {m['ci'][1]:+.3f}]" if m.get("ci") else f"{m['difference']:+.3f}"
+
+
+def main(folder: Path) -> None:
+    print("| run | records | steps | wall (train) |")
+    print("|---|---|---|---|")
+    for name in ("orm", "prm"):
+        report = folder / name / "report.json"
+        if report.exists():
+            r = json.loads(report.read_text())
+            print(f"| {name} | {r['train_data']['loaded']} ({r['train_data']['source'][:60]}…) | {r['steps']} | "
+                  f"{wall(folder, name + '.train.log')} |")
+    print()
+    for name in ("orm-gsm8k-bo4", "prm-gsm8k-bo4"):
+        out = load(folder, name)
+        if not out or "best_of_n" not in out:
+            continue
+        b = out["best_of_n"]
+        print(f"**{name}** ({b['problems']} held-out questions, {b['solutions_per_problem']:.0f} solutions each; "
+              f"scoring {out['timings_s']['scoring']:.0f} s):\n")
+        print("| picker | best-of-4 accuracy [95% CI] |")
+        print("|---|---|")
+        print(f"| {name.split('-')[0].upper()} ({out['scorer'].get('verifier', {}).get('aggregate', 'reward')}) | "
+              f"{ci(b['scorer'])} |")
+        for rule, m in (out.get("best_of_n_by_aggregate") or {}).items():
+            print(f"| PRM, aggregate {rule} | {ci(m)} |")
+        for base in ("random", "majority_vote", "oracle"):
+            print(f"| {base.replace('_', ' ')} | {ci(b[base])} |")
+        print()
+        print("| difference | value [95% paired CI] |")
+        print("|---|---|")
+        for base in ("random", "majority_vote", "oracle"):
+            print(f"| scorer − {base.replace('_', ' ')} | {diff(b[f'scorer_minus_{base}'])} |")
+        o = out["outcome"]
+        print(f"\noutcome: accuracy {o['accuracy']:.3f}, AUROC {o['auroc']:.3f}, BCE {o['bce']:.3f} over "
+              f"{o['solutions']} solutions ({o['positive_rate']:.1%} correct)\n")
+    rows = []
+    for name in ("prm-processbench-gsm8k", "prm-processbench-math"):
+        out = load(folder, name)
+        if out and "processbench" in out:
+            for subset, m in out["processbench"]["subsets"].items():
+                best = max(m["threshold_sweep"].items(), key=lambda kv: kv[1] if kv[1] == kv[1] else -1)
+                rows.append(f"| {subset} | {m['erroneous']} + {m['correct']} | {m['error_accuracy']:.3f} | "
+                            f"{m['correct_accuracy']:.3f} | **{m['f1']:.3f}** | "
+                            f"{m['baselines']['always_correct']['f1']:.3f} | "
+                            f"{m['baselines']['always_first_step']['f1']:.3f} | {best[1]:.3f} at {best[0]} | "
+                            f"{out['timings_s']['scoring']:.0f} s |")
+    if rows:
+        print("| ProcessBench subset | erroneous + correct | acc. erroneous | acc. correct | F1 (threshold 0.5) | "
+              "always correct | always step 0 | best F1 of the sweep (optimistic) | scoring |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/verifiers"))
