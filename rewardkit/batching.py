@@ -236,7 +236,7 @@ class StepEncoding:
 
 
 def encode_steps(encoder: Encoder, prompt: list[Message], solutions: list[list[str]], marker: str,
-                 stats: TruncationStats | None = None) -> StepEncoding:
+                 stats: TruncationStats | None = None, *, prompt_text: str | None = None) -> StepEncoding:
     """Token ids and step-reward positions of one problem's solutions, fixed by tokenising each piece on its own.
 
     The prompt is rendered with the template up to where the assistant's reply starts (its generation cue), each
@@ -245,12 +245,16 @@ def encode_steps(encoder: Encoder, prompt: list[Message], solutions: list[list[s
     move the position its reward is read from (what re-tokenising the joined text does, e.g. TRL's PRMTrainer).
     Training and scoring both come here, so the positions agree. Truncation as elsewhere: the siblings' prompt
     loses the same tokens from the left (BOS kept); a solution too long on its own also drops its last steps.
+    ``prompt_text``: the prompt already rendered up to the reply (an OpenRLHF ``/get_reward`` prompt), used as is.
     """
     stats = stats if stats is not None else TruncationStats()
     tok = encoder.tokenizer
-    sentinel = "\u2063rewardkit-step\u2063"
-    head, full = encoder.render(prompt, [{"role": "assistant", "content": sentinel}])
-    cue = full[:full.index(sentinel)]
+    if prompt_text is None:
+        sentinel = "\u2063rewardkit-step\u2063"
+        _, full = encoder.render(prompt, [{"role": "assistant", "content": sentinel}])
+        cue = full[:full.index(sentinel)]
+    else:
+        cue = prompt_text
     prompt_ids = list(tok(cue, add_special_tokens=encoder.template == "raw")["input_ids"])
     bos = encoder._bos(prompt_ids)
     marker_ids = list(tok(marker, add_special_tokens=False)["input_ids"])

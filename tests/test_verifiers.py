@@ -358,3 +358,21 @@ def test_verifier_objectives_refuse_pairwise_flags() -> None:
         TrainConfig(model="x", train_data="x", objective="prm", loss="margin")
     with pytest.raises(ConfigError, match="--step-marker"):
         TrainConfig(model="x", train_data="x", objective="orm", step_marker="\n")
+
+
+def test_prm_scores_rendered_texts_with_their_prompt_like_messages(tiny) -> None:
+    """OpenRLHF's /get_reward sends rendered query + prompt: the steps after the prompt get the same scores as the
+    same reply sent as messages; without the prompt a PRM cannot find the reply and says so."""
+    from rewardkit.errors import UserError
+
+    model, tok = tiny
+    enc = Encoder(tok, max_length=512)
+    scorer = RewardModelScorer(model, enc, name="tiny-prm", kind="test", step_marker=MARKER)
+    prompt = [{"role": "user", "content": "Is it good?"}]
+    reply = [{"role": "assistant", "content": "good\n\ngreat"}]
+    as_messages = score(scorer, [Group(prompt=prompt, completions=[reply])]).step_rewards[0][0]
+    head, full = enc.render(prompt, reply)
+    as_text = score(scorer, [Group(prompt_text=head, texts=[full])]).step_rewards[0][0]
+    np.testing.assert_allclose(as_text, as_messages, rtol=1e-5)
+    with pytest.raises(UserError, match="rendered prompt"):
+        score(scorer, [Group(texts=[full])])

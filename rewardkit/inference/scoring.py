@@ -382,21 +382,30 @@ class RewardModelScorer:
         """A process reward model's inputs: each completion's steps (given, or its text split at the marker)."""
         from rewardkit.batching import encode_steps
 
-        if any(g.texts is not None for g in groups):
-            raise UserError(f"{self.name} is a process reward model: give the prompt and completions (or steps), "
-                            "not rendered texts, so the step ends can be found")
         ids, reads, truncation, totals = [], [], [], []
         for g in groups:
-            steps = g.steps if g.steps is not None else [
-                split_steps("\n".join(m["content"] for m in c if m["role"] == "assistant"), self.step_marker)
-                for c in g.completions]
+            prompt_text = None
+            if g.texts is not None:  # rendered conversations: the reply is what follows the rendered prompt
+                if not g.prompt_text or not all(t.startswith(g.prompt_text) for t in g.texts):
+                    raise UserError(f"{self.name} is a process reward model: rendered texts need their rendered "
+                                    "prompt (OpenRLHF's 'prompts'), each text starting with it, so the reply's steps "
+                                    "can be found; or send prompt + completions (or steps) to /v1/score")
+                prompt_text = g.prompt_text
+                end = self.encoder.end_of_turn()
+                replies = [t[len(prompt_text):] for t in g.texts]
+                replies = [r[:-len(end)] if end and r.endswith(end) else r for r in replies]
+                steps = g.steps if g.steps is not None else [split_steps(r, self.step_marker) for r in replies]
+            else:
+                steps = g.steps if g.steps is not None else [
+                    split_steps("\n".join(m["content"] for m in c if m["role"] == "assistant"), self.step_marker)
+                    for c in g.completions]
             if len(steps) != len(g):
                 raise UserError(f"{g.source or 'a group'}: {len(steps)} step lists for {len(g)} completions")
             for k, solution in enumerate(steps):
                 if not solution:
                     raise UserError(f"{g.source or 'a group'}: completion {k} has no step text")
             stats = TruncationStats()
-            encoded = encode_steps(self.encoder, g.prompt, steps, self.step_marker, stats)
+            encoded = encode_steps(self.encoder, g.prompt, steps, self.step_marker, stats, prompt_text=prompt_text)
             ids.append(encoded.ids)
             reads.append(encoded.reads)
             truncation.append(stats)
