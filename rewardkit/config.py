@@ -418,6 +418,8 @@ class LabelStepsConfig(ConfigBase):
     skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
     device: str = _f("auto", "Where the policy runs: 'auto' (the first GPU if there is one, else the CPU), 'cpu', "
                      "'cuda' or 'cuda:N'.")
+    threads: int = _f(0, within="[0, inf)", help="torch CPU threads (0: torch's default). On a CPU shared with other "
+                      "jobs, 1 can be much faster: waiting threads spin (docs/math_shepherd.md).")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -273,3 +273,29 @@ def test_the_config_is_strict_and_the_command_has_help(tmp_path, capsys):
     with pytest.raises(SystemExit) as done:
         main(["label-steps", "--help"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: rewardkit label-steps")
+
+
+def test_the_sampler_draws_from_the_nucleus_in_proportion():
+    import torch
+
+    from rewardkit.shepherd import _SeededSampler
+
+    n = 4000
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    scores = probs.log().repeat(n, 1)
+    out = _SeededSampler(list(range(n)), 1.0, 0.8, torch.device("cpu"))(torch.zeros((n, 1), dtype=torch.long), scores)
+    picked = out.argmax(-1)
+    assert bool((out.max(-1).values == 0).all()) and int((out == 0).sum()) == n  # one-hot
+    counts = torch.bincount(picked, minlength=4)
+    assert counts[2] == counts[3] == 0  # 0.5 + 0.3 already reach top_p = 0.8
+    assert abs(counts[0] / n - 0.5 / 0.8) < 0.03
+    # 300 equally likely tokens: the top 256 hold less than top_p, so the full sort decides (270 kept).
+    flat = torch.zeros((n, 300))
+    picked = _SeededSampler(list(range(n)), 1.0, 0.9, torch.device("cpu"))(torch.zeros((n, 1), dtype=torch.long),
+                                                                           flat).argmax(-1)
+    assert int(picked.max()) < 300 and len(set(picked.tolist())) > 256
+    hot = torch.tensor([[0.0, 5.0, 0.0]]).repeat(n, 1)  # temperature sharpens; top_p = 1 samples the whole vocabulary
+    cold = _SeededSampler(list(range(n)), 0.1, 1.0, torch.device("cpu"))(torch.zeros((n, 1), dtype=torch.long), hot)
+    assert bool((cold.argmax(-1) == 1).all())
+    warm = _SeededSampler(list(range(n)), 5.0, 1.0, torch.device("cpu"))(torch.zeros((n, 1), dtype=torch.long), hot)
+    assert set(warm.argmax(-1).tolist()) == {0, 1, 2}
