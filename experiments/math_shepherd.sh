@@ -1,6 +1,6 @@
 #!/bin/bash
 # Issue 34 item 4: automatic step labels (Math-Shepherd) on a small real sample, SmolLM2-135M-Instruct as the policy.
-# Two runs on the first N (default 30) GSM8K training questions, k = 4 rollouts per step prefix:
+# Two runs on the first N (default 15) GSM8K training questions, k = 4 rollouts per step prefix:
 #   policy/    the default: the policy writes one solution per question, its lines are the steps;
 #   reference/ --no-generate-solutions: GSM8K's own reference steps (annotations removed).
 # Rollouts stop at the end of the turn, after a '#### n' line, or at 96 new tokens; policy solutions with more
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="${1:-$PWD}"
 PY=${PY:-.venv/bin/python}
 OUT=runs/math-shepherd; mkdir -p $OUT
-DATA="../shared/data/gsm8k/train.jsonl[:${N:-30}]"
+DATA="../shared/data/gsm8k/train.jsonl[:${N:-15}]"
 COMMON=(--model smollm2-135m --k 4 --max-new-tokens 96 --batch-size 16 --seed 42 --threads ${THREADS:-1})
 for run in reference policy; do
   if [ $run = reference ]; then EXTRA=(--no-generate-solutions); else EXTRA=(--generate-solutions --max-steps 8); fi

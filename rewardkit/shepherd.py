@@ -59,8 +59,9 @@ _ANSWER_LINE = re.compile(r"^\s*####")
 _ANSWER_DONE = re.compile(r"####[^\n]*\S[^\n]*\n")
 _TOP_P_CANDIDATES = 256
 _REFERENCE_FIELDS = ("reference_answer", "answer", "ground_truth", "final_answer")
-# Fields that change what is computed: a resume with any of them different would mix two runs in one file.
-RESUME_FIELDS = ("input", "model", "k", "label_mode", "generate_solutions", "early_exit", "temperature", "top_p",
+# Fields that change what is computed: a resume with any of them different would mix two runs in one file. The input
+# may change (a longer slice continues a run): rows are keyed by id, which is the row's own or its file name and line.
+RESUME_FIELDS = ("model", "k", "label_mode", "generate_solutions", "early_exit", "temperature", "top_p",
                  "max_new_tokens", "seed", "max_steps", "keep_annotations", "answer_field", "instruction")
 
 
