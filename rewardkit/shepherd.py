@@ -553,8 +553,15 @@ def label_steps(cfg: LabelStepsConfig) -> dict[str, Any]:
                            "correct_rate": c.correct / c.samples if c.samples else None}
                   for i, c in sorted(costs.per_step.items())}
     sampled_tokens = sum(c.tokens for c in costs.per_step.values()) + costs.solutions.tokens
+    # Each resumed segment reports its own work; what earlier segments reported is kept beside it (a segment that was
+    # killed reported nothing, so its cost is missing, and the note says how many records came before).
+    earlier = list(previous.get("earlier_segments", []))
+    if previous.get("cost"):
+        earlier.append({"records_written": previous.get("records_written_now"), "wall_s": previous["cost"]["wall_s"],
+                        "tokens_generated": previous["cost"]["tokens_generated"]})
     summary.update({
         "finished": True,
+        "earlier_segments": earlier,
         "data": report.to_dict(),
         "records_in_input": len(records),
         "records_resumed_skipped": skipped_done,

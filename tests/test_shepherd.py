@@ -248,6 +248,15 @@ def test_resume_skips_done_records_and_gives_the_same_file(tmp_path, tiny_model_
     assert "2 of 4 records already labelled, skipped" in err and "cut-off last line" in err
     assert resumed["records_written_now"] == 2 and resumed["records_resumed_skipped"] == 2
     assert part.read_text() == expected
+    assert [seg["records_written"] for seg in resumed["earlier_segments"]] == [4]
+
+    # A longer slice of the same file continues the run: only the new rows are labelled.
+    write_jsonl(tmp_path / "in.jsonl", step_rows(5))
+    more = label_steps(config(tmp_path, model=str(tiny_model_dir), input=str(tmp_path / "in.jsonl") + "[:5]",
+                              output=str(part)))
+    assert more["records_resumed_skipped"] == 4 and more["records_written_now"] == 1
+    assert part.read_text().startswith(expected) and len(part.read_text().splitlines()) == 5
+    assert [seg["records_written"] for seg in more["earlier_segments"]] == [4, 2]
 
     with pytest.raises(ConfigError, match=r"k: 3 then, 2 now"):
         label_steps(config(tmp_path, model=str(tiny_model_dir), output=str(part), k=2))
