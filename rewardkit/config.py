@@ -392,8 +392,9 @@ class LabelStepsConfig(ConfigBase):
                          "(SE), a float.")
     generate_solutions: bool = _f(True, "Label solutions the policy writes (one sampled per question, split into "
                                   "steps by lines) instead of the input's steps. Default on: reference solutions "
-                                  "are correct, so labelling them gives mostly positive labels and no real wrong "
-                                  "steps. --no-generate-solutions labels the given steps.")
+                                  "are correct, so their labels hold no real wrong step (only steps this policy "
+                                  "could not finish; with a capable policy, mostly positives). "
+                                  "--no-generate-solutions labels the given steps.")
     early_exit: bool = _f(False, "Once a step gets 0 correct of k, label the later steps 0 without sampling "
                           "(Math-Shepherd's monotonicity shortcut; the last step is still checked). Off by default: "
                           "with small k, 0 of k is often bad luck, and the shortcut repeats it down the solution.")
