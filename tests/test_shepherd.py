@@ -308,3 +308,18 @@ def test_the_sampler_draws_from_the_nucleus_in_proportion():
     assert bool((cold.argmax(-1) == 1).all())
     warm = _SeededSampler(list(range(n)), 5.0, 1.0, torch.device("cpu"))(torch.zeros((n, 1), dtype=torch.long), hot)
     assert set(warm.argmax(-1).tolist()) == {0, 1, 2}
+
+
+def test_generation_stops_after_a_finished_answer_line(policy_parts):
+    import torch
+
+    from rewardkit.shepherd import _AnswerLineStop
+
+    _, tok = policy_parts
+    prompt = tok("the question is", add_special_tokens=False)["input_ids"]
+    texts = ["the answer is 5\n#### 5\n", "the answer is 5\n#### 5", "####\n", "no answer line\n"]
+    rows = [prompt + tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+    # Only a '####' line with an answer and its newline stops a row (a bare '####' or an unfinished line does not).
+    assert _AnswerLineStop(tok, len(prompt))(ids, None).tolist() == [True, False, False, False]
