@@ -9,6 +9,7 @@
     rewardkit report EVAL.json [EVAL2.json ...]     → rewardkit.report.write_report
     rewardkit eval/score --judge pairwise|pointwise|verifier --model CAUSAL_LM  → rewardkit.judges
     rewardkit train-genrm [--flags]                 → rewardkit.judges.genrm.train_genrm(GenRMConfig)
+    rewardkit label-steps --input F --output O      → rewardkit.shepherd.label_steps(LabelStepsConfig)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import traceback
 from rewardkit.config import (
     EvalConfig,
     EvalVerifierConfig,
+    LabelStepsConfig,
     ReportConfig,
     RerankConfig,
     ScoreConfig,
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
         ("serve", ServeConfig, "serve a reward model over HTTP (OpenRLHF-compatible /get_reward, /v1/score)"),
         ("report", ReportConfig, "plots and an HTML page from eval results"),
         ("train-genrm", None, "train a generative verifier: P(Yes) of a causal LM, with the Bradley-Terry loss"),
+        ("label-steps", LabelStepsConfig, "automatic step labels (Math-Shepherd): k policy rollouts per step prefix"),
     ):
         if cls is None:
             from rewardkit.judges.genrm import GenRMConfig
@@ -76,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
             from rewardkit.judges.genrm import GenRMConfig, train_genrm
 
             train_genrm(load_config(GenRMConfig, config_path, **args))
+        elif command == "label-steps":
+            from rewardkit.shepherd import label_steps
+
+            summary = label_steps(load_config(LabelStepsConfig, config_path, **args))
+            print(json.dumps({"labels": summary["labels"], "cost": {k: summary["cost"][k] for k in
+                              ("wall_s", "tokens_generated", "per_solution")}}, indent=2))
         elif command == "eval":
             run_eval(load_config(EvalConfig, config_path, **args))
         elif command == "eval-verifier":

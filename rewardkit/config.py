@@ -433,6 +433,67 @@ class ServeConfig(ScoringOptions):
     threads: int = _f(0, within="[0, inf)", help="torch CPU threads for the model (0: torch's default).")
 
 
+LABEL_STEPS_INSTRUCTION = ("Solve the problem step by step, one step per line. Write the final answer on its own "
+                           "last line as '#### <number>'.")
+
+
+@dataclass
+class LabelStepsConfig(ConfigBase):
+    """``rewardkit label-steps``: automatic step labels by rollouts (Math-Shepherd; rewardkit.shepherd)."""
+
+    input: str = _f("", "Solutions to label, JSON lines (sliceable, e.g. 'train.jsonl[:50]'): GSM8K rows {question, "
+                    "answer} (steps = the answer's lines, the reference = its '#### n'), or step rows {prompt, "
+                    "completions: [step, ...]} with a reference answer field (see --answer-field). With "
+                    "--generate-solutions only the question and the reference answer are read.")
+    output: str = _f("", "Labelled rows are appended here as JSON lines in TRL's stepwise form {prompt, completions, "
+                     "labels, id, reference_answer, rollouts_correct, k}; an existing file is resumed (its ids are "
+                     "skipped).")
+    summary: str | None = _f(None, "Summary JSON (config, costs per step, label distribution, skips). Default: "
+                             "<output without .jsonl>.summary.json.")
+    model: str = _f("smollm2-135m", "Policy that completes the step prefixes: any causal LM (hub id, folder, "
+                    ".gguf, or the built-in 'smollm2-135m').")
+    k: int = _f(4, within="[1, inf)", help="Completions sampled from each step prefix.")
+    label_mode: str = _f("hard", choices=("hard", "soft"), help="'hard': a step is good (true) when any of its k "
+                         "completions reaches the reference answer (Math-Shepherd's HE); 'soft': the fraction that do "
+                         "(SE), a float.")
+    generate_solutions: bool = _f(True, "Label solutions the policy writes (one sampled per question, split into "
+                                  "steps by lines) instead of the input's steps. Default on: reference solutions "
+                                  "are correct, so their labels hold no real wrong step (only steps this policy "
+                                  "could not finish; with a capable policy, mostly positives). "
+                                  "--no-generate-solutions labels the given steps.")
+    early_exit: bool = _f(False, "Once a step gets 0 correct of k, label the later steps 0 without sampling "
+                          "(Math-Shepherd's monotonicity shortcut; the last step is still checked). Off by default: "
+                          "with small k, 0 of k is often bad luck, and the shortcut repeats it down the solution.")
+    temperature: float = _f(0.7, within="(0, inf)", help="Sampling temperature of solutions and completions.")
+    top_p: float = _f(0.95, within="(0, 1]", help="Nucleus sampling: sample from the smallest set of tokens with this "
+                      "much probability.")
+    max_new_tokens: int = _f(256, within="[1, inf)", help="Most tokens per generated solution or completion; "
+                             "generation also stops at the end of the turn and after a '#### <answer>' line.")
+    batch_size: int = _f(32, within="[1, inf)", help="Sequences per generate call (step prefixes × k, left-padded). "
+                         "Results do not depend on it: every sample has its own seed.")
+    seed: int = _f(42, "Seeds every sample: sample j of step i of record r uses a seed derived from (seed, r's id, "
+                   "i, j), so results do not depend on batch size or order.")
+    max_steps: int = _f(0, within="[0, inf)", help="Skip (counted) solutions with more steps than this; 0: no limit. "
+                        "A cost cap for rambling generated solutions.")
+    keep_annotations: bool = _f(False, "Keep GSM8K's calculator annotations '<<48/2=24>>' in the steps. Default: "
+                                "removed, because policies do not write them, so the labelled steps look like the "
+                                "solutions a PRM will score.")
+    answer_field: str = _f("auto", "Field of a step row holding its reference answer (a bare answer or a solution "
+                           "with '#### n'); 'auto': reference_answer, answer, ground_truth or final_answer, the first "
+                           "present.")
+    instruction: str = _f(LABEL_STEPS_INSTRUCTION, "Appended to each question in the policy's user turn.")
+    skip_bad_records: bool = _f(False, "Skip bad records (counted and reported) instead of stopping at the first one.")
+    device: str = _f("auto", "Where the policy runs: 'auto' (the first GPU if there is one, else the CPU), 'cpu', "
+                     "'cuda' or 'cuda:N'.")
+    threads: int = _f(0, within="[0, inf)", help="torch CPU threads (0: torch's default). On a CPU shared with other "
+                      "jobs, 1 can be much faster: waiting threads spin (docs/math_shepherd.md).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.instruction.strip():
+            raise ConfigError("--instruction must not be empty: the policy needs to be told to end with '#### <answer>'")
+
+
 def load_config(cls: type[T], path: str | Path | None = None, **overrides: Any) -> T:
     """Build a config from a YAML/JSON file and keyword overrides; unknown keys are an error."""
     values: dict[str, Any] = {}

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("scorer factory", ["rewardkit.inference.factory"]),
     ("training", ["rewardkit.plan", "rewardkit.run", "rewardkit.training", "rewardkit.training.objectives",
                   "rewardkit.training.common", "rewardkit.training.loop"]),
-    ("recipes", ["rewardkit.train", "rewardkit.judges.genrm", "rewardkit.judges.evaluation"]),
+    ("recipes", ["rewardkit.train", "rewardkit.judges.genrm", "rewardkit.judges.evaluation", "rewardkit.shepherd"]),
     ("serving", ["rewardkit.serve", "rewardkit.serve.batcher", "rewardkit.serve.app"]),
     ("interface", ["rewardkit.cli", "rewardkit"]),
 ]
