@@ -107,7 +107,8 @@ def test_judge_sampling_leaves_the_global_rng_alone_and_ignores_batch_mates(tiny
 
 
 def test_score_streams_its_input(scorer):
-    from rewardkit.inference.rows import score_stream  # new: before, score and rerank read the whole file first
+    # new: before, score and rerank read the whole file first
+    from rewardkit.inference.rows import score_stream
 
     rows = [{"prompt": "How was the answer?", "completion": c} for c in ("good", "bad", "fine", "poor", "great")]
     consumed = []
