@@ -288,3 +288,33 @@ def test_tool_calls_content_parts_and_reasoning_are_rendered_by_the_template(tin
     assert with_call == pytest.approx(texts["rewards"][0], abs=1e-5)  # exactly the template's rendering
     assert abs(with_call - without_call) > 1e-6  # the tool call is part of what was scored
     assert image.status_code == 422 and "image_url" in image.text
+
+
+def test_the_default_limits_take_a_1024_query_rollout_of_1000_token_samples(run_dir):
+    """The numbers ServeConfig's limits were sized by: OpenRLHF's default rollout (1,024 queries, 8 per prompt) of
+    samples of about 1,000 tokens, sent with their prompts and labels, is within every limit (tokenized here, not
+    scored: on a 2-core CPU scoring a million tokens takes longer than the test should)."""
+    import json
+    import random
+
+    from rewardkit.serve.app import prepare_queries
+
+    scorer = load_scorer(str(run_dir), max_length=2048)
+    tok = scorer.encoder.tokenizer
+    rng, words = random.Random(0), "the answer is good bad fine question about what how was it".split()
+    queries, prompts = [], []
+    for i in range(128):
+        m = [{"role": "user", "content": f"({i}) " + " ".join(rng.choices(words, k=60))}]
+        prompt = tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+        for _ in range(8):
+            reply = " ".join(rng.choices(words, k=320))
+            queries.append(tok.apply_chat_template(m + [{"role": "assistant", "content": reply}], tokenize=False))
+            prompts.append(prompt)
+    lengths = [len(tok(q)["input_ids"]) for q in queries[:16]]
+    assert 900 <= np.mean(lengths) <= 1200  # about 1,000-token samples
+    cfg = ServeConfig()
+    body = json.dumps({"query": queries, "prompts": prompts, "labels": [""] * 1024}).encode()
+    prepared, _ = prepare_queries(scorer, queries, prompts)
+    assert len(queries) <= cfg.max_items and len(body) <= cfg.max_request_bytes
+    assert prepared.tokens <= cfg.max_request_tokens and sum(t.prompt_truncated for t in prepared.truncation) == 0
+    assert cfg.request_timeout_s < 180  # OpenRLHF's client timeout: the server answers 504 before it gives up
