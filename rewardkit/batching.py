@@ -150,7 +150,12 @@ class Encoder:
         end = self.end_of_turn()
         if not end or text.endswith(end):
             return text, False
-        have = next((k for k in range(len(end) - 1, 0, -1) if text.endswith(end[:k])), 0)
+        # A part of the marker already there ends on one of its special tokens ("<|im_end|>" without its "\n"): a
+        # reply is decoded token by token, so it can stop after a whole special token, never inside one. Matching
+        # any prefix would take a reply's own trailing "<" (or "<|") for the start of the marker.
+        specials = [t for t in {*self.tokenizer.all_special_tokens, *self.tokenizer.get_added_vocab()} if t and t in end]
+        have = next((k for k in range(len(end) - 1, 0, -1)
+                     if text.endswith(end[:k]) and any(end[:k].endswith(t) for t in specials)), 0)
         return text + end[have:], True
 
     def encode_rendered(self, texts: list[str], prompt_text: str | None = None, stats: TruncationStats | None = None,

@@ -161,34 +161,45 @@ def run_report(cfg: ReportConfig) -> None:
 
 
 def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
+    from rewardkit.batching import TruncationStats
     from rewardkit.inference.factory import load_scorer, say_precision
-    from rewardkit.inference.rows import read_jsonl, rerank_rows, score_rows
+    from rewardkit.inference.rows import check_rerank_row, iter_jsonl, parse_score_row, score_stream
 
     command = "rerank" if rerank else "score"
     if not cfg.model or not cfg.input:
         raise UserError(f"{command} needs --model and --input")
-    rows, locations = read_jsonl(cfg.input)  # a bad file fails before the model loads
+    # A bad row fails before the model loads: one pass that parses every row and keeps none (the file is then
+    # streamed, so its size never has to fit in memory).
+    for row, location in iter_jsonl(cfg.input):
+        if rerank:
+            check_rerank_row(row, location)
+        parse_score_row(row, location)
     scorer = load_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
-                             max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
-                             complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights,
-                       precision=cfg.precision, route=cfg.route)
+                         max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
+                         complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights,
+                         precision=cfg.precision, route=cfg.route)
     say_precision(scorer, command)
-    scored, result = (rerank_rows if rerank else score_rows)(scorer, rows, locations)
     info = scorer.describe()
     if info.get("type") == "reward_model" and not info.get("reward_std"):
         print(f"rewardkit {command}: {cfg.model} records no reward statistics (mean/std); normalised rewards "
               "are not written", file=sys.stderr)
-    t = result.truncation_total()
-    if t.prompt_truncated or t.completion_truncated:
-        print(f"rewardkit {command}: {t.summary()}", file=sys.stderr)
-    if result.end_of_turn_added:
-        print(f"rewardkit {command}: end-of-turn marker appended to {result.end_of_turn_added} rendered text(s)",
-              file=sys.stderr)
+    truncation, end_of_turn_added = TruncationStats(), 0
     out = open(cfg.output, "w") if cfg.output else sys.stdout
-    for row in scored:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    if cfg.output:
-        out.close()
+    try:
+        for scored, result in score_stream(scorer, iter_jsonl(cfg.input), rerank=rerank):
+            truncation = truncation.add(result.truncation_total())
+            end_of_turn_added += result.end_of_turn_added
+            for row in scored:
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            out.flush()
+    finally:
+        if cfg.output:
+            out.close()
+    if truncation.prompt_truncated or truncation.completion_truncated:
+        print(f"rewardkit {command}: {truncation.summary()}", file=sys.stderr)
+    if end_of_turn_added:
+        print(f"rewardkit {command}: end-of-turn marker appended to {end_of_turn_added} rendered text(s)",
+              file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -425,11 +425,24 @@ class ServeConfig(ScoringOptions):
     max_wait_ms: float = _f(5.0, within="[0, inf)", help="Dynamic batching: how long the first waiting request may wait for others to join.")
     dynamic_batching: bool = _f(True, "Batch concurrent requests into shared forward passes. --no-dynamic-batching "
                                 "runs one request per forward pass (the measurement baseline).")
-    max_request_bytes: int = _f(8_000_000, within="[1, inf)", help="Largest request body accepted (413 above).")
-    max_items: int = _f(256, within="[1, inf)", help="Most completions (or queries) in one request (413 above).")
-    max_request_tokens: int = _f(65536, within="[1, inf)", help="Most tokens one request may cost after truncation (413 above).")
+    # The limits fit OpenRLHF 0.8.10-0.9.0, which sends a whole rollout in one request (1,024 queries by default:
+    # rollout_batch_size x n_samples_per_prompt) with a 180 s timeout per try: 4,096 queries of 1,024 tokens
+    # (4,194,304 tokens) is 4x that rollout; 64 MiB holds 4,096 queries of ~4 kB of text sent with their prompts,
+    # JSON-escaped; 170 s answers 504 before the client's 180 s run out, so it does not re-send a request still queued.
+    max_request_bytes: int = _f(67_108_864, within="[1, inf)", help="Largest request body accepted (413 above).")
+    max_items: int = _f(4096, within="[1, inf)", help="Most completions (or queries) in one request (413 above).")
+    max_request_tokens: int = _f(4_194_304, within="[1, inf)", help="Most tokens one request may cost after "
+                                 "truncation (413 above).")
     max_queue: int = _f(1024, within="[1, inf)", help="Most requests waiting for the model; above it requests get 503 with Retry-After.")
-    request_timeout_s: float = _f(60.0, within="(0, inf)", help="A request not scored within this many seconds gets 504.")
+    request_timeout_s: float = _f(170.0, within="(0, inf)", help="A request not scored within this many seconds gets "
+                                  "504 (below OpenRLHF's 180 s client timeout).")
+    normalize_reward: bool = _f(False, "/get_reward: send (r - mean) / std with the checkpoint's reward statistics "
+                                "(as OpenRLHF's serve_rm --normalize_reward); the raw reward goes to extra_logs.")
+    extra_logs: str = _f("per_query", choices=("per_query", "none"), help="/get_reward's extra_logs: 'per_query' (one "
+                         "value per query: what OpenRLHF >= 0.9.0 logs) or 'none' ({}: OpenRLHF 0.8.x, whose client "
+                         "cannot merge any extra_logs sent as JSON).")
+    strip_pad_eos: bool = _f(False, "/get_reward and /classify: remove runs of the tokenizer's pad and EOS text at the "
+                             "start and end of each query before scoring (OpenRLHF's serve_rm up to 0.8.0).")
     threads: int = _f(0, within="[0, inf)", help="torch CPU threads for the model (0: torch's default).")
 
 

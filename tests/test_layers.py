@@ -31,6 +31,8 @@ LAYERS: list[tuple[str, list[str]]] = [
                   "rewardkit.training.common", "rewardkit.training.loop"]),
     ("recipes", ["rewardkit.train", "rewardkit.judges.genrm", "rewardkit.judges.evaluation", "rewardkit.shepherd"]),
     ("serving", ["rewardkit.serve", "rewardkit.serve.batcher", "rewardkit.serve.app"]),
+    ("clients", ["rewardkit.client", "rewardkit.integrations", "rewardkit.integrations.trl",
+                 "rewardkit.integrations.verl", "rewardkit.integrations.openrlhf"]),
     ("interface", ["rewardkit.cli", "rewardkit"]),
 ]
 

@@ -110,7 +110,7 @@ def test_endpoints_and_equality_with_score_eval_and_transformers(run_dir, scorer
         info = http.get("/v1/model").json()
         assert info["template"] == "chat" and info["pooling"] == "last_real_token" and info["max_length"] == 64
         assert info["reward_mean"] == 0.25 and info["reward_std"] == 2.0 and "(r - 0.25) / 2" in info["normalization"]
-        assert info["end_of_turn"] == "<|im_end|>\n" and info["limits"]["max_items"] == 256
+        assert info["end_of_turn"] == "<|im_end|>\n" and info["limits"]["max_items"] == 4096
         # the precision the model was loaded in, and why (conftest pins REWARDKIT_CPU_BF16=0: fp32 on any CPU)
         assert info["precision"]["compute"] == "fp32" and "REWARDKIT_CPU_BF16" in info["precision"]["reason"]
         assert info["route"] == "auto"
@@ -167,8 +167,8 @@ def test_get_reward_is_openrlhf_compatible_and_equals_messages(scorer):
     assert set(got) >= {"rewards", "scores", "extra_logs"} and got["rewards"] == got["scores"]
     assert np.allclose(got["rewards"], msgs, atol=1e-5)
     assert np.allclose(no_prompts["rewards"], msgs, atol=1e-5)
-    assert np.allclose(cut["rewards"], msgs, atol=1e-5) and cut["extra_logs"]["end_of_turn_added"] == 3
-    assert got["extra_logs"]["end_of_turn_added"] == 0
+    assert np.allclose(cut["rewards"], msgs, atol=1e-5) and cut["extra_logs"]["end_of_turn_added"] == [1, 1, 1]
+    assert got["extra_logs"]["end_of_turn_added"] == [0, 0, 0]
     assert bad.status_code == 422 and "prompts" in bad.json()["detail"]
     assert empty == {"rewards": [], "scores": [], "extra_logs": {}}
 

@@ -915,7 +915,9 @@ def _oa_ranking(replies: list[dict], prompt: list[Message], where: str) -> Prefe
 
 
 def _nonempty(messages: list[Message]) -> bool:
-    return any(m["content"].strip() for m in messages)
+    # a turn that only calls a tool (or only reasons) says something too
+    return any(m["content"].strip() or m.get("tool_calls") or m.get("reasoning_content") or m.get("reasoning")
+               or m.get("thinking") for m in messages)
 
 
 def _check_assistant_reply(completion: list[Message], name: str) -> None:
@@ -940,14 +942,48 @@ def parse_messages(value: Any, name: str, role: str) -> list[Message]:
             return turns
         return as_messages(value, role)
     if isinstance(value, list) and all(isinstance(m, dict) for m in value):
-        for m in value:
-            if m.get("role") not in _ROLES or not isinstance(m.get("content"), str):
-                raise RecordError(
-                    f"bad '{name}' messages",
-                    f"field '{name}': each message needs a role in {sorted(_ROLES)} and a string content, got {m!r:.120}.",
-                )
-        return as_messages(value, role)
+        return [_normalise_message(m, name) for m in value]
     raise RecordError(f"bad '{name}'", f"field '{name}' must be text or a list of chat messages, got {type(value).__name__}.")
+
+
+# Fields of OpenAI-style messages (as TRL, vLLM and tool-using agents write them) kept beside role and content and
+# handed to the chat template, which renders them as the model was trained to see them (or leaves them out); others,
+# such as "name", are dropped as before.
+_MESSAGE_EXTRAS = ("tool_calls", "tool_call_id", "reasoning_content", "reasoning", "thinking")
+
+
+def _normalise_message(m: dict, name: str) -> Message:
+    """One chat message in the canonical form: ``content`` as text (an OpenAI list of content parts is joined,
+    text parts only; ``None`` is "" for a turn that only calls tools or only reasons), ``developer`` as
+    ``system``, and the tool and reasoning fields kept for the template."""
+    role = "system" if m.get("role") == "developer" else m.get("role")
+    content = m.get("content")
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise RecordError(f"non-text content in '{name}'",
+                                  f"field '{name}': a {kind!r} content part cannot be scored by a text model; send "
+                                  "text parts ({\"type\": \"text\", \"text\": ...}) only.")
+        content = "\n".join(texts)
+    elif content is None and any(m.get(k) for k in _MESSAGE_EXTRAS if k != "tool_call_id"):
+        content = ""
+    if role not in _ROLES or not isinstance(content, str):
+        raise RecordError(
+            f"bad '{name}' messages",
+            f"field '{name}': each message needs a role in {sorted(_ROLES)} and a content (text, a list of text "
+            f"parts, or none beside tool_calls), got {m!r:.120}.",
+        )
+    out: Message = {"role": role, "content": content}
+    for key in _MESSAGE_EXTRAS:
+        if m.get(key) is not None:
+            out[key] = m[key]
+    return out
 
 
 def strip_prompt(completion: list[Message], prompt: list[Message]) -> list[Message]:

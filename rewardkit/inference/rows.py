@@ -22,12 +22,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rewardkit.data.readers import parse_messages, parse_record, strip_prompt
+from rewardkit.data.readers import (
+    _check_assistant_reply,
+    _nonempty,
+    parse_messages,
+    parse_record,
+    strip_prompt,
+)
 from rewardkit.errors import DataError, RecordError
 from rewardkit.inference.scoring import Group, Scorer, ScoreResult, score
 from rewardkit.losses import sigmoid
@@ -78,15 +86,36 @@ def _parse_group(row: dict, location: str, hint: str) -> Group:
 
 
 def _completion(value: Any, name: str, prompt: list) -> list:
-    if isinstance(value, str) and not value:
+    """A candidate reply, refused as the data readers refuse one: empty (no messages, or only whitespace) or not
+    opening with the assistant's turn (a reward read after a user turn is not a reward for a reply)."""
+    completion = strip_prompt(parse_messages(value, name, "assistant"), prompt)
+    if not completion or not _nonempty(completion):
         raise RecordError("empty completion", f"'{name}' is empty.")
-    return strip_prompt(parse_messages(value, name, "assistant"), prompt)
+    _check_assistant_reply(completion, f"'{name}'")
+    return completion
 
 
-def normaliser(info: dict[str, Any]):
-    """(r − mean) / std from a scorer's recorded statistics, or None when it has none."""
+def normaliser(info: dict[str, Any], steered: bool = False):
+    """(r − mean) / std from a scorer's recorded statistics, or None when it has none.
+
+    An aspect model's statistics were measured on its gate's mixture: rewards mixed with other weights (the
+    scorer's ``aspect_weights``, or ``steered`` — a row's or request's own) have another distribution, so they get
+    no normalised value rather than a wrong one."""
     mean, std = info.get("reward_mean"), info.get("reward_std")
+    if steered or info.get("aspect_weights", "gate") != "gate":
+        return None
     return (lambda r: (r - mean) / std) if mean is not None and std else None
+
+
+def normalization_note(info: dict[str, Any], steered: bool = False) -> str:
+    """What ``normaliser`` does for these statistics, in words (the servers' ``normalization`` field)."""
+    mean, std = info.get("reward_mean"), info.get("reward_std")
+    if mean is None or not std:
+        return "none: this model records no reward statistics (mean/std), so rewards are not normalised"
+    if steered or info.get("aspect_weights", "gate") != "gate":
+        return ("none: the aspect weights are steered, and the checkpoint's reward statistics describe its gate's "
+                "mixture, not this one")
+    return f"(r - {mean:.6g}) / {std:.6g}: the checkpoint's reward statistics ({info.get('reward_stats_source', 'recorded')})"
 
 
 def reward_value(v: float) -> float | None:
@@ -100,15 +129,26 @@ def score_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] 
     locations = locations or [f"row {i}" for i in range(len(rows))]
     groups = [parse_score_row(row, loc) for row, loc in zip(rows, locations)]
     result = score(scorer, groups)
-    norm = normaliser(scorer.describe())
+    info = scorer.describe()
     out = []
     for k, (row, r) in enumerate(zip(rows, result.rewards)):
         res = dict(row)
         values = [reward_value(v) for v in r]
+        norm = normaliser(info, steered=row.get("aspect_weights") is not None)
+
+        def normed(vs: list[float | None], norm: Any = norm) -> list[float | None]:
+            return [None if v is None else norm(v) for v in vs]
+
         if "completions" in row:
             res["rewards"] = values
             if norm:
-                res["rewards_normalized"] = [None if v is None else norm(v) for v in values]
+                res["rewards_normalized"] = normed(values)
+        elif _text_list(row.get("chosen")) and _text_list(row.get("rejected")):
+            # best-of-N rows (RewardBench 2): several chosen and rejected replies to one prompt, K = their number
+            c = len(row["chosen"])
+            res["rewards_chosen"], res["rewards_rejected"] = values[:c], values[c:]
+            if norm:
+                res["rewards_chosen_normalized"], res["rewards_rejected_normalized"] = normed(values[:c]), normed(values[c:])
         elif len(values) == 1:
             res["reward"] = values[0]
             if norm and values[0] is not None:
@@ -129,9 +169,18 @@ def score_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] 
     return out, result
 
 
+def _text_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
 def ranking(rewards: list[float | None]) -> list[int]:
     """Candidate indices best first; equal rewards keep input order, undecided (None) go last."""
     return sorted(range(len(rewards)), key=lambda i: (rewards[i] is None, -(rewards[i] or 0.0), i))
+
+
+def check_rerank_row(row: Any, location: str) -> None:
+    if not isinstance(row, dict) or not isinstance(row.get("completions"), list):
+        raise DataError(f"{location}: rerank needs rows {{\"prompt\": ..., \"completions\": [candidate, ...]}}")
 
 
 def rerank_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] | None = None
@@ -140,8 +189,7 @@ def rerank_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str]
     best first), ``best_index`` and ``best`` (the winning candidate as given)."""
     locations = locations or [f"row {i}" for i in range(len(rows))]
     for row, loc in zip(rows, locations):
-        if not isinstance(row, dict) or not isinstance(row.get("completions"), list):
-            raise DataError(f"{loc}: rerank needs rows {{\"prompt\": ..., \"completions\": [candidate, ...]}}")
+        check_rerank_row(row, loc)
     scored, result = score_rows(scorer, rows, locations)
     for row in scored:
         order = ranking(row["rewards"])
@@ -149,6 +197,23 @@ def rerank_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str]
         row["best_index"] = order[0]
         row["best"] = row["completions"][order[0]]
     return scored, result
+
+
+STREAM_CHUNK_ROWS = 512  # rows scored per call when streaming a file: memory stays bounded by one chunk
+
+
+def score_stream(scorer: Scorer, rows: Iterable[tuple[dict[str, Any], str]], *, rerank: bool = False,
+                 chunk_rows: int = STREAM_CHUNK_ROWS) -> Iterator[tuple[list[dict[str, Any]], ScoreResult]]:
+    """``score_rows`` (or ``rerank_rows``) over (row, location) pairs read lazily, ``chunk_rows`` at a time: each
+    chunk's scored rows are yielded before the next chunk is read, so a file of any size is scored in the memory of
+    one chunk, and the first rows come out while the rest are still unread. A row's rewards do not depend on the
+    chunk it falls in (the scoring path gives the same rewards in any batching)."""
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be positive")
+    it = iter(rows)
+    while chunk := list(islice(it, chunk_rows)):
+        batch, locations = [r for r, _ in chunk], [loc for _, loc in chunk]
+        yield (rerank_rows if rerank else score_rows)(scorer, batch, locations)
 
 
 def jsonable(value: Any) -> Any:
@@ -164,8 +229,8 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
-    rows, locations = [], []
+def iter_jsonl(path: str | Path) -> Iterator[tuple[Any, str]]:
+    """(parsed JSON line, "path:line") for each non-blank line of ``path``, read one line at a time."""
     try:
         f = open(path, "rb")
     except FileNotFoundError:
@@ -175,8 +240,15 @@ def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line.decode("utf-8")))
+                row = json.loads(line.decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
                 raise DataError(f"{path}:{lineno}: not a valid UTF-8 JSON line ({e}); fix the line") from None
-            locations.append(f"{path}:{lineno}")
+            yield row, f"{path}:{lineno}"
+
+
+def read_jsonl(path: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    rows, locations = [], []
+    for row, location in iter_jsonl(path):
+        rows.append(row)
+        locations.append(location)
     return rows, locations

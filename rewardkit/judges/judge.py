@@ -267,10 +267,13 @@ class Judge:
     @torch.inference_mode()
     def sample(self, sequences: list[list[int]], n: int, *, temperature: float = 1.0, max_new_tokens: int = 64,
                seed: int = 0, max_batch_tokens: int = 16384, progress: bool = False) -> list[list[str]]:
-        """n sampled replies per judge prompt (seeded: the same inputs and settings give the same texts)."""
+        """n sampled replies per judge prompt. Each reply is drawn from its own random stream, seeded by ``seed``, the
+        prompt's tokens and the reply's number: the same prompt gets the same replies whatever else is sampled in its
+        batch (a server's batch mates, an eval's order), and the global RNG is left alone."""
+        from transformers import LogitsProcessorList
+
         if n < 1 or temperature <= 0:
             raise UserError(f"sampling needs samples >= 1 and temperature > 0 (got {n}, {temperature})")
-        torch.manual_seed(seed)
         device = next(self.model.parameters()).device
         out: list[list[str]] = [[] for _ in sequences]
         per_row = n * max_new_tokens
@@ -282,13 +285,42 @@ class Judge:
             batches = tqdm(batches, desc=f"{self.template.kind} judge (sampling)", unit="batch")
         for idx in batches:
             ids, mask = pad_batch([sequences[i] for i in idx], self.tokenizer.pad_token_id, "left")
-            gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-                                      temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                                      num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id)
+            # each prompt n times in a row: row r is prompt idx[r // n], reply r % n
+            ids, mask = ids.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)
+            generators = [torch.Generator(device=device).manual_seed(sample_seed(seed, sequences[i], j))
+                          for i in idx for j in range(n)]
+            gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                                      logits_processor=LogitsProcessorList([GumbelSampler(generators, temperature)]),
+                                      temperature=None, top_p=None, top_k=None, max_new_tokens=max_new_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id)
             texts = self.tokenizer.batch_decode(gen[:, ids.shape[1]:], skip_special_tokens=True)
             for row, i in enumerate(idx):
                 out[i] = texts[row * n:(row + 1) * n]
         return out
+
+
+def sample_seed(seed: int, prompt_ids: list[int], reply: int) -> int:
+    """The seed of one sampled reply: a hash of the judge seed, the prompt's tokens and the reply's number."""
+    import hashlib
+
+    digest = hashlib.blake2b(np.asarray(prompt_ids, dtype=np.int64).tobytes(), digest_size=8,
+                             key=f"{seed}:{reply}".encode()[:64]).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+class GumbelSampler:
+    """Temperature sampling with one random stream per row (a ``transformers`` logits processor, run under greedy
+    decoding): argmax(logits / T + g) with g ~ Gumbel(0, 1) is a draw from softmax(logits / T) (the Gumbel-max
+    trick), and each row's g comes from its own generator, so no row's draw depends on which rows share the batch
+    (``torch.multinomial`` over the batch would consume one shared stream)."""
+
+    def __init__(self, generators: list[torch.Generator], temperature: float):
+        self.generators, self.temperature = generators, temperature
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        u = torch.stack([torch.rand(scores.shape[-1], generator=g, device=scores.device) for g in self.generators])
+        gumbel = -torch.log(-torch.log(u.clamp_min(torch.finfo(u.dtype).tiny)))
+        return scores.float() / self.temperature + gumbel
 
 
 def _allocate(lengths: dict[str, int], budget: int) -> dict[str, int]:
