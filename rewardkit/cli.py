@@ -177,7 +177,8 @@ def run_score(cfg: ScoreConfig, rerank: bool = False) -> None:
     scorer = load_scorer(cfg.model, cfg, max_length=cfg.max_length, template=cfg.template,
                          max_batch_tokens=cfg.max_batch_tokens, seed=cfg.seed, prefix_sharing=cfg.prefix_sharing,
                          complete_turn=cfg.complete_turn, device=cfg.device, aspect_weights=cfg.aspect_weights,
-                         precision=cfg.precision, route=cfg.route)
+                         precision=cfg.precision, route=cfg.route, aggregate=cfg.aggregate,
+                         step_marker=cfg.step_marker)
     say_precision(scorer, command)
     info = scorer.describe()
     if info.get("type") == "reward_model" and not info.get("reward_std"):

@@ -376,3 +376,45 @@ def test_prm_scores_rendered_texts_with_their_prompt_like_messages(tiny) -> None
     np.testing.assert_allclose(as_text, as_messages, rtol=1e-5)
     with pytest.raises(UserError, match="rendered prompt"):
         score(scorer, [Group(texts=[full])])
+
+
+def test_prm_served_over_http_and_scored_from_rows(tiny, tmp_path) -> None:
+    """A PRM checkpoint over real HTTP: /v1/score returns each completion's step scores and their aggregate (explicit
+    steps = text split at the marker), /get_reward the aggregate of rendered queries, `rewardkit score` rows the same."""
+    import httpx
+
+    from rewardkit.checkpoint import save_checkpoint
+    from rewardkit.cli import main as cli
+    from rewardkit.inference.factory import load_scorer
+    from rewardkit.serve import running_server
+
+    model, tok = tiny
+    enc = Encoder(tok, max_length=256)
+    folder = tmp_path / "prm"
+    save_checkpoint(folder, model, tok, enc, verifier={"kind": "prm", "step_marker": MARKER, "aggregate": "min"})
+    scorer = load_scorer(str(folder), precision="fp32")
+    prompt, replies = "Is it good?", ["good\n\ngreat", "bad\n\nawful poor\n\nfine"]
+    offline = score(scorer, [Group(prompt=[{"role": "user", "content": prompt}],
+                                   completions=[[{"role": "assistant", "content": r}] for r in replies])])
+    with running_server(scorer) as url, httpx.Client(base_url=url, timeout=60) as http:
+        got = http.post("/v1/score", json={"prompt": prompt, "completions": replies}).json()
+        explicit = http.post("/v1/score", json={"prompt": prompt, "completions": replies,
+                                                "steps": [r.split(MARKER) for r in replies]}).json()
+        heads = [enc.render([{"role": "user", "content": prompt}], [{"role": "assistant", "content": r}])
+                 for r in replies]
+        legacy = http.post("/get_reward", json={"query": [f for _, f in heads], "prompts": [h for h, _ in heads]})
+        no_prompt = http.post("/get_reward", json={"query": [f for _, f in heads]})
+    assert got["aggregate"] == "min" and [len(s) for s in got["step_rewards"]] == [2, 3]
+    np.testing.assert_allclose(np.concatenate(got["step_rewards"]), np.concatenate(offline.step_rewards[0]), rtol=1e-5)
+    np.testing.assert_allclose(got["rewards"], [min(s) for s in got["step_rewards"]], rtol=1e-6)
+    np.testing.assert_allclose(np.concatenate(explicit["step_rewards"]), np.concatenate(got["step_rewards"]), rtol=1e-5)
+    assert legacy.status_code == 200
+    np.testing.assert_allclose(legacy.json()["rewards"], got["rewards"], rtol=1e-5)
+    assert no_prompt.status_code == 400 and "prompt" in no_prompt.json()["detail"]
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": prompt, "completions": replies},
+                                                 {"prompt": prompt, "completion": replies[0]}])
+    assert cli(["score", "--model", str(folder), "--input", str(rows), "--output", str(tmp_path / "out.jsonl"),
+                "--aggregate", "last", "--precision", "fp32"]) == 0
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert out[0]["aggregate"] == "last" and out[0]["rewards"] == pytest.approx([s[-1] for s in out[0]["step_rewards"]])
+    assert out[1]["step_reward"] == pytest.approx(out[0]["step_rewards"][0], rel=1e-5)

@@ -52,7 +52,19 @@ def parse_score_row(row: Any, location: str, hint: str = ROW_HINT) -> Group:
     if weights is not None and not (isinstance(weights, dict) and weights):
         raise DataError(f"{location}: 'aspect_weights' must be an object such as {{\"helpful\": 1, \"harmless\": 0}}")
     group = _parse_group(row, location, hint)
-    return dataclasses.replace(group, aspect_weights=weights) if weights is not None else group
+    if weights is not None:
+        group = dataclasses.replace(group, aspect_weights=weights)
+    if row.get("steps") is not None:  # process reward models: each completion's steps, given explicitly
+        group = dataclasses.replace(group, steps=_steps(row["steps"], len(group), location))
+    return group
+
+
+def _steps(value: Any, completions: int, location: str) -> list[list[str]]:
+    if (not isinstance(value, list) or len(value) != completions
+            or not all(isinstance(s, list) and s and all(isinstance(t, str) and t.strip() for t in s) for s in value)):
+        raise DataError(f"{location}: 'steps' must hold one non-empty list of non-empty step strings per completion "
+                        f"({completions} here)")
+    return value
 
 
 def _parse_group(row: dict, location: str, hint: str) -> Group:
@@ -165,6 +177,11 @@ def score_rows(scorer: Scorer, rows: list[dict[str, Any]], locations: list[str] 
             res["judge"] = jsonable(result.details[k])
         if result.aspects is not None:
             res["aspects"] = result.aspects[k]
+        if result.step_rewards is not None:  # a process reward model: P(step right) per step, per completion
+            steps = [[reward_value(v) for v in per] for per in result.step_rewards[k]]
+            res["step_rewards" if "completions" in row or len(steps) != 1 else "step_reward"] = (
+                steps if "completions" in row or len(steps) != 1 else steps[0])
+            res["aggregate"] = getattr(scorer, "aggregate", None)
         out.append(res)
     return out, result
 

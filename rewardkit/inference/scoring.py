@@ -392,7 +392,8 @@ class RewardModelScorer:
                                     "can be found; or send prompt + completions (or steps) to /v1/score")
                 prompt_text = g.prompt_text
                 end = self.encoder.end_of_turn()
-                replies = [t[len(prompt_text):] for t in g.texts]
+                # a reply cut at EOS (no trailing newline of the marker) is completed first, then the marker removed
+                replies = [self.encoder.complete_turn(t)[0][len(prompt_text):] for t in g.texts]
                 replies = [r[:-len(end)] if end and r.endswith(end) else r for r in replies]
                 steps = g.steps if g.steps is not None else [split_steps(r, self.step_marker) for r in replies]
             else:

@@ -123,6 +123,9 @@ class ScoreRequest(BaseModel):
     aspect_weights: dict[str, float] | None = Field(
         None, description="Aspect models only: this request's mixing weights, e.g. {\"helpful\": 1, \"harmless\": 0} "
                           "(steering); default: the server's --aspect-weights, else the model's gate.")
+    steps: list[list[str]] | None = Field(
+        None, description="Process reward models only: each completion's steps (default: its text split at the "
+                          "model's step marker).")
 
 
 class ScoreResponse(BaseModel):
@@ -138,6 +141,10 @@ class ScoreResponse(BaseModel):
     judge: list[dict[str, Any]] | None = None
     aspects: dict[str, Any] | None = Field(
         None, description="Aspect models: the mixing weights used and each aspect's rewards.")
+    step_rewards: list[list[float | None]] | None = Field(
+        None, description="Process reward models: per completion, P(step is right) of each step (null: a step past "
+                          "max_length); 'rewards' is their aggregate by 'aggregate'.")
+    aggregate: str | None = None
 
 
 class ClassifyRequest(BaseModel):
@@ -302,6 +309,11 @@ def create_app(scorer: Scorer, cfg: ServeConfig) -> FastAPI:
             out["judge"] = jsonable(result.details)
         if result.aspects is not None:
             out["aspects"] = result.aspects[0]
+        if result.step_rewards is not None:  # a PRM: scores are probabilities, σ(a − b) would mean nothing
+            out["step_rewards"] = [[reward_value(v) for v in per] for per in result.step_rewards[0]]
+            out["aggregate"] = getattr(scorer, "aggregate", None)
+            out["pairwise"] = None
+            out.pop("p_first_beats_second", None)
         return out
 
     async def classify_like(body: ClassifyRequest) -> tuple[list[float | None], int]:
@@ -514,6 +526,8 @@ def score_request_group(body: ScoreRequest) -> Group:
     row = {"prompt": _plain(body.prompt), "completions": [_plain(c) for c in body.completions]}
     if body.aspect_weights is not None:
         row["aspect_weights"] = body.aspect_weights
+    if body.steps is not None:
+        row["steps"] = body.steps
     try:  # the same parsing as `rewardkit score` rows (text or messages, prompt stripped from completions)
         return parse_score_row(row, "request body", hint="")
     except DataError as e:
