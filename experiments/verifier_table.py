@@ -30,6 +30,13 @@ def diff(m: dict) -> str:
 
 
 def main(folder: Path) -> None:
+    prm_bo4 = load(folder, "prm-gsm8k-bo4")
+    if prm_bo4 and load(folder, "orm-gsm8k-bo4"):
+        b = rescored_best_of_n(folder, "orm-gsm8k-bo4", prm_bo4["data"])
+        if b:
+            print(f"ORM on the PRM's {b['problems']} questions ({prm_bo4['data']}): scorer {ci(b['scorer'])}, random "
+                  f"{ci(b['random'])}, majority {ci(b['majority_vote'])}, oracle {ci(b['oracle'])}; ORM − majority "
+                  f"{diff(b['scorer_minus_majority_vote'])}\n")
     print("| run | records | steps | wall (train) |")
     print("|---|---|---|---|")
     for name in ("orm", "prm"):
@@ -78,6 +85,24 @@ def main(folder: Path) -> None:
               "always correct | always step 0 | best F1 of the sweep (optimistic) | scoring |")
         print("|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
+
+
+def rescored_best_of_n(folder: Path, name: str, spec: str) -> dict | None:
+    """Best-of-4 of a scorer's saved per-solution scores on the records of ``spec`` only (the ORM scored all held-out
+    questions; the PRM the first 330 of them: this compares both on the same questions)."""
+    import numpy as np
+
+    from rewardkit.data.steps import read_verifier_examples
+    from rewardkit.verifiers import best_of_n
+
+    path = folder / f"{name}.scores.jsonl"
+    if not path.exists():
+        return None
+    scores = {r["id"].split("gsm8k/")[-1]: r["score"] for r in map(json.loads, path.read_text().splitlines())}
+    examples, _ = read_verifier_examples(spec)
+    arrays = [np.array([np.nan if scores.get(i.split("gsm8k/")[-1]) is None else scores[i.split("gsm8k/")[-1]]
+                        for i in ex.ids]) for ex in examples]
+    return best_of_n(examples, arrays, samples=1000, seed=42)
 
 
 if __name__ == "__main__":

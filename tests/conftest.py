@@ -88,3 +88,17 @@ def learnable_rows(n: int, seed: int = 0) -> list[dict]:
         rows.append({"prompt": q, "chosen": f"the answer is {rng.choice(good)}",
                      "rejected": f"the answer is {rng.choice(bad)}"})
     return rows
+
+
+def saved_reward_model(model_dir: Path, folder: Path, *, seed: int, max_length: int, mean: float, std: float) -> Path:
+    """A rewardkit checkpoint of the tiny model with a seeded random head and recorded reward statistics (what the
+    serving tests serve)."""
+    from rewardkit.batching import Encoder
+    from rewardkit.checkpoint import save_checkpoint
+    from rewardkit.model import load_reward_model
+
+    torch.manual_seed(seed)
+    model, tok = load_reward_model(str(model_dir))
+    save_checkpoint(folder, model, tok, Encoder(tok, max_length=max_length), reward_mean=mean, reward_std=std,
+                    reward_stats_source="eval")
+    return folder

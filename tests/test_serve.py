@@ -25,16 +25,13 @@ import numpy as np
 import pytest
 import torch
 
-from rewardkit.batching import Encoder
-from rewardkit.checkpoint import save_checkpoint
 from rewardkit.cli import main as cli
 from rewardkit.config import ServeConfig
 from rewardkit.inference import Group, score
 from rewardkit.inference.factory import load_scorer
-from rewardkit.model import load_reward_model
 from rewardkit.serve import running_server
 
-from conftest import write_jsonl
+from conftest import saved_reward_model, write_jsonl
 
 LONG = " ".join(["the question is about the answer"] * 30)  # over the checkpoint's max_length of 64 tokens
 
@@ -42,12 +39,8 @@ LONG = " ".join(["the question is about the answer"] * 30)  # over the checkpoin
 @pytest.fixture(scope="module")
 def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """A rewardkit checkpoint (max length 64) with recorded reward statistics."""
-    torch.manual_seed(3)
-    model, tok = load_reward_model(str(tiny_model_dir))
-    folder = tmp_path_factory.mktemp("serve") / "run"
-    save_checkpoint(folder, model, tok, Encoder(tok, max_length=64), reward_mean=0.25, reward_std=2.0,
-                    reward_stats_source="eval")
-    return folder
+    return saved_reward_model(tiny_model_dir, tmp_path_factory.mktemp("serve") / "run", seed=3, max_length=64,
+                              mean=0.25, std=2.0)
 
 
 @pytest.fixture(scope="module")

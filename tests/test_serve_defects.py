@@ -11,28 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from rewardkit.batching import Encoder
-from rewardkit.checkpoint import save_checkpoint
 from rewardkit.cli import main as cli
 from rewardkit.config import ServeConfig
 from rewardkit.errors import UserError
 from rewardkit.inference import Group, score
 from rewardkit.inference.factory import load_scorer
 from rewardkit.inference.rows import score_rows
-from rewardkit.model import load_reward_model
 from rewardkit.serve import running_server
 
-from conftest import write_jsonl
+from conftest import saved_reward_model, write_jsonl
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    torch.manual_seed(3)
-    model, tok = load_reward_model(str(tiny_model_dir))
-    folder = tmp_path_factory.mktemp("defects") / "run"
-    save_checkpoint(folder, model, tok, Encoder(tok, max_length=64), reward_mean=0.25, reward_std=2.0,
-                    reward_stats_source="eval")
-    return folder
+    return saved_reward_model(tiny_model_dir, tmp_path_factory.mktemp("defects") / "run", seed=3, max_length=64,
+                              mean=0.25, std=2.0)
 
 
 @pytest.fixture(scope="module")

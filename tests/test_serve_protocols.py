@@ -24,6 +24,8 @@ from rewardkit.inference.factory import load_scorer
 from rewardkit.model import load_reward_model
 from rewardkit.serve import running_server
 
+from conftest import saved_reward_model
+
 PROMPTS = ["How was the answer?", "Is the question fine?", "What is the answer?", "Was it good?"]
 REPLIES = ["the answer is good", "the answer is bad", "fine", "the question is fine and the answer is great",
            "poor", "awful answer", "good good good", "the answer"]
@@ -31,12 +33,8 @@ REPLIES = ["the answer is good", "the answer is bad", "fine", "the question is f
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    torch.manual_seed(5)
-    model, tok = load_reward_model(str(tiny_model_dir))
-    folder = tmp_path_factory.mktemp("protocols") / "run"
-    save_checkpoint(folder, model, tok, Encoder(tok, max_length=40), reward_mean=0.5, reward_std=4.0,
-                    reward_stats_source="eval")
-    return folder
+    return saved_reward_model(tiny_model_dir, tmp_path_factory.mktemp("protocols") / "run", seed=5, max_length=40,
+                              mean=0.5, std=4.0)
 
 
 @pytest.fixture(scope="module")
