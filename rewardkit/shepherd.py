@@ -50,7 +50,7 @@ from transformers import (
 
 from rewardkit.config import LabelStepsConfig, to_dict
 from rewardkit.data.answers import extract_answer, is_correct
-from rewardkit.data.readers import SKIP_HINT, ReadReport, _sliced_records
+from rewardkit.data.readers import SKIP_HINT, ReadReport, sliced_records
 from rewardkit.errors import ConfigError, DataError, RecordError
 
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
@@ -151,7 +151,7 @@ def read_step_records(spec: str, *, answer_field: str = "auto", keep_annotations
     report = ReadReport(source=spec)
     records: list[StepRecord] = []
     seen: dict[str, str] = {}
-    for location, obj in _sliced_records(spec, "train", "--split", streaming=False):
+    for location, obj in sliced_records(spec, "train", "--split", streaming=False):
         report.records += 1
         try:
             if isinstance(obj, RecordError):

@@ -209,7 +209,7 @@ def iter_records(
     ``on_kept``) or ``RecordError`` (raised with file:line, or skipped and counted with ``skip_bad``). ``keep`` and
     ``positions`` as in :func:`iter_preferences`; with ``tagged`` ``on_kept`` also gets the source's ``name=`` tag."""
     raw = itertools.chain.from_iterable(
-        ((location, obj, aspect) for location, obj in _sliced_records(source, split, split_flag, streaming))
+        ((location, obj, aspect) for location, obj in sliced_records(source, split, split_flag, streaming))
         for aspect, source in split_sources(spec))
     for position, (location, obj, aspect) in enumerate(raw):
         if keep is not None and not keep(position):
@@ -251,7 +251,7 @@ def split_sources(spec: str) -> list[tuple[str | None, str]]:
     return out
 
 
-def _sliced_records(spec: str, split: str, split_flag: str, streaming: bool) -> Iterable[tuple[str, Any]]:
+def sliced_records(spec: str, split: str, split_flag: str, streaming: bool) -> Iterable[tuple[str, Any]]:
     """One source's raw records, its slice applied."""
     path_str, window = _split_slice(spec)
     raw: Iterable[tuple[str, Any]] = _raw_records(path_str, split, split_flag, streaming=streaming)
