@@ -80,6 +80,28 @@ def main(folder: Path) -> None:
                             f"{m['baselines']['always_correct']['f1']:.3f} | "
                             f"{m['baselines']['always_first_step']['f1']:.3f} | {best[1]:.3f} at {best[0]} | "
                             f"{out['timings_s']['scoring']:.0f} s |")
+    halves = [folder / f"prm-processbench-math{x}.scores.jsonl" for x in ("", "-2")]
+    if all(h.exists() for h in halves):  # math.json in two halves: ProcessBench's metric over both
+        from rewardkit.verifiers import predicted_first_error, processbench_f1
+
+        labels, predicted = [], []
+        for h in halves:
+            for r in map(json.loads, h.read_text().splitlines()):
+                steps = r["step_labels"]
+                first = next((i for i, v in enumerate(steps) if v is not None and v < 0.5), -1)
+                labels.append(first)
+                predicted.append(predicted_first_error([float("nan") if v is None else v for v in r["step_scores"]]))
+        m = processbench_f1(labels, predicted)
+        always = processbench_f1(labels, [-1] * len(labels))["f1"]
+        step0 = processbench_f1(labels, [0] * len(labels))["f1"]
+        sweep = {f"{t:.2f}": processbench_f1(labels, [predicted_first_error(
+            [float("nan") if v is None else v for v in r["step_scores"]], t)
+            for h in halves for r in map(json.loads, h.read_text().splitlines())])["f1"]
+            for t in [0.05 * k for k in range(1, 20)]}
+        best = max(sweep.items(), key=lambda kv: kv[1])
+        rows.append(f"| math (both halves) | {m['erroneous']} + {m['correct']} | {m['error_accuracy']:.3f} | "
+                    f"{m['correct_accuracy']:.3f} | **{m['f1']:.3f}** | {always:.3f} | {step0:.3f} | "
+                    f"{best[1]:.3f} at {best[0]} | – |")
     if rows:
         print("| ProcessBench subset | erroneous + correct | acc. erroneous | acc. correct | F1 (threshold 0.5) | "
               "always correct | always step 0 | best F1 of the sweep (optimistic) | scoring |")
