@@ -33,6 +33,7 @@ import numpy as np
 from rewardkit.data.answers import normalize_answer
 from rewardkit.data.steps import VerifierExample
 from rewardkit.evaluate import Bootstrap
+from rewardkit.losses import sigmoid
 
 THRESHOLD = 0.5
 
@@ -209,7 +210,7 @@ def outcome_metrics(examples: list[VerifierExample], scores: list[np.ndarray], *
     for ex, sc in zip(examples, scores):
         for c, s in zip(ex.correct, np.asarray(sc, dtype=np.float64)):
             if c is not None and not np.isnan(s):
-                p.append(s if probabilities else 1 / (1 + np.exp(-s)))
+                p.append(s if probabilities else sigmoid(float(s)))
                 t.append(c)
     if not p:
         return {"solutions": 0}

@@ -42,6 +42,7 @@ from rewardkit.batching import Encoder, TruncationStats, length_sorted_batches, 
 from rewardkit.config import AGGREGATES
 from rewardkit.data.record import Message
 from rewardkit.errors import UserError
+from rewardkit.losses import sigmoid
 from rewardkit.model import ModelLoadError, RewardModel, resolve_backbone
 from rewardkit.pooling import POOLING_RULE
 from rewardkit.precision import Precision, precision_for
@@ -237,7 +238,7 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
     (``rewardkit.sharing``), ``"padded"`` otherwise (asked for, or the model does not support sharing
     exactly; the reason is logged once).
     """
-    from rewardkit.sharing import group_rewards, sharing_unsupported_reason
+    from rewardkit.sharing import sharing_unsupported_reason
 
     max_batch_tokens = max_batch_tokens or forward_token_budget(next(model.parameters()).device)
     was_training = model.training
@@ -246,33 +247,22 @@ def reward_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int
         if not groups:
             return [], "shared" if prefix_sharing else "padded", 0
         use_shared = prefix_sharing and route != "padded" and sharing_unsupported_reason(model) is None
-        if reads is not None:  # step rewards: whole groups per pass on either path
-            return _read_groups(model, groups, pad_id, reads, max_batch_tokens, padding_side, progress, use_shared,
-                                route)
-        if not use_shared:
-            flat = [ids for g in groups for ids in g]
-            rewards, passes = _padded_rewards(model, flat, pad_id, max_batch_tokens, max_batch_size, padding_side,
-                                              progress, all_heads)
-            return list(np.split(rewards, np.cumsum([len(g) for g in groups])[:-1])), "padded", passes
-        batches = group_batches([group_tokens(g) for g in groups], max_batch_tokens)
-        out: list[np.ndarray | None] = [None] * len(groups)
-        paths = set()
-        with torch.inference_mode():
-            for batch in _progress(batches, progress):
-                rewards = group_rewards(model, [groups[i] for i in batch], pad_id, padding_side=padding_side,
-                                        all_heads=all_heads, route=route)
-                paths.add(rewards.path)
-                for i, r in zip(batch, rewards):
-                    out[i] = r.double().cpu().numpy()
-        return out, "+".join(sorted(paths)), len(batches)  # type: ignore[return-value]
+        if reads is not None or use_shared:  # whole groups per pass (step rewards: on either path)
+            return _group_passes(model, groups, pad_id, reads, max_batch_tokens, padding_side, progress, use_shared,
+                                 route, all_heads)
+        flat = [ids for g in groups for ids in g]
+        rewards, passes = _padded_rewards(model, flat, pad_id, max_batch_tokens, max_batch_size, padding_side,
+                                          progress, all_heads)
+        return list(np.split(rewards, np.cumsum([len(g) for g in groups])[:-1])), "padded", passes
     finally:
         model.train(was_training)
 
 
 @torch.inference_mode()
-def _read_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int, reads: list[list[list[int]]],
-                 max_batch_tokens: int, padding_side: str, progress: bool, shared: bool, route: str
-                 ) -> tuple[list[np.ndarray], str, int]:
+def _group_passes(model: RewardModel, groups: list[list[list[int]]], pad_id: int, reads: list[list[list[int]]] | None,
+                  max_batch_tokens: int, padding_side: str, progress: bool, shared: bool, route: str,
+                  all_heads: bool = False) -> tuple[list[np.ndarray], str, int]:
+    """Whole groups per forward pass, batched by their token cost (``group_batches``)."""
     from rewardkit.sharing import group_rewards
 
     sizes = [group_tokens(g) if shared else max(map(len, g)) * len(g) for g in groups]
@@ -281,7 +271,8 @@ def _read_groups(model: RewardModel, groups: list[list[list[int]]], pad_id: int,
     paths = set()
     for batch in _progress(batches, progress):
         rewards = group_rewards(model, [groups[i] for i in batch], pad_id, shared=shared, padding_side=padding_side,
-                                route=route if shared else "padded", reads=[reads[i] for i in batch])
+                                route=route if shared else "padded", all_heads=all_heads,
+                                reads=None if reads is None else [reads[i] for i in batch])
         paths.add(rewards.path)
         for i, r in zip(batch, rewards):
             out[i] = r.double().cpu().numpy()
@@ -425,7 +416,7 @@ class RewardModelScorer:
         for p in prepared:
             group_steps, group_rewards, dropped = [], [], 0
             for logits, group_reads, totals in zip(rewards[i:i + len(p.groups)], p.reads, p.steps_total):
-                probs = 1.0 / (1.0 + np.exp(-logits))
+                probs = sigmoid(logits)
                 per, start = [], 0
                 for r, total in zip(group_reads, totals):
                     scores = np.full(total, np.nan)
