@@ -8,6 +8,9 @@ python3 -m venv .venv
 # torch first, pinned: a looser spec would pull a multi-GB CUDA build.
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e '.[test]'
+# TRL, pinned, for the tests that run its GRPOTrainer and reward-function contract against a live server
+# (tests/test_integrations.py) and for benchmarks/trl_train.py; rewardkit itself does not import it.
+.venv/bin/pip install -q trl==1.16.0
 # DeepSpeed, for its tests (ZeRO-2/3 run for real on CPU over gloo): built from the sdist against the torch above,
 # without its CUDA ops (DS_BUILD_OPS=0). Users on GPU clusters install their own (`pip install deepspeed`).
 DS_BUILD_OPS=0 .venv/bin/pip install -q --no-build-isolation deepspeed==0.19.8
