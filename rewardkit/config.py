@@ -348,6 +348,10 @@ class EvalVerifierConfig(ConfigBase):
     output: str | None = _f(None, "Write the metrics JSON here (and the per-solution scores beside it, .scores.jsonl).")
     threshold: float = _f(0.5, within="(0, 1)", help="A step is predicted wrong when P(right) < this (ProcessBench's "
                           "first-error prediction, step F1).")
+    threshold_data: str | None = _f(None, "Choose the threshold on these step-labelled solutions instead (the one "
+                                    "with the best ProcessBench F1 there, on a 0.01 grid) and apply it to --data: "
+                                    "the honest choice, e.g. PRMBench's test split or a held-out slice of the "
+                                    "training data. Exclusive with --threshold.")
     aggregate: str | None = _f(None, choices=AGGREGATES, help=AGGREGATE_HELP + " Best-of-N is also reported under "
                                "every rule.")
     step_marker: str | None = _f(None, "Score a classifier as a process reward model with this step marker (default: "
@@ -363,6 +367,11 @@ class EvalVerifierConfig(ConfigBase):
     device: str = _f("auto", "Where the model runs: 'auto', 'cpu', 'cuda' or 'cuda:N'.")
     precision: str = _f("auto", choices=PRECISIONS, help=PRECISION_HELP)
     route: str = _f("auto", choices=ROUTES, help=ROUTE_HELP)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.threshold_data and self.threshold != 0.5:
+            raise ConfigError("--threshold and --threshold-data both set the step threshold; pass one of them")
 
 
 @dataclass

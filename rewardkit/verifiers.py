@@ -14,8 +14,12 @@
 * **Best-of-N** (Cobbe et al. 2021): per problem, the solution with the highest score is picked; accuracy =
   the fraction of problems whose pick is correct. Beside it: random choice (the mean correctness of a problem's
   solutions, its expected value), majority vote over final answers (``rewardkit.data.answers``; a tie among
-  the most frequent answers broken uniformly, as an expectation), and the oracle (any solution correct).
-  Percentile bootstrap CIs over problems, and paired CIs of the differences (the same resamples).
+  the most frequent answers broken uniformly, as an expectation), and the oracle (any solution correct); also
+  verifier-weighted voting (each answer's summed P(correct); Uesato et al. 2022, Lightman et al. 2023) and the
+  accuracy of always taking the solution at each position — on GSM8K's released solutions each position is one
+  model (``175b_verification``, itself chosen by Cobbe et al.'s verifier out of 100 samples, is right 56 % of the
+  time), a baseline a verifier must be read against. Percentile bootstrap CIs over problems, and paired CIs of
+  the differences (the same resamples).
 * **Outcome metrics**: accuracy of P(correct) > 0.5 against the outcome labels, AUROC, mean BCE.
 
 Scores come from the one scoring path (``rewardkit.inference``): an ORM's reward is the logit of P(correct)
@@ -89,6 +93,25 @@ def processbench_metrics(examples: list[VerifierExample], step_scores: list[list
     return out
 
 
+THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.01, 1.0, 0.01))
+
+
+def choose_threshold(examples: list[VerifierExample], step_scores: list[list[np.ndarray]],
+                     grid: tuple[float, ...] = THRESHOLD_GRID) -> dict[str, Any]:
+    """The threshold with the best ProcessBench F1 over all of these labelled solutions pooled (ties: the one
+    nearest 0.5) — meant for data other than the evaluated set (PRMBench's test split, a held-out slice of the
+    training data), so the evaluated F1 stays honest. Needs solutions with and without an error."""
+    items = [(ex.first_error(k), sc) for ex, scores in zip(examples, step_scores) for k, sc in enumerate(scores)]
+    items = [(lab, sc) for lab, sc in items if lab is not None]
+    labels = [lab for lab, _ in items]
+    if not any(lab == -1 for lab in labels) or all(lab == -1 for lab in labels):
+        raise ValueError("choosing a threshold needs step-labelled solutions both with and without an error")
+    f1 = {t: processbench_f1(labels, [predicted_first_error(sc, t) for _, sc in items])["f1"] for t in grid}
+    best = max(f1.values())
+    t = min((t for t, v in f1.items() if v == best), key=lambda t: abs(t - 0.5))
+    return {"threshold": t, "f1": best, "solutions": len(items), "erroneous": sum(lab != -1 for lab in labels)}
+
+
 # ------------------------------------------------------------------------------ PRMBench-style step F1
 
 
@@ -149,21 +172,65 @@ def majority_value(answers: list[str | None], correct: np.ndarray) -> float:
     return float(np.mean([correct[v].mean() for v in tops]))
 
 
-def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, samples: int = 1000, seed: int = 0
-              ) -> dict[str, Any]:
+def weighted_vote_value(answers: list[str | None], weights: np.ndarray, correct: np.ndarray) -> float:
+    """Expected correctness of verifier-weighted voting (Uesato et al. 2022; Lightman et al. 2023 "RM-weighted
+    voting"; Math-Shepherd's "self-consistency + verifier"): each final answer collects the sum of its solutions'
+    weights (P(correct)) and the heaviest answer wins, ties broken uniformly. A solution with no answer or no score
+    does not vote; when none votes, the pick is random."""
+    totals: dict[str, float] = defaultdict(float)
+    members: dict[str, list[int]] = defaultdict(list)
+    for k, (a, w) in enumerate(zip(answers, weights)):
+        if a is not None and not np.isnan(w):
+            key = normalize_answer(a)
+            totals[key] += float(w)
+            members[key].append(k)
+    if not totals:
+        return float(correct.mean())
+    best = max(totals.values())
+    tops = [members[a] for a, t in totals.items() if np.isclose(t, best, rtol=1e-12, atol=1e-12)]
+    return float(np.mean([correct[v].mean() for v in tops]))
+
+
+def _position_names(examples: list[VerifierExample]) -> list[str]:
+    """A name per solution position: the id's last ``:`` field where every problem agrees on it (GSM8K's model
+    names), else ``position k``."""
+    width = max((len(e.ids) for e in examples), default=0)
+    names = []
+    for k in range(width):
+        tails = {e.ids[k].rsplit(":", 1)[-1] for e in examples if k < len(e.ids)}
+        tail = tails.pop() if len(tails) == 1 else ""
+        names.append(tail if tail and "#" not in tail else f"position {k}")
+    return names
+
+
+def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, probabilities: bool = False,
+              samples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Best-of-N accuracy of the scores against random, majority vote and the oracle, with bootstrap CIs over
-    problems and paired CIs of the score's difference to each baseline. Problems need ≥ 2 labelled solutions."""
+    problems and paired CIs of the score's difference to each baseline. Problems need ≥ 2 labelled solutions.
+
+    Also reported: verifier-weighted voting (the scores as weights: P(correct), i.e. σ(score) unless
+    ``probabilities``) with its paired differences, and the accuracy of always taking the solution at each
+    position. When the data lists its solutions in a fixed order of sources (GSM8K's four models), the best
+    position is a strong, data-specific baseline that a verifier should be compared with; it is chosen on the
+    evaluated problems themselves, so it is optimistic."""
     values: dict[str, list[float]] = defaultdict(list)
+    names = _position_names(examples)
+    positions: dict[int, list[float]] = defaultdict(list)
     for ex, sc in zip(examples, scores):
         keep = [k for k, c in enumerate(ex.correct) if c is not None]
         if len(keep) < 2:
             continue
-        correct = np.array([ex.correct[k] for k in keep], dtype=np.float64) >= 0.5
-        correct = correct.astype(np.float64)
-        values["scorer"].append(_pick_value(np.asarray(sc, dtype=np.float64)[keep], correct))
+        correct = (np.array([ex.correct[k] for k in keep], dtype=np.float64) >= 0.5).astype(np.float64)
+        s = np.asarray(sc, dtype=np.float64)[keep]
+        answers = [ex.answers[k] for k in keep]
+        weights = s if probabilities else np.array([sigmoid(float(v)) if not np.isnan(v) else np.nan for v in s])
+        values["scorer"].append(_pick_value(s, correct))
+        values["weighted_vote"].append(weighted_vote_value(answers, weights, correct))
         values["random"].append(float(correct.mean()))
-        values["majority_vote"].append(majority_value([ex.answers[k] for k in keep], correct))
+        values["majority_vote"].append(majority_value(answers, correct))
         values["oracle"].append(float(correct.max()))
+        for j, k in enumerate(keep):
+            positions[k].append(correct[j])
     n = len(values["scorer"])
     if not n:
         return {"problems": 0, "note": "no problem has two or more labelled solutions"}
@@ -174,9 +241,21 @@ def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, samp
     for name, v in values.items():
         arr = np.asarray(v)
         out[name] = {"accuracy": float(arr.mean()), "ci": boot.ci(arr, idx)}
-    for base in ("random", "majority_vote", "oracle"):
-        diff = np.asarray(values["scorer"]) - np.asarray(values[base])
-        out[f"scorer_minus_{base}"] = {"difference": float(diff.mean()), "ci": boot.ci(diff, idx)}
+    for picker in ("scorer", "weighted_vote"):
+        for base in ("random", "majority_vote", "oracle"):
+            diff = np.asarray(values[picker]) - np.asarray(values[base])
+            out[f"{picker}_minus_{base}"] = {"difference": float(diff.mean()), "ci": boot.ci(diff, idx)}
+    out["positions"] = {names[k]: {"accuracy": float(np.mean(v)), "problems": len(v)}
+                        for k, v in sorted(positions.items())}
+    full = {k: v for k, v in positions.items() if len(v) == n}  # positions every problem has: paired with the scorer
+    if full:
+        k = max(full, key=lambda j: np.mean(full[j]))
+        arr = np.asarray(full[k])
+        out["best_position"] = {"name": names[k], "accuracy": float(arr.mean()), "ci": boot.ci(arr, idx),
+                                "note": "chosen on the evaluated problems: optimistic"}
+        for picker in ("scorer", "weighted_vote"):
+            diff = np.asarray(values[picker]) - arr
+            out[f"{picker}_minus_best_position"] = {"difference": float(diff.mean()), "ci": boot.ci(diff, idx)}
     return out
 
 
@@ -262,18 +341,23 @@ def run_verifier_eval(cfg: Any, scorer: Any = None) -> dict[str, Any]:
     out["outcome"] = outcome_metrics(examples, rewards, probabilities=prm)
     if prm:
         steps = result.step_rewards
+        threshold = cfg.threshold
+        if cfg.threshold_data:
+            out["threshold_choice"] = _threshold_from(cfg, scorer)
+            threshold = out["threshold_choice"]["threshold"]
         if any(labels is not None for ex in examples for labels in ex.step_labels):
-            out["processbench"] = processbench_metrics(examples, steps, cfg.threshold)
-            out["step_f1"] = step_f1(examples, steps, cfg.threshold)
+            out["processbench"] = processbench_metrics(examples, steps, threshold)
+            out["step_f1"] = step_f1(examples, steps, threshold)
         bon = {rule: best_of_n(examples, [np.array([aggregate_steps(s, rule) for s in per]) for per in steps],
-                               samples=cfg.bootstrap_samples, seed=cfg.seed)
+                               probabilities=True, samples=cfg.bootstrap_samples, seed=cfg.seed)
                for rule in ("min", "prod", "last", "mean")}
         if any(b.get("problems") for b in bon.values()):
             out["best_of_n"] = bon[scorer.aggregate]
-            out["best_of_n_by_aggregate"] = {rule: {"accuracy": b["scorer"]["accuracy"], "ci": b["scorer"]["ci"]}
+            out["best_of_n_by_aggregate"] = {rule: {"accuracy": b["scorer"]["accuracy"], "ci": b["scorer"]["ci"],
+                                                    "weighted_vote": b["weighted_vote"]}
                                              for rule, b in bon.items() if b.get("problems")}
     else:
-        bon = best_of_n(examples, rewards, samples=cfg.bootstrap_samples, seed=cfg.seed)
+        bon = best_of_n(examples, rewards, samples=cfg.bootstrap_samples, seed=cfg.seed)  # rewards are logits
         if bon.get("problems"):
             out["best_of_n"] = bon
     out["timings_s"] = {"read_and_load": round(loaded - started, 2), "scoring": round(scored - loaded, 2),
@@ -291,6 +375,26 @@ def run_verifier_eval(cfg: Any, scorer: Any = None) -> dict[str, Any]:
                         row["step_labels"] = ex.step_labels[k]
                     f.write(json.dumps(row) + "\n")
     return out
+
+
+def _threshold_from(cfg: Any, scorer: Any) -> dict[str, Any]:
+    """Score ``cfg.threshold_data`` (every solution, PRMBench's original processes included: the choice needs
+    all-correct solutions) and choose the step threshold there."""
+    from rewardkit.data.steps import read_verifier_examples
+    from rewardkit.errors import UserError
+    from rewardkit.inference import score
+
+    examples, report = read_verifier_examples(cfg.threshold_data, skip_bad=cfg.skip_bad_records, split=cfg.split,
+                                              originals=True)
+    result = score(scorer, examples)
+    if result.step_rewards is None:
+        raise UserError("--threshold-data needs a process reward model (step scores)")
+    try:
+        chosen = choose_threshold(examples, result.step_rewards)
+    except ValueError as e:
+        raise UserError(f"--threshold-data {cfg.threshold_data}: {e}") from None
+    return {"data": cfg.threshold_data, "read": report.to_dict(), **chosen,
+            "note": "the threshold with the best ProcessBench F1 on this data (pooled), applied unchanged to --data"}
 
 
 def _num(v: float) -> float | None:
@@ -312,6 +416,10 @@ def summary_lines(out: dict[str, Any]) -> list[str]:
     if o.get("solutions"):
         lines.append(f"outcome: accuracy {o['accuracy']:.4f}  auroc {o['auroc']:.4f}  bce {o['bce']:.4f}  "
                      f"({o['solutions']} solutions, {o['positive_rate']:.1%} correct)")
+    if out.get("threshold_choice"):
+        c = out["threshold_choice"]
+        lines.append(f"threshold {c['threshold']:.2f}, chosen on {c['data']} (F1 {c['f1']:.4f} there over "
+                     f"{c['solutions']} solutions)")
     for subset, m in (out.get("processbench") or {}).get("subsets", {}).items():
         lines.append(f"ProcessBench {subset}: F1 {m['f1']:.4f} (error acc {m['error_accuracy']:.4f}, correct acc "
                      f"{m['correct_accuracy']:.4f}; always-correct F1 {m['baselines']['always_correct']['f1']:.4f}, "
@@ -321,4 +429,7 @@ def summary_lines(out: dict[str, Any]) -> list[str]:
         fmt = lambda m: f"{m['accuracy']:.4f} [{m['ci'][0]:.4f}, {m['ci'][1]:.4f}]" if m["ci"] else f"{m['accuracy']:.4f}"  # noqa: E731
         lines.append(f"best-of-{bon['solutions_per_problem']:.0f} on {bon['problems']} problems: scorer {fmt(bon['scorer'])}"
                      f"  random {fmt(bon['random'])}  majority {fmt(bon['majority_vote'])}  oracle {fmt(bon['oracle'])}")
+        lines.append(f"verifier-weighted vote {fmt(bon['weighted_vote'])}"
+                     + (f"  best fixed position ({bon['best_position']['name']}, optimistic) {fmt(bon['best_position'])}"
+                        if bon.get("best_position") else ""))
     return lines

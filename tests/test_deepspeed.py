@@ -157,3 +157,45 @@ def test_zero3_held_out_evaluation_with_uneven_forward_passes(setup, tmp_path):
     alone = json.loads(one.stdout)
     assert trained["pairs"] == alone["pairs"] == 5
     assert abs(trained["mean_margin"] - alone["mean_margin"]) < 1e-4
+
+
+def test_a_non_finite_step_under_deepspeed_is_reported_as_what_happened(setup, tmp_path):
+    """Under DeepSpeed the engine updates inside ``backward``, so whether a NaN step moved the weights is the
+    engine's to say, and the run must report what happened (``non_finite_applied`` had it moved the weights). Here
+    the engine skipped it: the record says so, the schedule waited, and the run ends where the plain
+    single-process run with the same fault (which skips the step itself) ends. Step 3's first micro-batch on each
+    process is NaN (forward call 5: 2 micro-batches per process per step)."""
+    from safetensors.torch import load_file
+
+    tmp, args = setup
+    args = [a for a in args if a != "--no-eval-before"]
+    i = args.index("--eval-data")
+    args = args[:i] + args[i + 2:] + ["--no-eval-before", "--warmup-ratio", "0"]
+    env = {**ENV, "REWARDKIT_TEST_NAN_CALLS": "5"}
+    fault = str(ROOT / "tests" / "nan_fault_cli.py")
+    # one process takes step 3 as its micro-batches 9-12: a NaN in the first makes the step's loss NaN
+    one = subprocess.run([sys.executable, fault, *args, "--run-name", "nan-one"],
+                         env={**env, "REWARDKIT_TEST_NAN_CALLS": "9"}, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                          str(ROOT / "configs/accelerate/deepspeed_zero2.yaml"), "--main_process_port", "29559",
+                          fault, *args, "--run-name", "nan-zero2"], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+
+    def rows(run: str) -> list[dict]:
+        return [json.loads(x) for x in (tmp / "runs" / run / "metrics.jsonl").read_text().splitlines()
+                if json.loads(x)["split"] == "train"]
+
+    plain, ds = rows("nan-one"), rows("nan-zero2")
+    assert plain[2].get("skipped") and [r["step"] for r in plain if r.get("skipped")] == [3]
+    # ZeRO-1/2 check gradients for inf/NaN at every precision (not only under fp16's loss scaler) and skip the
+    # update; rewardkit reads that from the engine (accelerate's step_was_skipped) instead of assuming either way
+    step3 = ds[2]
+    assert step3.get("skipped") and step3.get("overflow") and not step3.get("non_finite_applied"), step3
+    report = json.loads((tmp / "runs" / "nan-zero2" / "report.json").read_text())
+    assert report["skipped_steps"] == 1
+    assert ds[3]["lr"] == ds[2]["lr"] == plain[3]["lr"] != ds[1]["lr"]  # the schedule waited a step
+    # nothing moved at step 3: the run ends where the plain run, which skipped the step itself, ends
+    w1, w2 = (load_file(tmp / "runs" / run / "model.safetensors") for run in ("nan-one", "nan-zero2"))
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) < 1e-5

@@ -21,11 +21,13 @@ from rewardkit.sharing import group_rewards
 from rewardkit.verifiers import (
     auroc,
     best_of_n,
+    choose_threshold,
     majority_value,
     predicted_first_error,
     processbench_f1,
     processbench_metrics,
     step_f1,
+    weighted_vote_value,
 )
 
 from conftest import SHARED, write_jsonl
@@ -231,6 +233,18 @@ def test_processbench_metrics_per_subset() -> None:
     assert out["subsets"]["gsm8k"]["baselines"]["always_correct"]["f1"] == 0.0
 
 
+def test_threshold_is_chosen_by_hand_and_refuses_one_class_data() -> None:
+    def ex(labels: list[float]) -> VerifierExample:
+        return VerifierExample([{"role": "user", "content": "q"}], [["a", "b"]], [labels], [None])
+
+    wrong_at_1, right = ex([1.0, 0.0]), ex([1.0, 1.0])
+    # wrong_at_1 is found iff 0.6 < t <= 0.9, right stays right iff t <= 0.8: F1 1 on (0.6, 0.8], nearest 0.5: 0.61
+    chosen = choose_threshold([wrong_at_1, right], [[np.array([0.9, 0.6])], [np.array([0.9, 0.8])]])
+    assert chosen["threshold"] == 0.61 and chosen["f1"] == 1.0 and chosen["erroneous"] == 1
+    with pytest.raises(ValueError, match="both with and without"):
+        choose_threshold([right], [[np.array([0.9, 0.8])]])
+
+
 def test_step_f1_by_hand() -> None:
     ex = parse_verifier_record({"question": "q", "modified_process": ["a", "b", "c", "d"], "error_steps": [2, 3],
                                 "classification": "circular"}, originals=False)
@@ -251,6 +265,21 @@ def test_best_of_n_and_baselines_by_hand() -> None:
     assert out["majority_vote"]["accuracy"] == pytest.approx((1 + 0.5) / 2)
     assert out["oracle"]["accuracy"] == 1.0
     assert majority_value(["3", "3", "4"], np.array([1.0, 1.0, 0.0])) == 1.0
+    # weighted vote with the scores as P(correct): ex1 answer 3 weighs 0.3 < answer 4's 0.9 (wrong); ex2 tie
+    out = best_of_n([ex1, ex2], [np.array([0.1, 0.2, 0.9]), np.array([0.3, 0.3])], probabilities=True, samples=50)
+    assert out["weighted_vote"]["accuracy"] == pytest.approx((0 + 0.5) / 2)
+    assert out["weighted_vote_minus_majority_vote"]["difference"] == pytest.approx(-0.5)
+    # positions: 0 is right in ex1 only, 1 in both; position 2 (ex1 only) is listed but cannot be the paired best
+    assert out["positions"]["position 0"]["accuracy"] == 0.5 and out["positions"]["position 2"]["problems"] == 1
+    assert out["best_position"]["name"] == "position 1" and out["best_position"]["accuracy"] == 1.0
+    assert out["scorer_minus_best_position"]["difference"] == pytest.approx(0.25 - 1.0)
+    # where the verifier's weight overturns a wrong majority, and logits are turned into P(correct) by σ
+    ex3 = VerifierExample([{"role": "user", "content": "q"}], [["#### 5"], ["#### 5"], ["#### 6"]], [None] * 3,
+                          [0.0, 0.0, 1.0])
+    logits = np.log(np.array([0.1, 0.1, 0.9]) / (1 - np.array([0.1, 0.1, 0.9])))
+    out = best_of_n([ex3], [logits], samples=0)
+    assert out["weighted_vote"]["accuracy"] == 1.0 and out["majority_vote"]["accuracy"] == 0.0
+    assert weighted_vote_value(["5", "5", "6"], np.array([0.5, 0.5, 0.9]), np.array([0.0, 0.0, 1.0])) == 0.0
     assert auroc(np.array([0.1, 0.9, 0.8]), np.array([False, True, False])) == 1.0
 
 
@@ -314,6 +343,24 @@ def test_prm_learns_step_labels_and_plain_transformers_reads_the_same_step_rewar
         hidden = hf.base_model(torch.tensor([ids])).last_hidden_state
         step_logits = hf.score(hidden)[0, positions, 0]
     np.testing.assert_allclose(torch.sigmoid(step_logits).numpy(), [p_good, p_bad], rtol=1e-4, atol=1e-5)
+
+    # eval-verifier with the threshold chosen on other labelled data, then applied to the evaluated set
+    from rewardkit.config import ConfigError, EvalVerifierConfig
+    from rewardkit.verifiers import run_verifier_eval, summary_lines
+
+    calib = write_jsonl(tmp_path / "calib.jsonl", _prm_rows(12))
+    pb = [{"id": f"pb{i}", "problem": f"question {i % 5}", "steps": ["good great fine", "bad awful poor"], "label": 1}
+          for i in range(3)] + [{"id": "ok", "problem": "question 2", "steps": ["good great fine"], "label": -1}]
+    test = tmp_path / "gsm8k.json"
+    test.write_text(json.dumps(pb))
+    out = run_verifier_eval(EvalVerifierConfig(model=str(folder), data=str(test), threshold_data=str(calib),
+                                               bootstrap_samples=0, precision="fp32"), scorer)
+    choice = out["threshold_choice"]
+    assert choice["data"] == str(calib) and choice["solutions"] == 12 and 0 < choice["threshold"] < 1
+    assert out["processbench"]["threshold"] == choice["threshold"]
+    assert any("chosen on" in line for line in summary_lines(out))
+    with pytest.raises(ConfigError, match="pass one of them"):
+        EvalVerifierConfig(model=str(folder), data=str(test), threshold_data=str(calib), threshold=0.7)
 
 
 def test_orm_learns_outcomes_and_is_a_plain_reward_model(tmp_path, tiny_model_dir) -> None:

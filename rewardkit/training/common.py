@@ -290,7 +290,7 @@ def verifier_eval_metrics(examples: list[Any], rewards: list[np.ndarray], *, pro
     result = outcome_metrics(examples, rewards, probabilities=probabilities)
     result.setdefault("accuracy", float("nan"))
     result.setdefault("auroc", float("nan"))
-    bon = best_of_n(examples, rewards, samples=0)
+    bon = best_of_n(examples, rewards, probabilities=probabilities, samples=0)
     if bon.get("problems"):
         result["best_of_n"] = bon["scorer"]["accuracy"]
     result.update(completion_reward_stats(rewards))
