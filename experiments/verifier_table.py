@@ -1,4 +1,4 @@
-"""Tables for RESULTS.md from `experiments/verifiers.sh`'s outputs: python experiments/verifier_table.py runs/verifiers"""
+"""Tables for RESULTS.md from `experiments/verifiers.sh` and `experiments/verifiers_larger.sh` outputs: python experiments/verifier_table.py runs/verifiers_larger"""
 
 from __future__ import annotations
 
@@ -39,14 +39,14 @@ def main(folder: Path) -> None:
                   f"{diff(b['scorer_minus_majority_vote'])}\n")
     print("| run | records | steps | wall (train) |")
     print("|---|---|---|---|")
-    for name in ("orm", "prm"):
+    for name in ("orm", "bt", "prm"):
         report = folder / name / "report.json"
         if report.exists():
             r = json.loads(report.read_text())
             print(f"| {name} | {r['train_data']['loaded']} ({r['train_data']['source'][:60]}…) | {r['steps']} | "
                   f"{wall(folder, name + '.train.log')} |")
     print()
-    for name in ("orm-gsm8k-bo4", "prm-gsm8k-bo4"):
+    for name in ("orm-gsm8k-bo4", "bt-gsm8k-bo4", "prm-gsm8k-bo4"):
         out = load(folder, name)
         if not out or "best_of_n" not in out:
             continue
@@ -59,13 +59,24 @@ def main(folder: Path) -> None:
               f"{ci(b['scorer'])} |")
         for rule, m in (out.get("best_of_n_by_aggregate") or {}).items():
             print(f"| PRM, aggregate {rule} | {ci(m)} |")
+        if "weighted_vote" in b:
+            print(f"| verifier-weighted vote | {ci(b['weighted_vote'])} |")
         for base in ("random", "majority_vote", "oracle"):
             print(f"| {base.replace('_', ' ')} | {ci(b[base])} |")
+        if "best_position" in b:
+            print(f"| always {b['best_position']['name']} (the best position, chosen on these questions) | "
+                  f"{ci(b['best_position'])} |")
         print()
+        if "positions" in b:
+            print("Each position alone: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in b["positions"].items())
+                  + "\n")
         print("| difference | value [95% paired CI] |")
         print("|---|---|")
-        for base in ("random", "majority_vote", "oracle"):
-            print(f"| scorer − {base.replace('_', ' ')} | {diff(b[f'scorer_minus_{base}'])} |")
+        for picker in ("scorer", "weighted_vote"):
+            for base in ("random", "majority_vote", "oracle", "best_position"):
+                if f"{picker}_minus_{base}" in b:
+                    print(f"| {picker.replace('_', ' ')} − {base.replace('_', ' ')} | "
+                          f"{diff(b[f'{picker}_minus_{base}'])} |")
         o = out["outcome"]
         print(f"\noutcome: accuracy {o['accuracy']:.3f}, AUROC {o['auroc']:.3f}, BCE {o['bce']:.3f} over "
               f"{o['solutions']} solutions ({o['positive_rate']:.1%} correct)\n")
@@ -75,7 +86,10 @@ def main(folder: Path) -> None:
         if out and "processbench" in out:
             for subset, m in out["processbench"]["subsets"].items():
                 best = max(m["threshold_sweep"].items(), key=lambda kv: kv[1] if kv[1] == kv[1] else -1)
-                rows.append(f"| {subset} | {m['erroneous']} + {m['correct']} | {m['error_accuracy']:.3f} | "
+                choice = out.get("threshold_choice")
+                where = (f"{choice['threshold']:.2f} (chosen on PRMBench test, F1 {choice['f1']:.3f} there)"
+                         if choice else f"{out['processbench']['threshold']:.2f}")
+                rows.append(f"| {subset} | {where} | {m['erroneous']} + {m['correct']} | {m['error_accuracy']:.3f} | "
                             f"{m['correct_accuracy']:.3f} | **{m['f1']:.3f}** | "
                             f"{m['baselines']['always_correct']['f1']:.3f} | "
                             f"{m['baselines']['always_first_step']['f1']:.3f} | {best[1]:.3f} at {best[0]} | "
@@ -99,13 +113,13 @@ def main(folder: Path) -> None:
             for h in halves for r in map(json.loads, h.read_text().splitlines())])["f1"]
             for t in [0.05 * k for k in range(1, 20)]}
         best = max(sweep.items(), key=lambda kv: kv[1])
-        rows.append(f"| math (both halves) | {m['erroneous']} + {m['correct']} | {m['error_accuracy']:.3f} | "
+        rows.append(f"| math (both halves) | 0.50 | {m['erroneous']} + {m['correct']} | {m['error_accuracy']:.3f} | "
                     f"{m['correct_accuracy']:.3f} | **{m['f1']:.3f}** | {always:.3f} | {step0:.3f} | "
                     f"{best[1]:.3f} at {best[0]} | – |")
     if rows:
-        print("| ProcessBench subset | erroneous + correct | acc. erroneous | acc. correct | F1 (threshold 0.5) | "
+        print("| ProcessBench subset | threshold | erroneous + correct | acc. erroneous | acc. correct | F1 | "
               "always correct | always step 0 | best F1 of the sweep (optimistic) | scoring |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
 
 

@@ -3,7 +3,7 @@
 # * `bt`: a verifier trained to rank a question's solutions — GSM8K example_model_solutions.jsonl lines 1-660 (the
 #   training side of the by-question split; lines 661-1319 are held out) as within-question preferences
 #   (experiments/gsm8k_pairs.py: every correct solution beats every incorrect one; the questions with both kinds),
-#   --loss balanced, 2 epochs; then best-of-4 on all 659 held-out questions.
+#   --loss balanced, 1 epoch (45 steps); then best-of-4 on all 659 held-out questions.
 # * `prm`: a PRM on PRMBench train/ (the first PRM_N records of each of the 8 files), then ProcessBench gsm8k and
 #   math with the step threshold chosen on PRMBench *test* (the first CAL_N records of each file, original
 #   processes included) — never on ProcessBench — and best-of-4 on the first BO4_Q held-out GSM8K questions.
@@ -12,13 +12,13 @@
 cd "$(dirname "$0")/.."; PART=${1:?bt or prm}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 RK=".venv/bin/rewardkit"; OUT=runs/verifiers_larger; mkdir -p $OUT
-D=../shared/data; PRM_N=${PRM_N:-64}; CAL_N=${CAL_N:-12}; BO4_Q=${BO4_Q:-330}
+D=../shared/data; PRM_N=${PRM_N:-32}; CAL_N=${CAL_N:-12}; BO4_Q=${BO4_Q:-330}
 T() { /usr/bin/time -f "%e s wall, %M KB peak" "$@"; }
 GSM=$D/gsm8k/example_model_solutions.jsonl
 if [ $PART = bt ]; then
   [ -f $OUT/gsm8k-pairs.jsonl ] || .venv/bin/python experiments/gsm8k_pairs.py "$GSM[:660]" $OUT/gsm8k-pairs.jsonl
   [ -f $OUT/bt/report.json ] || T $RK train --model smollm2-135m --train-data $OUT/gsm8k-pairs.jsonl --loss balanced \
-    --epochs 2 --batch-size 8 --learning-rate 2e-5 --no-eval-before --output-dir $OUT --run-name bt --overwrite \
+    --batch-size 8 --micro-batch-tokens 2048 --learning-rate 2e-5 --no-eval-before --output-dir $OUT --run-name bt --overwrite \
     > $OUT/bt.train.log 2>&1
   [ -f $OUT/bt-gsm8k-bo4.json ] || T $RK eval-verifier --model $OUT/bt --data "$GSM[660:]" \
     --output $OUT/bt-gsm8k-bo4.json > $OUT/bt-gsm8k-bo4.log 2>&1

@@ -122,6 +122,10 @@ class TrainConfig(ConfigBase):
                         + AGGREGATE_HELP.split(": ", 1)[1])
     prm_last_step_only: bool = _f(False, "With --objective prm: train on each solution's last labelled step only (an "
                                   "outcome label read at the final step) instead of every labelled step.")
+    orm_ranking_coef: float = _f(0.0, within="[0, inf)", help="With --objective orm: add this times a within-problem "
+                                 "ranking loss (eq. 6 over the pairs of a problem's solutions whose labels differ; "
+                                 "V-STaR) to the pointwise BCE. Best-of-N ranks within a problem; BCE alone can learn "
+                                 "which problems are hard instead (RESULTS.md, issue 34).")
     loss: str = _f("bt", choices=LOSS_NAMES, help="Training loss: 'bt' (eq. 3), 'bt_softplus' (eq. 4), 'margin' (eq. 5, needs margins), 'balanced' "
                    "(eq. 6: all C(K,2) pairs of a ranking weighted 1/C(K,2)) or 'plackett_luce' (K-wise).")
     label_smoothing: float = _f(0.0, within="[0, 0.5)", help="Label smoothing ε for noisy labels: pairwise target 1 − ε instead of 1 (bt, margin, balanced).")
@@ -258,6 +262,8 @@ class TrainConfig(ConfigBase):
             if pairwise_only:
                 raise ConfigError(f"{', '.join(pairwise_only)} apply to preference training, not to --objective "
                                   f"{self.objective}; drop them")
+        if self.objective != "orm" and self.orm_ranking_coef:
+            raise ConfigError("--orm-ranking-coef applies to --objective orm only (preference training ranks already)")
         if self.objective != "prm":
             prm_only = [f"--{name.replace('_', '-')}" for name in ("step_marker", "aggregate", "prm_last_step_only")
                         if getattr(self, name) != self.__dataclass_fields__[name].default]

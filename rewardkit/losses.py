@@ -123,6 +123,26 @@ def pointwise_bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
 
 
+def within_problem_ranking_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """A verifier's within-problem ranking term: eq. 6 (all pairs weighted 1/#pairs) over the pairs of one problem's
+    solutions whose outcome labels differ, the better-labelled one preferred with the soft target
+    ½ + (t_a − t_b)/2 (1 for a correct beside an incorrect solution; ½ + 0.05 for soft labels 0.7 vs 0.6), in the
+    stable form of eq. 4. Best-of-N ranks *within* a problem, and pointwise BCE alone can be lowered by learning
+    which problems are hard; V-STaR (Hosseini et al. 2024, arXiv 2402.06457) trains its verifier on exactly such
+    correct-vs-incorrect pairs of one problem. A scalar; 0 when all labels are equal (nothing to rank)."""
+    targets = torch.as_tensor(targets, dtype=logits.dtype, device=logits.device)
+    if targets.shape != logits.shape or logits.dim() != 1:
+        raise ValueError(f"one target per logit: {tuple(targets.shape)} targets for {tuple(logits.shape)} logits")
+    a, b = torch.triu_indices(len(logits), len(logits), offset=1, device=logits.device)
+    gap = targets[a] - targets[b]
+    keep = gap != 0
+    if not keep.any():
+        return logits.sum() * 0.0  # keeps the graph (DDP expects every parameter used)
+    a, b, gap = a[keep], b[keep], gap[keep]
+    better, worse = torch.where(gap > 0, a, b), torch.where(gap > 0, b, a)
+    return soft_bradley_terry_loss(logits[better], logits[worse], 0.5 + gap.abs() / 2).mean()
+
+
 def step_bce_loss(step_logits: torch.Tensor, step_targets: torch.Tensor, *, last_step_only: bool = False
                   ) -> torch.Tensor:
     """Process reward model (PRM) loss for one solution: the mean over its labelled steps of the binary cross-entropy

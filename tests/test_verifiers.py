@@ -378,6 +378,23 @@ def test_orm_learns_outcomes_and_is_a_plain_reward_model(tmp_path, tiny_model_di
     assert r[0] > 0 > r[1]
 
 
+def test_orm_ranking_term_is_added_and_recorded(tmp_path, tiny_model_dir) -> None:
+    """Same init, same first batch: the first step's loss with the ranking term is the BCE plus a positive term."""
+    rows = [{"prompt": f"question {i % 4}", "completions": ["good great fine", "bad awful poor", "good fine"],
+             "correct": [True, False, True]} for i in range(8)]
+    data = write_jsonl(tmp_path / "orm.jsonl", rows)
+
+    def first_loss(name: str, **extra) -> float:
+        _train(tmp_path / name, tiny_model_dir, "orm", data, **extra)
+        line = (tmp_path / name / "orm" / "metrics.jsonl").read_text().splitlines()[0]
+        return json.loads(line)["loss"]
+
+    plain, ranked = first_loss("plain"), first_loss("ranked", orm_ranking_coef=1.0)
+    assert ranked > plain + 0.1  # ≈ BCE + log 2 at a near-zero head (untrained: rewards close together)
+    meta = json.loads((tmp_path / "ranked" / "orm" / "rewardkit.json").read_text())
+    assert meta["verifier"]["ranking_coef"] == 1.0
+
+
 def test_soft_labels_reach_the_loss_unchanged(tiny) -> None:
     """The PRM objective's loss on one record equals step_bce_loss on the labels as given (0.7 stays 0.7)."""
     from rewardkit.config import TrainConfig
@@ -405,6 +422,8 @@ def test_verifier_objectives_refuse_pairwise_flags() -> None:
         TrainConfig(model="x", train_data="x", objective="prm", loss="margin")
     with pytest.raises(ConfigError, match="--step-marker"):
         TrainConfig(model="x", train_data="x", objective="orm", step_marker="\n")
+    with pytest.raises(ConfigError, match="--orm-ranking-coef"):
+        TrainConfig(model="x", train_data="x", objective="prm", orm_ranking_coef=1.0)
 
 
 def test_prm_scores_rendered_texts_with_their_prompt_like_messages(tiny) -> None:

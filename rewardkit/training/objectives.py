@@ -57,6 +57,7 @@ from rewardkit.losses import (
     record_loss,
     step_bce_loss,
     symmetric_pair_differences,
+    within_problem_ranking_loss,
 )
 from rewardkit.plan import Item, micro_batch_token_budget, micro_batches
 from rewardkit.sharing import group_rewards
@@ -414,7 +415,8 @@ class Outcome(Objective):
     """An outcome reward model (ORM; Cobbe et al. 2021): the reward at a solution's last token is the logit of
     P(correct), trained with pointwise binary cross-entropy against each solution's label, soft labels as given
     (``rewardkit.losses.pointwise_bce_loss``). A record is a problem and its solutions (one shared prompt); its loss is
-    the mean over its labelled solutions. The checkpoint is a plain scalar reward model: σ(reward) = P(correct)."""
+    the mean over its labelled solutions, plus ``--orm-ranking-coef`` × the within-problem ranking term
+    (``rewardkit.losses.within_problem_ranking_loss``) when set. The checkpoint is a plain scalar reward model: σ(reward) = P(correct)."""
 
     name = "orm"
 
@@ -437,13 +439,19 @@ class Outcome(Objective):
         for it, r in zip(micro, rewards):
             labelled = [k for k, c in enumerate(it.example.correct) if c is not None]
             t = torch.tensor([it.example.correct[k] for k in labelled], device=r.device, dtype=r.dtype)
-            losses.append(pointwise_bce_loss(r[labelled], t).mean())
+            loss = pointwise_bce_loss(r[labelled], t).mean()
+            if self.cfg.orm_ranking_coef:
+                loss = loss + self.cfg.orm_ranking_coef * within_problem_ranking_loss(r[labelled], t)
+            losses.append(loss)
             correct += float(((r[labelled].detach() > 0) == (t > 0.5)).float().mean())
         weights = torch.tensor([it.weight for it in micro], device=rewards[0].device)
         return MicroLoss(torch.stack(losses) * weights, correct, 0.0, list(rewards), rewards.path, rewards.reason)
 
     def checkpoint_options(self) -> dict[str, Any]:
-        return {"verifier": {"kind": "orm", "reward": "logit of P(solution is correct), read at its last token"}}
+        verifier = {"kind": "orm", "reward": "logit of P(solution is correct), read at its last token"}
+        if self.cfg.orm_ranking_coef:
+            verifier["ranking_coef"] = self.cfg.orm_ranking_coef
+        return {"verifier": verifier}
 
 
 class Process(Objective):
