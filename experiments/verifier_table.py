@@ -50,7 +50,8 @@ def main(folder: Path) -> None:
         out = load(folder, name)
         if not out or "best_of_n" not in out:
             continue
-        b = out["best_of_n"]
+        # recomputed from the saved per-solution scores with the current metrics (the same seed as the run's)
+        b = rescored_best_of_n(folder, name, out["data"], probabilities=out["kind"] == "prm") or out["best_of_n"]
         print(f"**{name}** ({b['problems']} held-out questions, {b['solutions_per_problem']:.0f} solutions each; "
               f"scoring {out['timings_s']['scoring']:.0f} s):\n")
         print("| picker | best-of-4 accuracy [95% CI] |")
@@ -67,6 +68,10 @@ def main(folder: Path) -> None:
             print(f"| always {b['best_position']['name']} (the best position, chosen on these questions) | "
                   f"{ci(b['best_position'])} |")
         print()
+        if "pairs_ordered" in b:
+            p = b["pairs_ordered"]
+            print(f"Within-question order: {ci(p)} of the (correct, incorrect) solution pairs ordered right, over the "
+                  f"{p['problems']} questions with both (chance 0.5).\n")
         if "positions" in b:
             print("Each position alone: " + ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in b["positions"].items())
                   + "\n")
@@ -81,7 +86,7 @@ def main(folder: Path) -> None:
         print(f"\noutcome: accuracy {o['accuracy']:.3f}, AUROC {o['auroc']:.3f}, BCE {o['bce']:.3f} over "
               f"{o['solutions']} solutions ({o['positive_rate']:.1%} correct)\n")
     rows = []
-    for name in ("prm-processbench-gsm8k", "prm-processbench-math"):
+    for name in ("prm-processbench", "prm-processbench-gsm8k", "prm-processbench-math"):
         out = load(folder, name)
         if out and "processbench" in out:
             for subset, m in out["processbench"]["subsets"].items():
@@ -123,7 +128,7 @@ def main(folder: Path) -> None:
         print("\n".join(rows))
 
 
-def rescored_best_of_n(folder: Path, name: str, spec: str) -> dict | None:
+def rescored_best_of_n(folder: Path, name: str, spec: str, probabilities: bool = False) -> dict | None:
     """Best-of-4 of a scorer's saved per-solution scores on the records of ``spec`` only (the ORM scored all held-out
     questions; the PRM the first 330 of them: this compares both on the same questions)."""
     import numpy as np
@@ -138,7 +143,7 @@ def rescored_best_of_n(folder: Path, name: str, spec: str) -> dict | None:
     examples, _ = read_verifier_examples(spec)
     arrays = [np.array([np.nan if scores.get(i.split("gsm8k/")[-1]) is None else scores[i.split("gsm8k/")[-1]]
                         for i in ex.ids]) for ex in examples]
-    return best_of_n(examples, arrays, samples=1000, seed=42)
+    return best_of_n(examples, arrays, probabilities=probabilities, samples=1000, seed=42)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,10 @@ elif [ $PART = prm ]; then
   [ -f $OUT/prm/report.json ] || T $RK train --model smollm2-135m --objective prm --train-data "$TRAIN" \
     --skip-bad-records --batch-size 8 --learning-rate 2e-5 --no-eval-before --output-dir $OUT --run-name prm \
     --overwrite > $OUT/prm.train.log 2>&1
-  for job in processbench-gsm8k:$D/processbench/gsm8k.json processbench-math:$D/processbench/math.json \
-             "gsm8k-bo4:$GSM[660:$((660 + BO4_Q))]"; do
+  # both ProcessBench files in one run: F1 per subset (file), the calibration data scored once
+  for job in processbench:$D/processbench/gsm8k.json,$D/processbench/math.json "gsm8k-bo4:$GSM[660:$((660 + BO4_Q))]"; do
     name=${job%%:*}; spec=${job#*:}
-    cal=(); [ $name = gsm8k-bo4 ] || cal=(--threshold-data "$CAL" --skip-bad-records)
+    cal=(); [ $name = processbench ] && cal=(--threshold-data "$CAL" --skip-bad-records)
     [ -f $OUT/prm-$name.json ] || T $RK eval-verifier --model $OUT/prm --data "$spec" "${cal[@]}" \
       --output $OUT/prm-$name.json > $OUT/prm-$name.log 2>&1
   done

@@ -191,6 +191,18 @@ def weighted_vote_value(answers: list[str | None], weights: np.ndarray, correct:
     return float(np.mean([correct[v].mean() for v in tops]))
 
 
+def within_problem_order(scores: np.ndarray, correct: np.ndarray) -> float | None:
+    """The fraction of one problem's (correct, incorrect) solution pairs whose scores put the correct one higher
+    (ties count half; unscored solutions left out): a verifier's ranking within a problem, which best-of-N needs and
+    a pooled AUROC does not measure (it also rewards knowing which problems are hard). None without both kinds."""
+    ok = ~np.isnan(scores)
+    good, bad = scores[ok & (correct >= 0.5)], scores[ok & (correct < 0.5)]
+    if not len(good) or not len(bad):
+        return None
+    diff = good[:, None] - bad[None, :]
+    return float(((diff > 0) + 0.5 * (diff == 0)).mean())
+
+
 def _position_names(examples: list[VerifierExample]) -> list[str]:
     """A name per solution position: the id's last ``:`` field where every problem agrees on it (GSM8K's model
     names), else ``position k``."""
@@ -216,6 +228,8 @@ def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, prob
     values: dict[str, list[float]] = defaultdict(list)
     names = _position_names(examples)
     positions: dict[int, list[float]] = defaultdict(list)
+    pair_problems: list[int] = []
+    pair_values: list[float] = []
     for ex, sc in zip(examples, scores):
         keep = [k for k, c in enumerate(ex.correct) if c is not None]
         if len(keep) < 2:
@@ -229,6 +243,10 @@ def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, prob
         values["random"].append(float(correct.mean()))
         values["majority_vote"].append(majority_value(answers, correct))
         values["oracle"].append(float(correct.max()))
+        ordered = within_problem_order(s, correct)
+        if ordered is not None:
+            pair_problems.append(len(values["scorer"]) - 1)
+            pair_values.append(ordered)
         for j, k in enumerate(keep):
             positions[k].append(correct[j])
     n = len(values["scorer"])
@@ -245,6 +263,12 @@ def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, prob
         for base in ("random", "majority_vote", "oracle"):
             diff = np.asarray(values[picker]) - np.asarray(values[base])
             out[f"{picker}_minus_{base}"] = {"difference": float(diff.mean()), "ci": boot.ci(diff, idx)}
+    if pair_values:  # over the problems with both kinds of solution, resampled with the same problems
+        arr = np.asarray(pair_values)
+        out["pairs_ordered"] = {"accuracy": float(arr.mean()), "problems": len(arr),
+                                "ci": Bootstrap(np.arange(len(arr)), samples=samples, seed=seed).ci(arr, np.arange(len(arr))),
+                                "note": "per problem with correct and incorrect solutions: the fraction of its "
+                                        "(correct, incorrect) pairs the scores order right (ties half); chance 0.5"}
     out["positions"] = {names[k]: {"accuracy": float(np.mean(v)), "problems": len(v)}
                         for k, v in sorted(positions.items())}
     full = {k: v for k, v in positions.items() if len(v) == n}  # positions every problem has: paired with the scorer
@@ -429,6 +453,9 @@ def summary_lines(out: dict[str, Any]) -> list[str]:
         fmt = lambda m: f"{m['accuracy']:.4f} [{m['ci'][0]:.4f}, {m['ci'][1]:.4f}]" if m["ci"] else f"{m['accuracy']:.4f}"  # noqa: E731
         lines.append(f"best-of-{bon['solutions_per_problem']:.0f} on {bon['problems']} problems: scorer {fmt(bon['scorer'])}"
                      f"  random {fmt(bon['random'])}  majority {fmt(bon['majority_vote'])}  oracle {fmt(bon['oracle'])}")
+        if bon.get("pairs_ordered"):
+            lines.append(f"within-problem order {fmt(bon['pairs_ordered'])} of (correct, incorrect) pairs over "
+                         f"{bon['pairs_ordered']['problems']} problems (chance 0.5)")
         lines.append(f"verifier-weighted vote {fmt(bon['weighted_vote'])}"
                      + (f"  best fixed position ({bon['best_position']['name']}, optimistic) {fmt(bon['best_position'])}"
                         if bon.get("best_position") else ""))

@@ -28,6 +28,7 @@ from rewardkit.verifiers import (
     processbench_metrics,
     step_f1,
     weighted_vote_value,
+    within_problem_order,
 )
 
 from conftest import SHARED, write_jsonl
@@ -273,6 +274,10 @@ def test_best_of_n_and_baselines_by_hand() -> None:
     assert out["positions"]["position 0"]["accuracy"] == 0.5 and out["positions"]["position 2"]["problems"] == 1
     assert out["best_position"]["name"] == "position 1" and out["best_position"]["accuracy"] == 1.0
     assert out["scorer_minus_best_position"]["difference"] == pytest.approx(0.25 - 1.0)
+    # within-problem order: ex1 puts its incorrect solution (0.9) above both correct ones (0.1, 0.2): 0 of 2; ex2 ties
+    assert out["pairs_ordered"]["accuracy"] == pytest.approx((0.0 + 0.5) / 2) and out["pairs_ordered"]["problems"] == 2
+    assert within_problem_order(np.array([0.3, 0.1, 0.2]), np.array([1.0, 0.0, 0.0])) == 1.0
+    assert within_problem_order(np.array([0.3, 0.1]), np.array([1.0, 1.0])) is None
     # where the verifier's weight overturns a wrong majority, and logits are turned into P(correct) by σ
     ex3 = VerifierExample([{"role": "user", "content": "q"}], [["#### 5"], ["#### 5"], ["#### 6"]], [None] * 3,
                           [0.0, 0.0, 1.0])
