@@ -160,8 +160,12 @@ def pair_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, len_chosen: np.nd
 
 
 def completion_reward_stats(rewards: list[np.ndarray]) -> dict[str, float]:
-    """``reward_mean`` / ``reward_std`` (population) over every completion of ``rewards``, each once."""
+    """``reward_mean`` / ``reward_std`` (population) over every completion of ``rewards``, each once; a NaN reward
+    (a process reward model's solution with no step inside max_length) is left out (NaN only if all are)."""
     everything = np.concatenate(rewards)
+    everything = everything[~np.isnan(everything)]
+    if not everything.size:
+        return {"reward_mean": float("nan"), "reward_std": float("nan")}
     return {"reward_mean": float(everything.mean()), "reward_std": float(everything.std())}
 
 

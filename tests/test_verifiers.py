@@ -321,6 +321,8 @@ def test_prm_learns_step_labels_and_plain_transformers_reads_the_same_step_rewar
     folder = tmp_path / "prm"
     meta = json.loads((folder / "rewardkit.json").read_text())
     assert meta["verifier"]["kind"] == "prm" and meta["verifier"]["step_marker"] == MARKER
+    # reward statistics from the last steps' own aggregated P(right) (no rescoring pass), in the scorer's units
+    assert "computed during training" in meta["reward_stats_source"] and 0 < meta["reward_mean"] < 1
     from rewardkit.inference import load_classifier_scorer
 
     scorer = load_classifier_scorer(str(folder), precision="fp32")

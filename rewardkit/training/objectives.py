@@ -32,6 +32,7 @@ from rewardkit.batching import Encoder, TruncationStats, encode_steps, pad_batch
 from rewardkit.data.record import PreferenceExample, completion_text
 from rewardkit.data.steps import VerifierExample
 from rewardkit.errors import UserError
+from rewardkit.inference.scoring import aggregate_steps
 from rewardkit.heads import (
     LENGTH_HEAD_FILE,
     GateFit,
@@ -460,7 +461,9 @@ class Process(Objective):
     trained with per-step binary cross-entropy against the step labels, soft labels as given and unlabelled steps
     left out (``rewardkit.losses.step_bce_loss``; ``--prm-last-step-only``: only each solution's last labelled
     step). A record's loss is the mean over its solutions. The checkpoint records the marker and the aggregation
-    rule (``rewardkit.inference.scoring.aggregate_steps``)."""
+    rule (``rewardkit.inference.scoring.aggregate_steps``). The step's aggregated P(right) per solution — what the
+    scorer returns — is handed back as the record's rewards, the free source of the checkpoint's reward statistics
+    (before, a run without held-out data rescored up to 500 training records after the last step)."""
 
     name = "prm"
 
@@ -483,12 +486,15 @@ class Process(Objective):
         rewards = group_rewards(model, [it.ids for it in micro], self.pad_id, shared=self.cfg.prefix_sharing,
                                 padding_side=self.cfg.padding_side, route=self.cfg.route,
                                 reads=[it.reads for it in micro])
-        losses, correct = [], 0.0
+        losses, correct, solution_rewards = [], 0.0, []
         for it, flat in zip(micro, rewards):
-            per, start, scored = [], 0, 0.0
+            per, start, scored, aggregates = [], 0, 0.0, []
             for labels, positions in zip(it.example.step_labels, it.reads):
                 logits = flat[start:start + len(positions)]
                 start += len(positions)
+                # what the scorer will return for this solution: its steps' P(right) under the checkpoint's rule
+                aggregates.append(aggregate_steps(torch.sigmoid(logits.detach().float()).cpu().numpy(),
+                                                  self.cfg.aggregate))
                 if labels is None:
                     continue
                 t = torch.tensor([float("nan") if v is None else v for v in labels[:len(positions)]],
@@ -500,8 +506,9 @@ class Process(Objective):
                 scored = scored + float(((logits.detach()[known] > 0) == (t[known] > 0.5)).float().mean())
             losses.append(torch.stack(per).mean() if per else flat.sum() * 0.0)
             correct += scored / max(len(per), 1)
+            solution_rewards.append(torch.tensor(aggregates, dtype=torch.float32))
         weights = torch.tensor([it.weight for it in micro], device=rewards[0].device)
-        return MicroLoss(torch.stack(losses) * weights, correct, 0.0, None, rewards.path, rewards.reason)
+        return MicroLoss(torch.stack(losses) * weights, correct, 0.0, solution_rewards, rewards.path, rewards.reason)
 
     def checkpoint_options(self) -> dict[str, Any]:
         return {"verifier": {"kind": "prm", "step_marker": self.cfg.step_marker, "aggregate": self.cfg.aggregate,
