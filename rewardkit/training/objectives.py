@@ -32,7 +32,6 @@ from rewardkit.batching import Encoder, TruncationStats, encode_steps, pad_batch
 from rewardkit.data.record import PreferenceExample, completion_text
 from rewardkit.data.steps import VerifierExample
 from rewardkit.errors import UserError
-from rewardkit.inference.scoring import aggregate_steps
 from rewardkit.heads import (
     LENGTH_HEAD_FILE,
     GateFit,
@@ -50,6 +49,7 @@ from rewardkit.heads import (
     scale_gate,
     score_linear,
 )
+from rewardkit.inference.scoring import aggregate_steps
 from rewardkit.judges.judge import VerdictTokens, verdict_logprobs
 from rewardkit.losses import (
     correlation_sums,
