@@ -51,7 +51,9 @@ def main(folder: Path) -> None:
         if not out or "best_of_n" not in out:
             continue
         # recomputed from the saved per-solution scores with the current metrics (the same seed as the run's)
-        b = rescored_best_of_n(folder, name, out["data"], probabilities=out["kind"] == "prm") or out["best_of_n"]
+        kind = ("probability" if out["kind"] == "prm" else
+                "logit" if out["scorer"].get("verifier", {}).get("kind") == "orm" else "softmax")
+        b = rescored_best_of_n(folder, name, out["data"], weights=kind) or out["best_of_n"]
         print(f"**{name}** ({b['problems']} held-out questions, {b['solutions_per_problem']:.0f} solutions each; "
               f"scoring {out['timings_s']['scoring']:.0f} s):\n")
         print("| picker | best-of-4 accuracy [95% CI] |")
@@ -61,7 +63,7 @@ def main(folder: Path) -> None:
         for rule, m in (out.get("best_of_n_by_aggregate") or {}).items():
             print(f"| PRM, aggregate {rule} | {ci(m)} |")
         if "weighted_vote" in b:
-            print(f"| verifier-weighted vote | {ci(b['weighted_vote'])} |")
+            print(f"| verifier-weighted vote ({b.get('vote_weights', 'logit')} weights) | {ci(b['weighted_vote'])} |")
         for base in ("random", "majority_vote", "oracle"):
             print(f"| {base.replace('_', ' ')} | {ci(b[base])} |")
         if "best_position" in b:
@@ -128,7 +130,7 @@ def main(folder: Path) -> None:
         print("\n".join(rows))
 
 
-def rescored_best_of_n(folder: Path, name: str, spec: str, probabilities: bool = False) -> dict | None:
+def rescored_best_of_n(folder: Path, name: str, spec: str, weights: str | None = None) -> dict | None:
     """Best-of-4 of a scorer's saved per-solution scores on the records of ``spec`` only (the ORM scored all held-out
     questions; the PRM the first 330 of them: this compares both on the same questions)."""
     import numpy as np
@@ -143,7 +145,7 @@ def rescored_best_of_n(folder: Path, name: str, spec: str, probabilities: bool =
     examples, _ = read_verifier_examples(spec)
     arrays = [np.array([np.nan if scores.get(i.split("gsm8k/")[-1]) is None else scores[i.split("gsm8k/")[-1]]
                         for i in ex.ids]) for ex in examples]
-    return best_of_n(examples, arrays, probabilities=probabilities, samples=1000, seed=42)
+    return best_of_n(examples, arrays, weights=weights, samples=1000, seed=42)
 
 
 if __name__ == "__main__":

@@ -352,8 +352,8 @@ class EvalVerifierConfig(ConfigBase):
                    "slices and comma-joined sources as for training.")
     split: str = _f("test,validation", "Split of --data when it is a hub dataset id or a saved dataset folder.")
     output: str | None = _f(None, "Write the metrics JSON here (and the per-solution scores beside it, .scores.jsonl).")
-    threshold: float = _f(0.5, within="(0, 1)", help="A step is predicted wrong when P(right) < this (ProcessBench's "
-                          "first-error prediction, step F1).")
+    threshold: float | None = _f(None, within="(0, 1)", help="A step is predicted wrong when P(right) < this "
+                                 "(ProcessBench's first-error prediction, step F1); default 0.5.")
     threshold_data: str | None = _f(None, "Choose the threshold on these step-labelled solutions instead (the one "
                                     "with the best ProcessBench F1 there, on a 0.01 grid) and apply it to --data: "
                                     "the honest choice, e.g. PRMBench's test split or a held-out slice of the "
@@ -376,7 +376,7 @@ class EvalVerifierConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.threshold_data and self.threshold != 0.5:
+        if self.threshold_data and self.threshold is not None:
             raise ConfigError("--threshold and --threshold-data both set the step threshold; pass one of them")
 
 

@@ -160,13 +160,16 @@ def pair_metrics(r_chosen: np.ndarray, r_rejected: np.ndarray, len_chosen: np.nd
 
 
 def completion_reward_stats(rewards: list[np.ndarray]) -> dict[str, float]:
-    """``reward_mean`` / ``reward_std`` (population) over every completion of ``rewards``, each once; a NaN reward
-    (a process reward model's solution with no step inside max_length) is left out (NaN only if all are)."""
+    """``reward_mean`` / ``reward_std`` (population) over every completion of ``rewards``, each once; NaN rewards
+    (non-finite outputs, e.g. a skipped non-finite training step's) are left out and counted (``reward_nan``)."""
     everything = np.concatenate(rewards)
-    everything = everything[~np.isnan(everything)]
-    if not everything.size:
-        return {"reward_mean": float("nan"), "reward_std": float("nan")}
-    return {"reward_mean": float(everything.mean()), "reward_std": float(everything.std())}
+    nan = np.isnan(everything)
+    everything = everything[~nan]
+    out = {"reward_mean": float(everything.mean()) if everything.size else float("nan"),
+           "reward_std": float(everything.std()) if everything.size else float("nan")}
+    if nan.any():
+        out["reward_nan"] = int(nan.sum())
+    return out
 
 
 # ---------------------------------------------------------------------------------------- bootstrap

@@ -215,16 +215,41 @@ def _position_names(examples: list[VerifierExample]) -> list[str]:
     return names
 
 
+VOTE_WEIGHTS = ("logit", "probability", "softmax")
+
+
+def vote_weights(scores: np.ndarray, kind: str) -> np.ndarray:
+    """A problem's solutions' voting weights from their scores: ``probability`` — the scores are P(correct) (a PRM's
+    aggregate); ``logit`` — σ(score) (an ORM's reward is the logit of P(correct)); ``softmax`` — exp(r) / Σ exp(r)
+    over the problem's scored solutions, for a preference reward model whose rewards are only defined up to a shift
+    (the Bradley–Terry / Plackett–Luce probability that a solution is the problem's best). NaN stays NaN."""
+    s = np.asarray(scores, dtype=np.float64)
+    if kind == "probability":
+        return s
+    if kind == "logit":
+        return np.array([sigmoid(float(v)) if not np.isnan(v) else np.nan for v in s])
+    if kind == "softmax":
+        ok = ~np.isnan(s)
+        out = np.full_like(s, np.nan)
+        if ok.any():
+            e = np.exp(s[ok] - s[ok].max())
+            out[ok] = e / e.sum()
+        return out
+    raise ValueError(f"vote weights must be one of {VOTE_WEIGHTS}, got {kind!r}")
+
+
 def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, probabilities: bool = False,
-              samples: int = 1000, seed: int = 0) -> dict[str, Any]:
+              weights: str | None = None, samples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Best-of-N accuracy of the scores against random, majority vote and the oracle, with bootstrap CIs over
     problems and paired CIs of the score's difference to each baseline. Problems need ≥ 2 labelled solutions.
 
-    Also reported: verifier-weighted voting (the scores as weights: P(correct), i.e. σ(score) unless
-    ``probabilities``) with its paired differences, and the accuracy of always taking the solution at each
+    Also reported: verifier-weighted voting (``vote_weights``: ``weights``, default ``probability`` when
+    ``probabilities`` else ``logit``; ``softmax`` for a preference RM) with its paired differences, the
+    within-problem pair order, and the accuracy of always taking the solution at each
     position. When the data lists its solutions in a fixed order of sources (GSM8K's four models), the best
     position is a strong, data-specific baseline that a verifier should be compared with; it is chosen on the
     evaluated problems themselves, so it is optimistic."""
+    kind = weights or ("probability" if probabilities else "logit")
     values: dict[str, list[float]] = defaultdict(list)
     names = _position_names(examples)
     positions: dict[int, list[float]] = defaultdict(list)
@@ -237,9 +262,8 @@ def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, prob
         correct = (np.array([ex.correct[k] for k in keep], dtype=np.float64) >= 0.5).astype(np.float64)
         s = np.asarray(sc, dtype=np.float64)[keep]
         answers = [ex.answers[k] for k in keep]
-        weights = s if probabilities else np.array([sigmoid(float(v)) if not np.isnan(v) else np.nan for v in s])
         values["scorer"].append(_pick_value(s, correct))
-        values["weighted_vote"].append(weighted_vote_value(answers, weights, correct))
+        values["weighted_vote"].append(weighted_vote_value(answers, vote_weights(s, kind), correct))
         values["random"].append(float(correct.mean()))
         values["majority_vote"].append(majority_value(answers, correct))
         values["oracle"].append(float(correct.max()))
@@ -255,7 +279,7 @@ def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, prob
     boot = Bootstrap(np.arange(n), samples=samples, seed=seed)
     idx = np.arange(n)
     out: dict[str, Any] = {"problems": n, "solutions_per_problem": float(np.mean([len(e.correct) for e in examples])),
-                           "bootstrap": boot.describe()}
+                           "bootstrap": boot.describe(), "vote_weights": kind}
     for name, v in values.items():
         arr = np.asarray(v)
         out[name] = {"accuracy": float(arr.mean()), "ci": boot.ci(arr, idx)}
@@ -263,10 +287,10 @@ def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, prob
         for base in ("random", "majority_vote", "oracle"):
             diff = np.asarray(values[picker]) - np.asarray(values[base])
             out[f"{picker}_minus_{base}"] = {"difference": float(diff.mean()), "ci": boot.ci(diff, idx)}
-    if pair_values:  # over the problems with both kinds of solution, resampled with the same problems
+    if pair_values:  # over the problems with both kinds of solution, on the same resamples as every other row
         arr = np.asarray(pair_values)
         out["pairs_ordered"] = {"accuracy": float(arr.mean()), "problems": len(arr),
-                                "ci": Bootstrap(np.arange(len(arr)), samples=samples, seed=seed).ci(arr, np.arange(len(arr))),
+                                "ci": boot.ci(arr, np.asarray(pair_problems)),
                                 "note": "per problem with correct and incorrect solutions: the fraction of its "
                                         "(correct, incorrect) pairs the scores order right (ties half); chance 0.5"}
     out["positions"] = {names[k]: {"accuracy": float(np.mean(v)), "problems": len(v)}
@@ -350,6 +374,9 @@ def run_verifier_eval(cfg: Any, scorer: Any = None) -> dict[str, Any]:
 
     if not cfg.model or not cfg.data:
         raise UserError("eval-verifier needs --model and --data")
+    if cfg.threshold_data and cfg.threshold_data.strip() == cfg.data.strip():
+        raise UserError("--threshold-data is --data: a threshold chosen on the evaluated set is optimistic (the "
+                        "sweep shows that already); pass other labelled data, e.g. PRMBench's test split")
     started = time.time()
     examples, report = read_verifier_examples(cfg.data, skip_bad=cfg.skip_bad_records, split=cfg.split,
                                               originals=cfg.originals)
@@ -358,6 +385,9 @@ def run_verifier_eval(cfg: Any, scorer: Any = None) -> dict[str, Any]:
     result = score(scorer, examples)
     scored = time.time()
     prm = result.step_rewards is not None
+    if cfg.threshold_data and not prm:
+        raise UserError("--threshold-data chooses a step threshold: it needs a process reward model (step scores), "
+                        f"and {cfg.model} is scored as an outcome model; drop it, or pass --step-marker")
     out: dict[str, Any] = {"model": cfg.model, "data": cfg.data, "read": report.to_dict(), "scorer": scorer.describe(),
                            "kind": "prm" if prm else "orm", "path": result.path,
                            "truncation": result.truncation_total().to_dict(), "dropped_steps": result.dropped_steps}
@@ -365,11 +395,11 @@ def run_verifier_eval(cfg: Any, scorer: Any = None) -> dict[str, Any]:
     out["outcome"] = outcome_metrics(examples, rewards, probabilities=prm)
     if prm:
         steps = result.step_rewards
-        threshold = cfg.threshold
-        if cfg.threshold_data:
-            out["threshold_choice"] = _threshold_from(cfg, scorer)
-            threshold = out["threshold_choice"]["threshold"]
+        threshold = THRESHOLD if cfg.threshold is None else cfg.threshold
         if any(labels is not None for ex in examples for labels in ex.step_labels):
+            if cfg.threshold_data:
+                out["threshold_choice"] = _threshold_from(cfg, scorer)
+                threshold = out["threshold_choice"]["threshold"]
             out["processbench"] = processbench_metrics(examples, steps, threshold)
             out["step_f1"] = step_f1(examples, steps, threshold)
         bon = {rule: best_of_n(examples, [np.array([aggregate_steps(s, rule) for s in per]) for per in steps],
@@ -381,7 +411,9 @@ def run_verifier_eval(cfg: Any, scorer: Any = None) -> dict[str, Any]:
                                                     "weighted_vote": b["weighted_vote"]}
                                              for rule, b in bon.items() if b.get("problems")}
     else:
-        bon = best_of_n(examples, rewards, samples=cfg.bootstrap_samples, seed=cfg.seed)  # rewards are logits
+        # an ORM's reward is a logit of P(correct); a preference RM's is defined up to a shift: softmax weights
+        kind = "logit" if (scorer.describe().get("verifier") or {}).get("kind") == "orm" else "softmax"
+        bon = best_of_n(examples, rewards, weights=kind, samples=cfg.bootstrap_samples, seed=cfg.seed)
         if bon.get("problems"):
             out["best_of_n"] = bon
     out["timings_s"] = {"read_and_load": round(loaded - started, 2), "scoring": round(scored - loaded, 2),
@@ -411,8 +443,6 @@ def _threshold_from(cfg: Any, scorer: Any) -> dict[str, Any]:
     examples, report = read_verifier_examples(cfg.threshold_data, skip_bad=cfg.skip_bad_records, split=cfg.split,
                                               originals=True)
     result = score(scorer, examples)
-    if result.step_rewards is None:
-        raise UserError("--threshold-data needs a process reward model (step scores)")
     try:
         chosen = choose_threshold(examples, result.step_rewards)
     except ValueError as e:

@@ -27,6 +27,7 @@ from rewardkit.verifiers import (
     processbench_f1,
     processbench_metrics,
     step_f1,
+    vote_weights,
     weighted_vote_value,
     within_problem_order,
 )
@@ -285,6 +286,10 @@ def test_best_of_n_and_baselines_by_hand() -> None:
     out = best_of_n([ex3], [logits], samples=0)
     assert out["weighted_vote"]["accuracy"] == 1.0 and out["majority_vote"]["accuracy"] == 0.0
     assert weighted_vote_value(["5", "5", "6"], np.array([0.5, 0.5, 0.9]), np.array([0.0, 0.0, 1.0])) == 0.0
+    # a preference RM's rewards are defined up to a shift: softmax weights within the problem
+    np.testing.assert_allclose(vote_weights(np.array([0.0, np.log(3), np.nan]), "softmax"), [0.25, 0.75, np.nan])
+    np.testing.assert_allclose(vote_weights(np.array([100.0, 100.0 + np.log(3)]), "softmax"), [0.25, 0.75])
+    assert best_of_n([ex3], [logits + 50], weights="softmax", samples=0)["weighted_vote"]["accuracy"] == 1.0
     assert auroc(np.array([0.1, 0.9, 0.8]), np.array([False, True, False])) == 1.0
 
 
@@ -301,8 +306,8 @@ def _train(tmp_path: Path, tiny_model_dir: Path, objective: str, data: Path, **e
     return train(cfg)
 
 
-def _prm_rows(n: int) -> list[dict]:
-    rng = np.random.default_rng(0)
+def _prm_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
         steps, labels = [], []
@@ -355,7 +360,7 @@ def test_prm_learns_step_labels_and_plain_transformers_reads_the_same_step_rewar
     from rewardkit.config import ConfigError, EvalVerifierConfig
     from rewardkit.verifiers import run_verifier_eval, summary_lines
 
-    calib = write_jsonl(tmp_path / "calib.jsonl", _prm_rows(12))
+    calib = write_jsonl(tmp_path / "calib.jsonl", _prm_rows(12, seed=7))  # rows the model did not train on
     pb = [{"id": f"pb{i}", "problem": f"question {i % 5}", "steps": ["good great fine", "bad awful poor"], "label": 1}
           for i in range(3)] + [{"id": "ok", "problem": "question 2", "steps": ["good great fine"], "label": -1}]
     test = tmp_path / "gsm8k.json"
@@ -367,7 +372,11 @@ def test_prm_learns_step_labels_and_plain_transformers_reads_the_same_step_rewar
     assert out["processbench"]["threshold"] == choice["threshold"]
     assert any("chosen on" in line for line in summary_lines(out))
     with pytest.raises(ConfigError, match="pass one of them"):
-        EvalVerifierConfig(model=str(folder), data=str(test), threshold_data=str(calib), threshold=0.7)
+        EvalVerifierConfig(model=str(folder), data=str(test), threshold_data=str(calib), threshold=0.5)
+    from rewardkit.errors import UserError
+
+    with pytest.raises(UserError, match="optimistic"):
+        run_verifier_eval(EvalVerifierConfig(model=str(folder), data=str(test), threshold_data=str(test)), scorer)
 
 
 def test_orm_learns_outcomes_and_is_a_plain_reward_model(tmp_path, tiny_model_dir) -> None:
@@ -383,6 +392,13 @@ def test_orm_learns_outcomes_and_is_a_plain_reward_model(tmp_path, tiny_model_di
                              completions=[[{"role": "assistant", "content": "good great fine"}],
                                           [{"role": "assistant", "content": "bad awful poor"}]])]).rewards[0]
     assert r[0] > 0 > r[1]
+    from rewardkit.config import EvalVerifierConfig
+    from rewardkit.errors import UserError
+    from rewardkit.verifiers import run_verifier_eval
+
+    with pytest.raises(UserError, match="needs a process reward model"):
+        run_verifier_eval(EvalVerifierConfig(model=str(tmp_path / "orm"), data=str(data), threshold_data="x.jsonl"),
+                          scorer)
 
 
 def test_orm_ranking_term_is_added_and_recorded(tmp_path, tiny_model_dir) -> None:

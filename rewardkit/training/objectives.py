@@ -18,6 +18,7 @@ after training (``after_training``: the aspect gate's refit). Nothing per call i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -429,6 +430,12 @@ class Outcome(Objective):
             if all(c is None for c in ex.correct):
                 raise UserError(f"{ex.source}: no solution has an outcome label ('correct'); --objective orm needs "
                                 "them (train step-labelled data with --objective prm)")
+        if self.cfg.orm_ranking_coef and examples and not any(
+                len({c for c in ex.correct if c is not None}) > 1 for ex in examples):
+            warnings.warn(f"--orm-ranking-coef {self.cfg.orm_ranking_coef}: no problem among these {len(examples)} "
+                          "records has solutions with different labels, so the ranking term is 0 (it ranks a "
+                          "problem's solutions against each other: give a record several solutions, e.g. "
+                          "'completions' with per-solution 'correct')", stacklevel=2)
 
     def stand_in(self) -> Any:
         return VerifierExample([{"role": "user", "content": "stand-in"}], [["a"]], [None], [1.0])
@@ -489,12 +496,12 @@ class Process(Objective):
         losses, correct, solution_rewards = [], 0.0, []
         for it, flat in zip(micro, rewards):
             per, start, scored, aggregates = [], 0, 0.0, []
+            probs = torch.sigmoid(flat.detach().float()).cpu().numpy()  # one device sync per record
             for labels, positions in zip(it.example.step_labels, it.reads):
                 logits = flat[start:start + len(positions)]
-                start += len(positions)
                 # what the scorer will return for this solution: its steps' P(right) under the checkpoint's rule
-                aggregates.append(aggregate_steps(torch.sigmoid(logits.detach().float()).cpu().numpy(),
-                                                  self.cfg.aggregate))
+                aggregates.append(aggregate_steps(probs[start:start + len(positions)], self.cfg.aggregate))
+                start += len(positions)
                 if labels is None:
                     continue
                 t = torch.tensor([float("nan") if v is None else v for v in labels[:len(positions)]],
