@@ -51,8 +51,9 @@ def main(folder: Path) -> None:
         if not out or "best_of_n" not in out:
             continue
         # recomputed from the saved per-solution scores with the current metrics (the same seed as the run's)
-        kind = ("probability" if out["kind"] == "prm" else
-                "logit" if out["scorer"].get("verifier", {}).get("kind") == "orm" else "softmax")
+        from rewardkit.verifiers import vote_weight_kind
+
+        kind = vote_weight_kind(out["kind"] == "prm", out["scorer"])
         b = rescored_best_of_n(folder, name, out["data"], weights=kind) or out["best_of_n"]
         print(f"**{name}** ({b['problems']} held-out questions, {b['solutions_per_problem']:.0f} solutions each; "
               f"scoring {out['timings_s']['scoring']:.0f} s):\n")

@@ -160,16 +160,9 @@ def _pick_value(scores: np.ndarray, correct: np.ndarray) -> float:
 
 def majority_value(answers: list[str | None], correct: np.ndarray) -> float:
     """Expected correctness of majority voting over final answers: the most frequent normalised answer wins, a
-    tie among answers is broken uniformly; a solution with no answer does not vote (all without: random)."""
-    votes: dict[str, list[int]] = defaultdict(list)
-    for k, a in enumerate(answers):
-        if a is not None:
-            votes[normalize_answer(a)].append(k)
-    if not votes:
-        return float(correct.mean())
-    most = max(len(v) for v in votes.values())
-    tops = [v for v in votes.values() if len(v) == most]
-    return float(np.mean([correct[v].mean() for v in tops]))
+    tie among answers is broken uniformly; a solution with no answer does not vote (all without: random). It is
+    weighted voting with every weight 1."""
+    return weighted_vote_value(answers, np.ones(len(answers)), correct)
 
 
 def weighted_vote_value(answers: list[str | None], weights: np.ndarray, correct: np.ndarray) -> float:
@@ -227,7 +220,7 @@ def vote_weights(scores: np.ndarray, kind: str) -> np.ndarray:
     if kind == "probability":
         return s
     if kind == "logit":
-        return np.array([sigmoid(float(v)) if not np.isnan(v) else np.nan for v in s])
+        return sigmoid(s)  # NaN stays NaN
     if kind == "softmax":
         ok = ~np.isnan(s)
         out = np.full_like(s, np.nan)
@@ -236,6 +229,14 @@ def vote_weights(scores: np.ndarray, kind: str) -> np.ndarray:
             out[ok] = e / e.sum()
         return out
     raise ValueError(f"vote weights must be one of {VOTE_WEIGHTS}, got {kind!r}")
+
+
+def vote_weight_kind(prm: bool, scorer_description: dict[str, Any]) -> str:
+    """Which ``vote_weights`` a scorer's scores take: P for a PRM's aggregate, σ for an ORM's logit, softmax for a
+    preference RM (``scorer.describe()`` names the verifier kind a checkpoint was trained as)."""
+    if prm:
+        return "probability"
+    return "logit" if (scorer_description.get("verifier") or {}).get("kind") == "orm" else "softmax"
 
 
 def best_of_n(examples: list[VerifierExample], scores: list[np.ndarray], *, probabilities: bool = False,
@@ -411,9 +412,8 @@ def run_verifier_eval(cfg: Any, scorer: Any = None) -> dict[str, Any]:
                                                     "weighted_vote": b["weighted_vote"]}
                                              for rule, b in bon.items() if b.get("problems")}
     else:
-        # an ORM's reward is a logit of P(correct); a preference RM's is defined up to a shift: softmax weights
-        kind = "logit" if (scorer.describe().get("verifier") or {}).get("kind") == "orm" else "softmax"
-        bon = best_of_n(examples, rewards, weights=kind, samples=cfg.bootstrap_samples, seed=cfg.seed)
+        bon = best_of_n(examples, rewards, weights=vote_weight_kind(False, scorer.describe()),
+                        samples=cfg.bootstrap_samples, seed=cfg.seed)
         if bon.get("problems"):
             out["best_of_n"] = bon
     out["timings_s"] = {"read_and_load": round(loaded - started, 2), "scoring": round(scored - loaded, 2),

@@ -57,6 +57,7 @@ from rewardkit.losses import (
     odin_disentangle_share,
     pointwise_bce_loss,
     record_loss,
+    sigmoid,
     step_bce_loss,
     symmetric_pair_differences,
     within_problem_ranking_loss,
@@ -496,7 +497,7 @@ class Process(Objective):
         losses, correct, solution_rewards = [], 0.0, []
         for it, flat in zip(micro, rewards):
             per, start, scored, aggregates = [], 0, 0.0, []
-            probs = torch.sigmoid(flat.detach().float()).cpu().numpy()  # one device sync per record
+            probs = sigmoid(flat.detach().float().cpu().numpy())  # the one σ; one device sync per record
             for labels, positions in zip(it.example.step_labels, it.reads):
                 logits = flat[start:start + len(positions)]
                 # what the scorer will return for this solution: its steps' P(right) under the checkpoint's rule
