@@ -76,6 +76,21 @@ class RetryPolicy:
         # full jitter: clients that failed together do not all come back at the same instant
         return self.rng.uniform(0, min(self.max_backoff_s, self.backoff_s * 2 ** attempt))
 
+    def settle(self, what: str, attempt: int, response: httpx.Response | None,
+               error: httpx.TransportError | None) -> tuple[bool, Any]:
+        """What one try's outcome means, for the sync and the async loop alike: ``(True, decoded answer)`` when it
+        succeeded, ``(False, seconds to wait)`` when it is worth another try; raises when it is not (a 4xx, or the
+        last try failed)."""
+        last = attempt == self.retries
+        if error is not None:
+            if last:
+                raise RewardServerError(f"{what}: {type(error).__name__}: {error} (after {attempt + 1} tries)") from None
+        elif response.status_code < 400:
+            return True, response.json()
+        elif response.status_code not in RETRY_STATUSES or last:
+            raise RewardServerError(_failure(response), response.status_code)
+        return False, self.wait(attempt, response)
+
 
 def chunks(items: Sequence[Any], limits: Limits, size_of: Any) -> list[tuple[int, int]]:
     """(start, end) ranges of ``items`` that each stay within ``max_items`` and, by ``size_of(item)`` bytes, within
@@ -141,19 +156,15 @@ class RewardClient:
     def request(self, method: str, path: str, body: Any = None) -> Any:
         """One call with retries (see the module docstring); the decoded JSON answer."""
         for attempt in range(self.retry.retries + 1):
-            response = None
+            response, error = None, None
             try:
                 response = self.http.request(method, path, json=body)
             except httpx.TransportError as e:
-                if attempt == self.retry.retries:
-                    raise RewardServerError(f"{method} {self.url}{path}: {type(e).__name__}: {e} "
-                                            f"(after {attempt + 1} tries)") from None
-            else:
-                if response.status_code < 400:
-                    return response.json()
-                if response.status_code not in RETRY_STATUSES or attempt == self.retry.retries:
-                    raise RewardServerError(_failure(response), response.status_code)
-            time.sleep(self.retry.wait(attempt, response))
+                error = e
+            done, value = self.retry.settle(f"{method} {self.url}{path}", attempt, response, error)
+            if done:
+                return value
+            time.sleep(value)
         raise AssertionError("unreachable")
 
     def model_info(self) -> dict[str, Any]:
@@ -259,19 +270,15 @@ class AsyncRewardClient:
 
     async def request(self, method: str, path: str, body: Any = None) -> Any:
         for attempt in range(self.retry.retries + 1):
-            response = None
+            response, error = None, None
             try:
                 response = await self.http.request(method, path, json=body)
             except httpx.TransportError as e:
-                if attempt == self.retry.retries:
-                    raise RewardServerError(f"{method} {self.url}{path}: {type(e).__name__}: {e} "
-                                            f"(after {attempt + 1} tries)") from None
-            else:
-                if response.status_code < 400:
-                    return response.json()
-                if response.status_code not in RETRY_STATUSES or attempt == self.retry.retries:
-                    raise RewardServerError(_failure(response), response.status_code)
-            await asyncio.sleep(self.retry.wait(attempt, response))
+                error = e
+            done, value = self.retry.settle(f"{method} {self.url}{path}", attempt, response, error)
+            if done:
+                return value
+            await asyncio.sleep(value)
         raise AssertionError("unreachable")
 
     async def model_info(self) -> dict[str, Any]:

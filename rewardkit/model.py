@@ -314,6 +314,27 @@ def init_head_rows(rows: torch.Tensor, rule: str, config: object) -> None:
             rows.normal_(0.0, getattr(config, "initializer_range", 0.02))
 
 
+def load_causal_lm(name_or_path: str, source: str | None = None,
+                   dtype: str = "float32") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A causal LM and its tokenizer, for the judges and the Math-Shepherd policy: named as users name a backbone
+    (hub id, folder, ``.gguf``, built-in name; ``source``: it already resolved), in eval mode on the CPU.
+
+    The pad fix: a tokenizer given a new pad token gets an embedding row for it (never read, but it must be
+    embeddable), and the config and generation config learn the pad id, so ``generate`` pads batched prompts."""
+    source = source or resolve_backbone(name_or_path)
+    tokenizer = load_tokenizer(source)
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"could not load '{name_or_path}' as a causal LM: {e}") from e
+    if len(tokenizer) > hf.get_input_embeddings().num_embeddings:
+        hf.resize_token_embeddings(len(tokenizer))
+    hf.config.pad_token_id = tokenizer.pad_token_id
+    if hf.generation_config is not None:
+        hf.generation_config.pad_token_id = tokenizer.pad_token_id
+    return hf.eval(), tokenizer
+
+
 def load_reward_model(name_or_path: str, tokenizer: PreTrainedTokenizerBase | None = None,
                       dtype: str = "float32", num_labels: int = 1,
                       head_init: str = "normal") -> tuple[RewardModel, PreTrainedTokenizerBase]:

@@ -313,11 +313,13 @@ def _as_list(value: Any) -> list[int]:
 
 
 def load_policy(cfg: LabelStepsConfig, progress: Any = None) -> Policy:
-    """The policy through the judge's causal-LM loader (built-in names, GGUF de-quantizing, the pad fix)."""
-    from rewardkit.judges.judge import load_judge
+    """The policy as a plain causal LM (``rewardkit.model.load_causal_lm``: built-in names, GGUF de-quantizing, the
+    pad fix), on ``--device``."""
+    from rewardkit.inference import resolve_device
+    from rewardkit.model import load_causal_lm
 
-    judge = load_judge(cfg.model, kind="verifier", device=cfg.device)
-    return Policy(judge.model, judge.tokenizer, temperature=cfg.temperature, top_p=cfg.top_p,
+    hf, tokenizer = load_causal_lm(cfg.model)
+    return Policy(hf.to(resolve_device(cfg.device)), tokenizer, temperature=cfg.temperature, top_p=cfg.top_p,
                   max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, instruction=cfg.instruction,
                   progress=progress)
 

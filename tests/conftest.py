@@ -71,6 +71,17 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
 
 
+def chat_rollout(tok, prompts: list[str], replies: list[str]) -> tuple[list[str], list[str]]:
+    """What an RL loop sends a reward server: every (prompt, reply) as a templated chat query, and its prompt."""
+    queries, templated = [], []
+    for p in prompts:
+        for r in replies:
+            m = [{"role": "user", "content": p}]
+            queries.append(tok.apply_chat_template(m + [{"role": "assistant", "content": r}], tokenize=False))
+            templated.append(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True))
+    return queries, templated
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

@@ -22,6 +22,8 @@ from rewardkit.inference.factory import load_scorer
 from rewardkit.model import load_reward_model
 from rewardkit.serve import running_server
 
+from conftest import chat_rollout
+
 PROMPTS = ["How was the answer?", "Is the question fine?", "What is the answer?"]
 REPLIES = ["the answer is good", "the answer is bad", "fine", "poor", "the question is fine"]
 
@@ -33,16 +35,6 @@ def scorer(tiny_model_dir, tmp_path_factory):
     folder: Path = tmp_path_factory.mktemp("client") / "run"
     save_checkpoint(folder, model, tok, Encoder(tok, max_length=64))
     return load_scorer(str(folder))
-
-
-def rollout(tok) -> tuple[list[str], list[str]]:
-    queries, prompts = [], []
-    for p in PROMPTS:
-        for r in REPLIES:
-            m = [{"role": "user", "content": p}]
-            queries.append(tok.apply_chat_template(m + [{"role": "assistant", "content": r}], tokenize=False))
-            prompts.append(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True))
-    return queries, prompts
 
 
 class Recorder:
@@ -58,7 +50,7 @@ class Recorder:
 
 
 def test_large_batches_are_split_by_the_advertised_limits_and_by_413(scorer):
-    queries, prompts = rollout(scorer.encoder.tokenizer)
+    queries, prompts = chat_rollout(scorer.encoder.tokenizer, PROMPTS, REPLIES)
     with running_server(scorer) as url:
         whole = httpx.post(f"{url}/get_reward", json={"query": queries, "prompts": prompts}, timeout=60).json()["rewards"]
     seen = Recorder()
@@ -112,7 +104,7 @@ def test_a_server_that_is_not_there_fails_after_the_retries():
 
 
 def test_async_client_gives_the_sync_clients_rewards(scorer):
-    queries, prompts = rollout(scorer.encoder.tokenizer)
+    queries, prompts = chat_rollout(scorer.encoder.tokenizer, PROMPTS, REPLIES)
     pairs = [(p, r) for p in PROMPTS for r in REPLIES]
     with running_server(scorer, ServeConfig(port=0, max_items=4)) as url:
         sync = RewardClient(url)

@@ -27,6 +27,8 @@ from rewardkit.inference.factory import load_scorer
 from rewardkit.model import load_reward_model
 from rewardkit.serve import running_server
 
+from conftest import chat_rollout
+
 PROMPTS = ["How was the answer?", "Is the question fine?"]
 REPLIES = ["the answer is good", "the answer is bad"]
 
@@ -103,12 +105,7 @@ def test_openrlhf_reward_func_file_loaded_as_openrlhf_loads_it(served, monkeypat
     url, scorer = served
     monkeypatch.setenv("REWARDKIT_URL", url)
     tok = scorer.encoder.tokenizer
-    queries, prompts = [], []
-    for p in PROMPTS:
-        for r in REPLIES:
-            m = [{"role": "user", "content": p}]
-            queries.append(tok.apply_chat_template(m + [{"role": "assistant", "content": r}], tokenize=False))
-            prompts.append(tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True))
+    queries, prompts = chat_rollout(tok, PROMPTS, REPLIES)
     reward_func = load_file(module.__file__, "reward_func").reward_func
     batch = reward_func(queries, prompts, [""] * 4)  # 0.8.x-0.9.0: a micro-batch per call
     # update_samples_with_rewards of v0.8.10: torch.cat over the extra_logs as returned (tensors here)

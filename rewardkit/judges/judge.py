@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rewardkit.batching import TruncationStats, length_sorted_batches, pad_batch
 from rewardkit.data.record import PreferenceExample
@@ -60,7 +60,7 @@ from rewardkit.judges.templates import (
     response_text,
 )
 from rewardkit.losses import sigmoid
-from rewardkit.model import DTYPES, ModelLoadError, fit_max_length, load_tokenizer, resolve_backbone
+from rewardkit.model import fit_max_length, load_causal_lm, resolve_backbone
 from rewardkit.pooling import position_ids_from_mask
 
 JUDGE_METADATA_FILE = "rewardkit_judge.json"
@@ -373,16 +373,7 @@ def load_judge(model: str, kind: str | None = None, template: str | None = None,
         tpl = JudgeTemplate(**{**saved, "source": f"{model}/{JUDGE_METADATA_FILE}"})
     else:
         tpl = load_template(kind, template, system_prompt)
-    tokenizer = load_tokenizer(source)
-    try:
-        hf = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype])
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"could not load '{model}' as a causal LM: {e}") from e
-    if len(tokenizer) > hf.get_input_embeddings().num_embeddings:
-        hf.resize_token_embeddings(len(tokenizer))  # a new pad token; never read, but must be embeddable
-    hf.config.pad_token_id = tokenizer.pad_token_id
-    if hf.generation_config is not None:
-        hf.generation_config.pad_token_id = tokenizer.pad_token_id
+    hf, tokenizer = load_causal_lm(model, source, dtype)
     from rewardkit.inference import resolve_device
 
     length = fit_max_length(hf, max_length or meta.get("max_length", 1024), explicit=max_length is not None, name=model)
