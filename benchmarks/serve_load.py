@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))
-from common import write_section  # noqa: E402
+from common import http_load, peak_rss_mb, write_section  # noqa: E402
 
 WORDS = ("the answer is good bad fine great poor awful question about what how was it and so on then because we "
          "think this that").split()
@@ -100,48 +100,11 @@ def start(folder: Path, a: argparse.Namespace) -> tuple[subprocess.Popen, str, f
             time.sleep(0.01)
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def load(url: str, bodies: list[list[dict[str, Any]]]) -> dict[str, Any]:
-    """bodies[c]: what client c sends, one request after another; all clients at once."""
-    import httpx
-
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    queries = 0
-
-    async def client(mine: list[dict[str, Any]]) -> None:
-        nonlocal queries
-        async with httpx.AsyncClient(base_url=url, timeout=180) as http:
-            for body in mine:
-                t = time.perf_counter()
-                try:
-                    r = await http.post("/get_reward", json=body)
-                    ok = r.status_code == 200 and len(r.json()["rewards"]) == len(body["query"])
-                    key = None if ok else f"HTTP {r.status_code}"
-                except httpx.HTTPError as e:
-                    key = type(e).__name__
-                if key:
-                    errors[key] = errors.get(key, 0) + 1
-                else:
-                    latencies.append(time.perf_counter() - t)
-                    queries += len(body["query"])
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(m) for m in bodies))
-    wall = time.perf_counter() - t0
-    lat = sorted(latencies)
-
-    def q(p: float) -> float:
-        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
-
-    return {"wall_s": wall, "requests": sum(map(len, bodies)), "errors": errors, "queries": queries,
-            "queries_per_s": queries / wall, "p50_s": q(0.50), "p99_s": q(0.99)}
+    """bodies[c]: what client c sends to /get_reward, one request after another; all clients at once."""
+    r = await http_load(url, "/get_reward", bodies, "query", timeout=180)
+    return {"wall_s": r["wall_s"], "requests": r["requests"], "errors": r["errors"], "queries": r["items"],
+            "queries_per_s": r["items"] / r["wall_s"], "p50_s": r["p50_s"], "p99_s": r["p99_s"]}
 
 
 def body(items: list[tuple[str, str]]) -> dict[str, Any]:
@@ -221,9 +184,10 @@ def render(a: argparse.Namespace, r: dict[str, Any], wall: float) -> str:
         f"## Serving under RL load (issue 35) — {datetime.date.today().isoformat()}",
         "",
         f"`{' '.join(['python', 'benchmarks/serve_load.py', *sys.argv[1:]])}` (wall time {wall / 60:.1f} min). "
-        f"{machine()}; **the CPU was shared with two other engineers' work while this ran**, so the figures are "
-        f"a floor, not a capacity (1-minute load average {r['load_before'][0]:.1f} before the run and "
-        f"{r['load_after'][0]:.1f} at its end, on {os.cpu_count()} cores). Model: {model}, max_length {a.max_length}, fp32, `rewardkit serve` defaults "
+        f"{machine()}; {a.cpu_note + ' ' if a.cpu_note else ''}1-minute load average "
+        f"{r['load_before'][0]:.1f} before the run and {r['load_after'][0]:.1f} at its end, on {os.cpu_count()} "
+        f"cores (other work on the CPU makes the figures a floor, not a capacity). Model: {model}, "
+        f"max_length {a.max_length}, fp32, `rewardkit serve` defaults "
         f"(dynamic batching, max_wait_ms 5), {'torch default threads' if not a.threads else f'{a.threads} threads'}.",
         "",
         f"**Start-up** (process start to the first healthy `GET /health`): {r['startup_s']:.1f} s.",
@@ -265,6 +229,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--workdir", default="/tmp/rewardkit-serve-load")
+    p.add_argument("--cpu-note", default="", help="what else ran on the CPU, written into the section as given "
+                   "(e.g. 'the CPU was shared with a training run')")
     p.add_argument("--write", action="store_true", help="write the section into BENCHMARKS.md")
     a = p.parse_args()
     t0 = time.perf_counter()

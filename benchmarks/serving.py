@@ -40,7 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import write_section  # noqa: E402
+from common import http_load, peak_rss_mb, write_section  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf" / "helpful-base.jsonl.gz"
 
@@ -199,47 +199,11 @@ def start_server(folder: Path, a: argparse.Namespace, dynamic: bool) -> tuple[su
     raise RuntimeError(f"server did not start (exit {proc.wait()})")
 
 
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 async def load_test(url: str, requests: list[dict[str, Any]], clients: int) -> dict[str, Any]:
-    import httpx
-
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    completions = 0
-    queue = list(enumerate(requests))
-    per_client = [queue[i::clients] for i in range(clients)]
-
-    async def client(mine: list[tuple[int, dict]]) -> None:
-        nonlocal completions
-        async with httpx.AsyncClient(base_url=url, timeout=3600) as http:
-            for _, body in mine:
-                t = time.perf_counter()
-                try:
-                    r = await http.post("/v1/score", json=body)
-                    ok = r.status_code == 200 and len(r.json()["rewards"]) == len(body["completions"])
-                    key = None if ok else f"HTTP {r.status_code}"
-                except httpx.HTTPError as e:
-                    key = type(e).__name__
-                if key:
-                    errors[key] = errors.get(key, 0) + 1
-                else:
-                    latencies.append(time.perf_counter() - t)
-                    completions += len(body["completions"])
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(client(m) for m in per_client))
-    wall = time.perf_counter() - t0
-    lat = sorted(latencies)
-    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")  # noqa: E731
-    return {"wall_s": wall, "requests": len(requests), "errors": errors, "completions": completions,
-            "completions_per_s": completions / wall, "requests_per_s": len(lat) / wall,
-            "p50_s": q(0.50), "p99_s": q(0.99)}
+    r = await http_load(url, "/v1/score", [requests[i::clients] for i in range(clients)], "completions", timeout=3600)
+    return {"wall_s": r["wall_s"], "requests": r["requests"], "errors": r["errors"], "completions": r["items"],
+            "completions_per_s": r["items"] / r["wall_s"], "requests_per_s": r["answered"] / r["wall_s"],
+            "p50_s": r["p50_s"], "p99_s": r["p99_s"]}
 
 
 def server_part(a: argparse.Namespace, folder: Path) -> dict[str, Any]:

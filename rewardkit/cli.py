@@ -118,7 +118,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rewardkit {command}: internal error (a bug in rewardkit, not in your input). Please report it with "
               "the command line and the traceback above.", file=sys.stderr)
         return 1
+    finally:
+        _end_distributed()
     return 0
+
+
+def _end_distributed() -> None:
+    """Tear the process group down before the interpreter exits. Left to interpreter teardown, the group's
+    C++ threads are destroyed while joinable and a rank can abort with "terminate called without an active
+    exception" (seen under DeepSpeed ZeRO-2 after a run that had finished and saved). Only the CLI does this:
+    a Python caller may run several commands in one process and owns its process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # local, no barrier: a rank that failed must not leave the others waiting
 
 
 def run_eval(cfg: EvalConfig) -> dict:
