@@ -7,6 +7,9 @@ import re
 import sys
 from pathlib import Path
 
+VOTE_WEIGHTS = {"logit": "σ(reward) = P(correct)", "softmax": "softmax of the question's rewards",
+                "probability": "the PRM's aggregate P(correct)"}
+
 
 def load(folder: Path, name: str) -> dict | None:
     path = folder / f"{name}.json"
@@ -64,7 +67,8 @@ def main(folder: Path) -> None:
         for rule, m in (out.get("best_of_n_by_aggregate") or {}).items():
             print(f"| PRM, aggregate {rule} | {ci(m)} |")
         if "weighted_vote" in b:
-            print(f"| verifier-weighted vote ({b.get('vote_weights', 'logit')} weights) | {ci(b['weighted_vote'])} |")
+            weights = VOTE_WEIGHTS.get(b.get("vote_weights", "logit"), b.get("vote_weights"))
+            print(f"| verifier-weighted vote (each answer's weight: {weights}) | {ci(b['weighted_vote'])} |")
         for base in ("random", "majority_vote", "oracle"):
             print(f"| {base.replace('_', ' ')} | {ci(b[base])} |")
         if "best_position" in b:
