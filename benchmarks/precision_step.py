@@ -61,9 +61,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--system-malloc", action="store_true",
+                   help="keep glibc's default allocator (rewardkit train retains freed memory: rewardkit.allocator)")
     p.add_argument("--write", action="store_true")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    from rewardkit.allocator import retain_freed_memory
+
+    allocator = "glibc default (--system-malloc)" if a.system_malloc else retain_freed_memory()
 
     from rewardkit.batching import Encoder
     from rewardkit.losses import bradley_terry_loss
@@ -124,7 +129,7 @@ def main() -> None:
             f"## bf16 vs fp32 training step on this CPU (issue 33) — {datetime.date.today()}\n\n"
             f"Command: `{cmd}`. Machine: {platform.machine()}, {torch.get_num_threads()} threads, CPU flags: "
             f"{cpu_flags()} (`torch.cpu._is_avx512_bf16_supported()` = {torch.cpu._is_avx512_bf16_supported()}); "
-            f"torch {torch.__version__}. Model `{a.model}`, {len(items)} HH helpful-base pairs ({tokens} tokens) per "
+            f"torch {torch.__version__}; allocator: {allocator}. Model `{a.model}`, {len(items)} HH helpful-base pairs ({tokens} tokens) per "
             f"step, micro-batches as `rewardkit train` cuts them (at most {a.micro_batch_size} records), forward + "
             f"backward of the BT loss; bf16 = autocast with fp32 weights (`--precision bf16`). {a.repeats} "
             f"alternating repeats after a warm-up, medians.\n\n{text}\n")

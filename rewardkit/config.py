@@ -152,7 +152,7 @@ class TrainConfig(ConfigBase):
     micro_batch_size: int = _f(4, within="[1, inf)", help="Records per forward pass per process at most; a step's records are cut into micro-batches that accumulate.")
     micro_batch_tokens: int = _f(-1, within="[-1, inf)", help="Tokens per forward pass per process at most (the "
                                  "records' sequence lengths summed; a longer record runs alone), so activation memory "
-                                 "stays bounded whatever the lengths. -1: auto (1,024 on CPU, no cap on GPU); 0: no cap.")
+                                 "stays bounded whatever the lengths. -1: auto (on CPU 1,024, or 2,048 under bf16; no cap on GPU); 0: no cap.")
     learning_rate: float = _f(2e-5, within="(0, inf)", help="Peak AdamW learning rate.")
     weight_decay: float = _f(0.0, within="[0, inf)", help="AdamW weight decay.")
     warmup_ratio: float = _f(0.05, within="[0, 1]", help="Fraction of steps spent warming up linearly from 0.")

@@ -157,14 +157,20 @@ def micro_batches(items: list[Item], max_records: int, max_tokens: int = 0) -> l
     return out
 
 
-def micro_batch_token_budget(setting: int, device: torch.device) -> int:
+def micro_batch_token_budget(setting: int, device: torch.device, bf16: bool = False) -> int:
     """Tokens per training micro-batch (``--micro-batch-tokens``); 0 means no cap (``--micro-batch-size`` decides).
 
-    Auto (-1) is 1,024 on CPU. ``python benchmarks/end_to_end.py`` (SmolLM2-135M, 48 HH pairs, 8 a step, the
-    2-core machine of BENCHMARKS.md, one run each): time in steps 49.5 / 46.7 / 44.6 / 48.7 s and peak RSS
-    3.96 / 4.12 / 5.36 / 7.18 GB for budgets of 512 / 1,024 / 2,048 tokens / none (4 records); TRL's best
-    configuration took 76.5 s at 5.2 GB. 1,024 is as fast as any (within this machine's noise) at two thirds of
-    the memory of 2,048. On a GPU, larger passes fill the device: no cap."""
+    Auto (-1) on CPU is 1,024 in fp32 and 2,048 under bf16 autocast. fp32: ``python benchmarks/end_to_end.py``
+    (SmolLM2-135M, 48 HH pairs, 8 a step, the 2-core machine of BENCHMARKS.md, one run each): time in steps
+    49.5 / 46.7 / 44.6 / 48.7 s and peak RSS 3.96 / 4.12 / 5.36 / 7.18 GB for budgets of 512 / 1,024 / 2,048
+    tokens / none (4 records); 1,024 is as fast as any (within this machine's noise) at two thirds of the memory
+    of 2,048. bf16 (``python benchmarks/precision_step.py``, AMD EPYC with avx512_bf16, 3 alternating repeats): a
+    step of 8 pairs took 8.50 / 7.82 / 8.16 s at 1,024 / 2,048 / no cap — each micro-batch recasts every weight
+    to bf16 and its gradient back, and zero-fills the embedding's gradient, so fewer, larger passes pay off, while
+    autocast keeps the saved activations of its matmuls in bf16 (about half the memory per token). On a GPU,
+    larger passes fill the device: no cap."""
     if setting >= 0:
         return setting
-    return 1024 if device.type == "cpu" else 0
+    if device.type != "cpu":
+        return 0
+    return 2048 if bf16 else 1024

@@ -218,3 +218,72 @@ def test_resume_restores_every_generator_it_saved():
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(state)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_cpu_bf16_training_attention_runs_short_blocks_in_fp32_and_long_ones_in_bf16():
+    """Under CPU bf16 autocast a short block that will be backpropagated runs SDPA in fp32 (the faster backward
+    there); the result is that fp32 attention rounded to bf16, and gradients reach fp32 inputs."""
+    import torch.nn.functional as F
+
+    from rewardkit.sharing import CPU_BF16_FP32_ATTENTION_BELOW, _attend
+
+    torch.manual_seed(0)
+
+    def inputs(n):
+        return [torch.randn(1, 4, n, 16, requires_grad=True) for _ in range(3)]
+
+    q, k, v = inputs(40)
+    mask = torch.ones(40, 40, dtype=torch.bool).tril()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _attend(q, k, v, mask, False, None, 0.0, False, None)
+        assert out.dtype == torch.bfloat16
+        with torch.no_grad():  # inference: autocast's own bf16 kernel, nothing changes
+            assert torch.equal(_attend(q, k, v, mask, False, None, 0.0, False, None),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.equal(out, reference.to(torch.bfloat16))  # fp32 maths on the fp32 inputs, rounded once
+    out.float().sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.float32 and torch.isfinite(q.grad).all()
+
+    q, k, v = inputs(CPU_BF16_FP32_ATTENTION_BELOW)  # a long block: the bf16 kernel is the faster one
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        long = _attend(q, k, v, None, True, None, 0.0, False, None)
+        assert torch.equal(long, F.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
+def test_bf16_training_gradients_on_the_shared_path_match_the_padded_path(tiny_model_dir):
+    """One step's gradients under bf16 autocast: prefix sharing + packing (whose short blocks run fp32 attention)
+    against the plain padded batch, in the same precision, and both near fp32."""
+    from rewardkit.batching import Encoder
+    from rewardkit.losses import bradley_terry_loss
+    from rewardkit.model import load_reward_model
+    from rewardkit.sharing import group_rewards
+
+    model, tok = load_reward_model(str(tiny_model_dir))
+    model.train()
+    model.hf.config.attention_dropout = 0.0
+    groups = Encoder(tok, max_length=64).encode_examples(synthetic_pairs("train", n=6))
+
+    def grads(shared, bf16):
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            rewards = group_rewards(model, groups, tok.pad_token_id, shared=shared)
+            loss = torch.stack([bradley_terry_loss(r[0], r[1]) for r in rewards]).mean()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).clone()
+
+    exact = grads(False, False)
+    padded, shared = grads(False, True), grads(True, True)
+    scale = exact.abs().max()
+    assert (shared - padded).abs().max() <= 0.03 * scale
+    assert (padded - exact).abs().max() <= 0.06 * scale
+    assert torch.nn.functional.cosine_similarity(shared, exact, dim=0) > 0.99
+
+
+def test_the_auto_micro_batch_token_budget_follows_device_and_precision():
+    from rewardkit.plan import micro_batch_token_budget
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert micro_batch_token_budget(-1, cpu) == 1024 and micro_batch_token_budget(-1, cpu, bf16=True) == 2048
+    assert micro_batch_token_budget(-1, gpu) == micro_batch_token_budget(-1, gpu, bf16=True) == 0
+    assert micro_batch_token_budget(512, cpu, bf16=True) == 512 and micro_batch_token_budget(0, cpu) == 0

@@ -24,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from transformers import get_scheduler
 
+from rewardkit.allocator import allocator_setting, retain_freed_memory
 from rewardkit.batching import StepEncoding, TruncationStats
 from rewardkit.config import TrainConfig
 from rewardkit.data import PreferenceExample, ReadReport, read_preferences
@@ -399,6 +400,8 @@ def prefix_sharing_summary(paths: dict[str, str | None]) -> str | None:
 def start_accelerator(cfg: TrainConfig) -> tuple[Accelerator, Precision]:
     """The run's ``Accelerator``, built with the precision ``cfg.precision`` means on this hardware (said once)."""
     precision = precision_for(cfg.precision, training_device(), training=True)
+    if training_device() == "cpu":  # a GPU's caching allocator already reuses its memory
+        retain_freed_memory()
     accelerator = make_accelerator(precision.mixed_precision)
     accelerator.print(precision.line())
     return accelerator, precision
@@ -414,7 +417,7 @@ def base_report(cfg: TrainConfig, run: Run, loop: Any, *, warning: str | None, w
     return {
         "warning": warning, "run_dir": str(run.dir), "config": to_dict(cfg), "steps": loop.step,
         "wall_time_s": round(wall, 1), "processes": processes, "precision": precision.describe(),
-        "streaming": cfg.streaming,
+        "allocator": allocator_setting(), "streaming": cfg.streaming,
         "train_data": train_data.to_dict(), "record_changes": dict(changes),
         "eval_data": eval_data.to_dict() if eval_data else None, "train_truncation": truncation.to_dict(),
         "before": before, "after": after,

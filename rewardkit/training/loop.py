@@ -151,7 +151,7 @@ def optimise(accelerator: Accelerator, model: torch.nn.Module, optimizer: torch.
     step, bad, overflows = 0, 0, 0
     syncs = count_gradient_syncs(model)
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    micro_tokens = micro_batch_token_budget(cfg.micro_batch_tokens, device)
+    micro_tokens = micro_batch_token_budget(cfg.micro_batch_tokens, device, accelerator.mixed_precision == "bf16")
     model.train()
     for planned in steps:
         epoch, shard = planned.epoch, planned.items

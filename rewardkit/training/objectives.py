@@ -358,7 +358,8 @@ def refit_gate(accelerator: Accelerator, model: Any, items: list[Item], aspects:
     try:
         with torch.no_grad():
             position = rank  # each record's place in ``items``, so the gathered records keep one order
-            budget = micro_batch_token_budget(cfg.micro_batch_tokens, accelerator.device)
+            budget = micro_batch_token_budget(cfg.micro_batch_tokens, accelerator.device,
+                                                  accelerator.mixed_precision == "bf16")
             for micro in micro_batches(items[rank::world], cfg.micro_batch_size, budget):
                 captured.clear()
                 rewards = group_rewards(model, [it.ids for it in micro], pad_id, shared=cfg.prefix_sharing,
