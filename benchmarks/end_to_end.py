@@ -44,10 +44,14 @@ from common import first_valid_records, write_section  # noqa: E402
 HH = ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz"
 
 
-def timed(cmd: list[str], a: argparse.Namespace) -> tuple[float, float]:
+# What ``rewardkit train`` does to its own process on CPU (rewardkit.allocator), as a user gives it to any program.
+RETAIN_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+
+
+def timed(cmd: list[str], a: argparse.Namespace, extra_env: dict[str, str] | None = None) -> tuple[float, float]:
     """Run a whole command under /usr/bin/time: (wall s, peak RSS MB)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}
     with tempfile.NamedTemporaryFile("r", suffix=".time") as t:
         proc = subprocess.run(["/usr/bin/time", "-f", "%e %M", "-o", t.name, *cmd], env=env, capture_output=True,
                               text=True)
@@ -64,18 +68,22 @@ def first_valid_lines(a: argparse.Namespace, pairs: int, work: Path) -> Path:
     return out
 
 
-def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path) -> dict[str, Any]:
+def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path, retain: bool = False) -> dict[str, Any]:
+    """TRL at micro-batch ``micro``; ``retain``: with glibc told to keep freed memory (``RETAIN_ENV``), the
+    allocator setting rewardkit applies to itself, so TRL may have it too."""
     out, stats = work / f"trl-{micro}", work / f"trl-{micro}.json"
     data = first_valid_lines(a, pairs, work)
     wall, rss = timed([sys.executable, str(ROOT / "benchmarks/trl_train.py"), "--data", str(data), "--pairs", str(pairs),
                        "--model", a.model, "--micro-batch", str(micro), "--accumulation", str(a.batch_size // micro),
                        "--lr", str(a.lr), "--max-length", str(a.max_length), "--output", str(out),
-                       "--stats", str(stats), *(["--bf16"] if trl_bf16(a) else [])], a)
+                       "--stats", str(stats), *(["--bf16"] if trl_bf16(a) else [])], a, RETAIN_ENV if retain else None)
     s = json.loads(stats.read_text())
     if s["trained_pairs"] != pairs:
         raise SystemExit(f"TRL trained on {s['trained_pairs']} of {pairs} pairs (it drops pairs over --max-length); "
                          "raise --max-length so both sides train on the same pairs")
-    r = {"side": f"TRL micro-batch {micro} × accumulation {a.batch_size // micro}", "micro": micro, "wall_s": wall,
+    side = f"TRL micro-batch {micro} × accumulation {a.batch_size // micro}" + (
+        " + freed memory retained (`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`)" if retain else "")
+    r = {"side": side, "micro": micro, "retain": retain, "wall_s": wall,
          "rss_mb": rss, "steps_s": sum(s["step_s"]), "steady_step_s": statistics.median(s["step_s"][1:] or s["step_s"]),
          "n_steps": len(s["step_s"]), "first_loss": s["first_loss"], "padded_shapes": s["padded_shapes"]}
     print(f"  {r['side']}: wall {wall:.1f} s, steps {r['steps_s']:.1f} s, RSS {rss:.0f} MB", file=sys.stderr)
@@ -168,7 +176,8 @@ def render(a: argparse.Namespace, sweep: list[dict], best: dict, trl: list[dict]
         "timed by `/usr/bin/time` (wall, peak RSS), both reading one file of the first valid pairs. TRL: "
         "`benchmarks/trl_train.py`; rewardkit: `rewardkit train "
         f"--train-data FILE --batch-size {a.batch_size} --learning-rate {a.lr}` (its defaults otherwise: "
-        "micro-batches of at most 1,024 tokens and 4 records on CPU, prefix sharing + packing).",
+        "micro-batches of at most 1,024 tokens in fp32 or 2,048 under bf16 and 4 records on CPU, prefix sharing + "
+        "packing, freed memory retained by its allocator).",
         "",
         f"**Sweep of TRL's micro-batch** (first {a.sweep_pairs} pairs, accumulation to {a.batch_size} pairs per step, "
         "gradient checkpointing off: on CPU it only trades time for memory, e.g. 0.82× in the per-step table "
@@ -186,7 +195,7 @@ def render(a: argparse.Namespace, sweep: list[dict], best: dict, trl: list[dict]
         lines += [
             "",
             f"**rewardkit's micro-batching on the same {a.sweep_pairs} pairs**, for context (its default is a token "
-            "budget of 1,024 per micro-batch on CPU, at most 4 records; one run each):",
+            "budget of 1,024 per micro-batch on CPU in fp32, 2,048 under bf16, at most 4 records; one run each):",
             "",
             "| rewardkit configuration | wall (s) | time in steps (s) | median step (s) | peak RSS (MB) |",
             "|---|---|---|---|---|",
@@ -233,7 +242,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=160)
     p.add_argument("--sweep-pairs", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--trl-micro-batches", default="1,2,4,8")
+    p.add_argument("--trl-micro-batches", default="1,2,4,8,1r,2r",
+                   help="TRL micro-batches to sweep; a trailing r: with freed memory retained (RETAIN_ENV)")
     p.add_argument("--trl-precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 where the CPU computes it natively (TRL's default), else fp32")
     p.add_argument("--rk-sweep", default="--micro-batch-tokens 1024,--micro-batch-tokens 2048,--micro-batch-tokens 0",
@@ -256,8 +266,8 @@ def main() -> None:
         work = Path(tmp)
         print("sweep:", file=sys.stderr)
         sweep = []
-        for m in map(int, a.trl_micro_batches.split(",")):
-            r = run_trl(a, m, a.sweep_pairs, work)
+        for item in a.trl_micro_batches.split(","):
+            r = run_trl(a, int(item.rstrip("r")), a.sweep_pairs, work, retain=item.endswith("r"))
             r["bound"] = work_ratio(a, a.sweep_pairs, r["padded_shapes"])
             sweep.append(r)
         rk_sweep = [run_rewardkit(a, a.sweep_pairs, work, tuple(flags.split()))
@@ -268,11 +278,11 @@ def main() -> None:
         for i in range(a.repeats):
             print(f"repeat {i + 1}:", file=sys.stderr)
             if i % 2 == 0:
-                trl.append(run_trl(a, best["micro"], a.pairs, work))
+                trl.append(run_trl(a, best["micro"], a.pairs, work, best["retain"]))
                 rk.append(run_rewardkit(a, a.pairs, work))
             else:
                 rk.append(run_rewardkit(a, a.pairs, work))
-                trl.append(run_trl(a, best["micro"], a.pairs, work))
+                trl.append(run_trl(a, best["micro"], a.pairs, work, best["retain"]))
         bound = work_ratio(a, a.pairs, trl[0]["padded_shapes"])
     text = render(a, sweep, best, trl, rk, bound, time.time() - started, rk_sweep)
     print(text)
