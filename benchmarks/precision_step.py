@@ -12,7 +12,7 @@ alternating fp32 / bf16 repeats, medians; the ratio is the median of per-repeat 
 a torch.profiler table of one bf16 step per route (which operators do not get faster). Prints a Markdown table;
 ``--write`` puts it into BENCHMARKS.md with the CPU's bf16 flags.
 
-    python benchmarks/precision_step.py --write
+    python benchmarks/precision_step.py --write     # the first row: each precision at its own auto budget
     python benchmarks/precision_step.py --micro-batch-tokens 2048,0 --profile
 """
 
@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-length", type=int, default=1024)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--no-defaults", action="store_true", help="skip the row of each precision at its auto budget")
     p.add_argument("--system-malloc", action="store_true",
                    help="keep glibc's default allocator (rewardkit train retains freed memory: rewardkit.allocator)")
     p.add_argument("--write", action="store_true")
@@ -73,7 +74,7 @@ def main() -> None:
     from rewardkit.batching import Encoder
     from rewardkit.losses import bradley_terry_loss
     from rewardkit.model import load_reward_model
-    from rewardkit.plan import micro_batches
+    from rewardkit.plan import micro_batch_token_budget, micro_batches
     from rewardkit.sharing import group_rewards
 
     model, tok = load_reward_model(a.model)
@@ -84,7 +85,8 @@ def main() -> None:
     items = [Pair(g) for g in groups]
     tokens = sum(it.tokens for it in items)
 
-    def step(route: str, budget: int, bf16: bool) -> float:
+    def step(route: str, budget: int | tuple[int, int], bf16: bool) -> float:
+        budget = budget[bf16] if isinstance(budget, tuple) else budget
         micros = micro_batches(items, a.micro_batch_size, budget)
         started = time.perf_counter()
         for micro in micros:
@@ -97,30 +99,38 @@ def main() -> None:
         return elapsed
 
     rows = []
-    for budget in [int(x) for x in a.micro_batch_tokens.split(",")]:
-        for route in a.routes.split(","):
-            step(route, budget, False), step(route, budget, True)  # warm-up both
-            times: dict[bool, list[float]] = {False: [], True: []}
-            for r in range(a.repeats):
-                for bf16 in ((False, True) if r % 2 == 0 else (True, False)):
-                    times[bf16].append(step(route, budget, bf16))
-            ratios = [f / b for f, b in zip(times[False], times[True])]
-            n_micro = len(micro_batches(items, a.micro_batch_size, budget))
-            rows.append((route, budget, n_micro, statistics.median(times[False]), statistics.median(times[True]),
-                         statistics.median(ratios), min(ratios), max(ratios)))
-            print(f"{route} budget {budget}: fp32 {rows[-1][3]:.2f} s, bf16 {rows[-1][4]:.2f} s, "
-                  f"fp32/bf16 {rows[-1][5]:.2f}x", flush=True)
-            if a.profile:
-                from torch.profiler import ProfilerActivity, profile
+    # Each precision at its own auto budget (what `rewardkit train --precision fp32|bf16` runs per step), then each
+    # budget for both.
+    cpu = torch.device("cpu")
+    defaults = (micro_batch_token_budget(-1, cpu), micro_batch_token_budget(-1, cpu, bf16=True))
+    configs = [("shared", defaults)] if "shared" in a.routes.split(",") and not a.no_defaults else []
+    configs += [(route, int(x)) for x in a.micro_batch_tokens.split(",") for route in a.routes.split(",")]
+    for route, budget in configs:
+        step(route, budget, False), step(route, budget, True)  # warm-up both
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for r in range(a.repeats):
+            for bf16 in ((False, True) if r % 2 == 0 else (True, False)):
+                times[bf16].append(step(route, budget, bf16))
+        ratios = [f / b for f, b in zip(times[False], times[True])]
+        n_micro = "/".join(str(len(micro_batches(items, a.micro_batch_size, b)))
+                           for b in (budget if isinstance(budget, tuple) else (budget,)))
+        rows.append((route, budget, n_micro, statistics.median(times[False]), statistics.median(times[True]),
+                     statistics.median(ratios), min(ratios), max(ratios)))
+        print(f"{route} budget {budget}: fp32 {rows[-1][3]:.2f} s, bf16 {rows[-1][4]:.2f} s, "
+              f"fp32/bf16 {rows[-1][5]:.2f}x", flush=True)
+        if a.profile:
+            from torch.profiler import ProfilerActivity, profile
 
-                with profile(activities=[ProfilerActivity.CPU]) as prof:
-                    step(route, budget, True)
-                print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                step(route, budget, True)
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
     table = ["| route | micro-batch tokens | micro-batches | fp32 step (s) | bf16 step (s) | fp32 ÷ bf16 (range) |",
              "|---|---|---|---|---|---|"]
     for route, budget, n, f, b, ratio, lo, hi in rows:
-        table.append(f"| {route} | {budget or 'no cap'} | {n} | {f:.2f} | {b:.2f} | **{ratio:.2f}×** ({lo:.2f}–{hi:.2f}) |")
+        budget = (f"auto: {budget[0]:,} (fp32) / {budget[1]:,} (bf16)" if isinstance(budget, tuple)
+                  else f"{budget:,}" if budget else "no cap")
+        table.append(f"| {route} | {budget} | {n} | {f:.2f} | {b:.2f} | **{ratio:.2f}×** ({lo:.2f}–{hi:.2f}) |")
     text = "\n".join(table)
     print(text)
     if a.write:
@@ -129,8 +139,8 @@ def main() -> None:
             f"## bf16 vs fp32 training step on this CPU (issue 33) — {datetime.date.today()}\n\n"
             f"Command: `{cmd}`. Machine: {platform.machine()}, {torch.get_num_threads()} threads, CPU flags: "
             f"{cpu_flags()} (`torch.cpu._is_avx512_bf16_supported()` = {torch.cpu._is_avx512_bf16_supported()}); "
-            f"torch {torch.__version__}; allocator: {allocator}. Model `{a.model}`, {len(items)} HH helpful-base pairs ({tokens} tokens) per "
-            f"step, micro-batches as `rewardkit train` cuts them (at most {a.micro_batch_size} records), forward + "
+            f"torch {torch.__version__}; allocator: {allocator}. Model `{a.model}`, {len(items)} HH helpful-base "
+            f"pairs ({tokens} tokens) per step, micro-batches as `rewardkit train` cuts them (at most {a.micro_batch_size} records), forward + "
             f"backward of the BT loss; bf16 = autocast with fp32 weights (`--precision bf16`). {a.repeats} "
             f"alternating repeats after a warm-up, medians.\n\n{text}\n")
 
