@@ -71,7 +71,8 @@ def first_valid_lines(a: argparse.Namespace, pairs: int, work: Path) -> Path:
 def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path, retain: bool = False) -> dict[str, Any]:
     """TRL at micro-batch ``micro``; ``retain``: with glibc told to keep freed memory (``RETAIN_ENV``), the
     allocator setting rewardkit applies to itself, so TRL may have it too."""
-    out, stats = work / f"trl-{micro}", work / f"trl-{micro}.json"
+    name = f"trl-{micro}{'r' if retain else ''}"
+    out, stats = work / name, work / f"{name}.json"
     data = first_valid_lines(a, pairs, work)
     wall, rss = timed([sys.executable, str(ROOT / "benchmarks/trl_train.py"), "--data", str(data), "--pairs", str(pairs),
                        "--model", a.model, "--micro-batch", str(micro), "--accumulation", str(a.batch_size // micro),
@@ -266,7 +267,9 @@ def main() -> None:
         work = Path(tmp)
         print("sweep:", file=sys.stderr)
         sweep = []
-        for item in a.trl_micro_batches.split(","):
+        for item in (x.strip().lower() for x in a.trl_micro_batches.split(",") if x.strip()):
+            if not item.rstrip("r").isdigit():
+                raise SystemExit(f"--trl-micro-batches: {item!r} is not a micro-batch size (e.g. 1, 2 or 1r)")
             r = run_trl(a, int(item.rstrip("r")), a.sweep_pairs, work, retain=item.endswith("r"))
             r["bound"] = work_ratio(a, a.sweep_pairs, r["padded_shapes"])
             sweep.append(r)

@@ -12,9 +12,13 @@ not to return a freed heap top to the system (``M_TRIM_THRESHOLD``), so the next
 one touched. The cost: the process keeps its peak heap resident (what a training process reaches on its first
 step anyway) and fragmentation can hold some more; the end-to-end benchmark reports peak RSS with it on.
 
-It is what ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=…`` in the environment does, applied by ``rewardkit train``
-to its own process on CPU (a Python API caller may call it too). ``REWARDKIT_MALLOC=system`` turns it off; on
-anything but Linux with glibc it does nothing and says so in its return value.
+It is what ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=…`` in the environment does, applied by every training run
+on CPU (``rewardkit train`` and the ``rewardkit.train`` API; ``rewardkit.training.common.start_accelerator``) to its
+process for the rest of its life — a notebook or test process that trains keeps its peak heap afterwards.
+``REWARDKIT_MALLOC=system`` turns it off. It does nothing, and says so in its return value, on anything but Linux
+with glibc and where ``LD_PRELOAD`` brings another allocator (jemalloc, tcmalloc: glibc's ``mallopt`` would still
+say yes without governing it). Requests over about 64 MB from threads other than the main one still get ``mmap``
+(glibc's per-thread arenas).
 """
 
 from __future__ import annotations
@@ -40,10 +44,18 @@ def retain_freed_memory() -> str:
         outcome = f"system default ({ALLOCATOR_ENV}=system)"
     elif platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         outcome = "system default (not glibc)"
+    elif any(name in os.environ.get("LD_PRELOAD", "") for name in ("jemalloc", "tcmalloc", "mimalloc")):
+        outcome = f"system default (LD_PRELOAD allocator: {os.environ['LD_PRELOAD']})"
     else:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_NEVER) == 1
-        outcome = "glibc, freed memory retained for reuse" if ok else "system default (mallopt refused)"
+        try:
+            mallopt = ctypes.CDLL(None).mallopt
+        except (OSError, AttributeError):
+            mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+        mmap_off = mallopt(_M_MMAP_MAX, 0) == 1
+        trim_off = mmap_off and mallopt(_M_TRIM_THRESHOLD, _TRIM_NEVER) == 1
+        outcome = ("glibc, freed memory retained for reuse" if trim_off
+                   else "glibc, large buffers from the heap but its top trimmed (M_TRIM_THRESHOLD refused)" if mmap_off
+                   else "system default (mallopt refused)")
     _applied.append(outcome)
     return outcome
 

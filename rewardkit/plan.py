@@ -166,9 +166,12 @@ def micro_batch_token_budget(setting: int, device: torch.device, bf16: bool = Fa
     tokens / none (4 records); 1,024 is as fast as any (within this machine's noise) at two thirds of the memory
     of 2,048. bf16 (``python benchmarks/precision_step.py``, AMD EPYC with avx512_bf16, 3 alternating repeats): a
     step of 8 pairs took 8.50 / 7.82 / 8.16 s at 1,024 / 2,048 / no cap — each micro-batch recasts every weight
-    to bf16 and its gradient back, and zero-fills the embedding's gradient, so fewer, larger passes pay off, while
-    autocast keeps the saved activations of its matmuls in bf16 (about half the memory per token). On a GPU,
-    larger passes fill the device: no cap."""
+    to bf16 and its gradient back, and zero-fills the embedding's gradient, so fewer, larger passes pay off — and
+    ``benchmarks/end_to_end.py`` on 48 pairs: 58.1 / 50.6 / 49.5 s in steps at 4.3 / 5.3 / 6.7 GB peak RSS. 2,048
+    buys that ~13 % for about 1 GB, the trade fp32 declined at 5 %; fp32 keeps 1,024 until its own end-to-end run
+    says otherwise (its step alone was also faster at 2,048 in one bf16-CPU session, BENCHMARKS.md). ``--precision
+    bf16`` on a CPU without native bf16 gets 2,048 too (not measured there: slow either way). On a GPU, larger
+    passes fill the device: no cap."""
     if setting >= 0:
         return setting
     if device.type != "cpu":

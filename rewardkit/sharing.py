@@ -310,12 +310,13 @@ def _attend(q, k, v, mask: torch.Tensor | None, causal: bool, scaling, dropout, 
     in fp32 instead of on autocast's bf16 casts: there the bf16 flash-attention backward is slower than the fp32 one for the short
     blocks packing makes (SmolLM2 shapes, 2 threads, AMD EPYC with avx512_bf16: a 64-query completion over 300 keys
     3.1 vs 2.1 ms forward+backward, 32 over 200 1.2 vs 0.9; equal at 512 causal, bf16 ahead from 1,024), while
-    the forward alone is equal either way. Its inputs are taken as they arrive (fp32 after a Llama's rotary
+    the forward alone is equal either way (a 200-query block over 800 keys: equal fwd+bwd too; longer key
+    spans and other CPUs, AMX among them, were not measured). Its inputs are taken as they arrive (fp32 after a Llama's rotary
     embedding; autocast would round them to bf16) and its output is rounded to bf16, as the bf16 kernel's is.
     """
     if (softcap is None and q.device.type == "cpu" and q.shape[-2] < CPU_BF16_FP32_ATTENTION_BELOW
             and torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-            and torch.is_grad_enabled() and q.requires_grad):
+            and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
         with torch.autocast("cpu", enabled=False):
             return _attend(q.float(), k.float(), v.float(), mask, causal, scaling, dropout, enable_gqa,
                            None).to(torch.bfloat16)

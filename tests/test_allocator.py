@@ -28,8 +28,11 @@ print(json.dumps({"setting": setting, "before": before_setting, "dropped_mb": he
 def probe(mode: str, env: dict | None = None) -> dict:
     import os
 
+    # The caller's own allocator settings would change what the probe sees.
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("LD_PRELOAD", "GLIBC_TUNABLES", "REWARDKIT_MALLOC") and not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True,
-                         env={**os.environ, **(env or {})})
+                         env={**clean, **(env or {})})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -52,7 +55,7 @@ def test_a_cpu_training_run_records_its_allocator(tiny_model_dir, tmp_path):
     from conftest import learnable_rows, write_jsonl
 
     data = write_jsonl(tmp_path / "train.jsonl", learnable_rows(8))
-    env = {**os.environ, "REWARDKIT_CPU_BF16": "0"}
+    env = {**os.environ, "REWARDKIT_CPU_BF16": "0", "ACCELERATE_USE_CPU": "1"}  # a CPU run, on a GPU host too
     done = subprocess.run([sys.executable, "-m", "rewardkit.cli", "train", "--model", str(tiny_model_dir), "--train-data",
                     str(data), "--output-dir", str(tmp_path / "runs"), "--run-name", "a", "--batch-size", "4",
                     "--no-eval-before", "--max-length", "64"], capture_output=True, text=True, env=env)
