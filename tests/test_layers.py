@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1] / "rewardkit"
 
 LAYERS: list[tuple[str, list[str]]] = [
-    ("foundation", ["rewardkit.errors", "rewardkit.pooling", "rewardkit.blocks"]),
+    ("foundation", ["rewardkit.errors", "rewardkit.pooling", "rewardkit.blocks", "rewardkit.allocator"]),
     ("config", ["rewardkit.config", "rewardkit.precision"]),
     ("losses", ["rewardkit.losses"]),
     ("data", ["rewardkit.data", "rewardkit.data.record", "rewardkit.data.hh", "rewardkit.data.transforms",
