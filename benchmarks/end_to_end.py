@@ -41,11 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import first_valid_records, write_section  # noqa: E402
 
+from rewardkit.allocator import ENVIRONMENT_SPELLING  # noqa: E402
+
 HH = ROOT.parent / "shared/data/hh-rlhf/helpful-base.jsonl.gz"
 
 
-# What ``rewardkit train`` does to its own process on CPU (rewardkit.allocator), as a user gives it to any program.
-RETAIN_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
+# What ``rewardkit train`` does to its own process on CPU, as a user gives it to any program.
+RETAIN_ENV = ENVIRONMENT_SPELLING
 
 
 def timed(cmd: list[str], a: argparse.Namespace, extra_env: dict[str, str] | None = None) -> tuple[float, float]:
@@ -83,7 +85,7 @@ def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path, retain: b
         raise SystemExit(f"TRL trained on {s['trained_pairs']} of {pairs} pairs (it drops pairs over --max-length); "
                          "raise --max-length so both sides train on the same pairs")
     side = f"TRL micro-batch {micro} × accumulation {a.batch_size // micro}" + (
-        " + freed memory retained (`MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647`)" if retain else "")
+        f" + freed memory retained (`{' '.join(f'{k}={v}' for k, v in RETAIN_ENV.items())}`)" if retain else "")
     r = {"side": side, "micro": micro, "retain": retain, "wall_s": wall,
          "rss_mb": rss, "steps_s": sum(s["step_s"]), "steady_step_s": statistics.median(s["step_s"][1:] or s["step_s"]),
          "n_steps": len(s["step_s"]), "first_loss": s["first_loss"], "padded_shapes": s["padded_shapes"]}

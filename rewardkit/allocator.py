@@ -28,11 +28,13 @@ import ctypes.util
 import os
 import platform
 
-__all__ = ["ALLOCATOR_ENV", "allocator_setting", "retain_freed_memory"]
+__all__ = ["ALLOCATOR_ENV", "ENVIRONMENT_SPELLING", "allocator_setting", "retain_freed_memory"]
 ALLOCATOR_ENV = "REWARDKIT_MALLOC"
 # glibc's mallopt parameter numbers (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _TRIM_NEVER = 2**31 - 1  # an int: the largest threshold mallopt takes, 2 GiB of free heap top kept
+# The same setting as glibc's environment variables, for a program that does not call mallopt itself.
+ENVIRONMENT_SPELLING = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(_TRIM_NEVER)}
 _applied: list[str] = []
 
 

@@ -399,8 +399,9 @@ def prefix_sharing_summary(paths: dict[str, str | None]) -> str | None:
 
 def start_accelerator(cfg: TrainConfig) -> tuple[Accelerator, Precision]:
     """The run's ``Accelerator``, built with the precision ``cfg.precision`` means on this hardware (said once)."""
-    precision = precision_for(cfg.precision, training_device(), training=True)
-    if training_device() == "cpu":  # a GPU's caching allocator already reuses its memory
+    device = training_device()
+    precision = precision_for(cfg.precision, device, training=True)
+    if device == "cpu":  # a GPU's caching allocator already reuses its memory
         retain_freed_memory()
     accelerator = make_accelerator(precision.mixed_precision)
     accelerator.print(precision.line())
