@@ -37,9 +37,11 @@ elif [ $PART = prm ]; then
   [ -f $OUT/prm/report.json ] || T $RK train --model smollm2-135m --objective prm --train-data "$TRAIN" \
     --skip-bad-records --batch-size 8 --learning-rate 2e-5 --no-eval-before --output-dir $OUT --run-name prm \
     --overwrite > $OUT/prm.train.log 2>&1
-  # both ProcessBench files in one run: F1 per subset (file), the calibration data scored once
+  # both ProcessBench files in one run: F1 per subset (file), the calibration data scored once.
+  # PRM_EVALS picks the evaluations (default both; e.g. PRM_EVALS=gsm8k-bo4 for best-of-4 alone)
   for job in processbench:$D/processbench/gsm8k.json,$D/processbench/math.json "gsm8k-bo4:$GSM[660:$((660 + BO4_Q))]"; do
     name=${job%%:*}; spec=${job#*:}
+    [[ " ${PRM_EVALS:-processbench gsm8k-bo4} " == *" $name "* ]] || continue
     cal=(); [ $name = processbench ] && cal=(--threshold-data "$CAL" --skip-bad-records)
     [ -f $OUT/prm-$name.json ] || T $RK eval-verifier --model $OUT/prm --data "$spec" "${cal[@]}" \
       --output $OUT/prm-$name.json > $OUT/prm-$name.log 2>&1
