@@ -3,8 +3,9 @@
 A user on this machine would tune TRL's micro-batch, so this compares against TRL's fastest one:
 
 1. **Sweep.** TRL (``benchmarks/trl_train.py``, a whole script: start-up to saved model) at micro-batches
-   ``--trl-micro-batches`` (accumulation to ``--batch-size`` pairs per optimizer step), each on the same
-   first ``--sweep-pairs`` HH pairs. The fastest by training-step time (all steps, the same pairs for every
+   ``--trl-micro-batches`` (accumulation to ``--batch-size`` pairs per optimizer step; an item may name its
+   precision, ``1r@fp32``, so the sweep covers TRL's precision too), each on the same first ``--sweep-pairs`` HH
+   pairs. The fastest by training-step time (all steps, the same pairs for every
    configuration) is TRL's best; the other rows stay for context.
 2. **End to end.** ``--repeats`` alternating runs (TRL's best, then rewardkit, then rewardkit first, …) of both
    whole commands on the first ``--pairs`` HH helpful-base pairs: SmolLM2-135M, fp32, the same lr, schedule,
@@ -70,23 +71,34 @@ def first_valid_lines(a: argparse.Namespace, pairs: int, work: Path) -> Path:
     return out
 
 
-def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path, retain: bool = False) -> dict[str, Any]:
-    """TRL at micro-batch ``micro``; ``retain``: with glibc told to keep freed memory (``RETAIN_ENV``), the
-    allocator setting rewardkit applies to itself, so TRL may have it too."""
-    name = f"trl-{micro}{'r' if retain else ''}"
+def sweep_item(item: str, a: argparse.Namespace) -> tuple[int, bool, bool]:
+    """``--trl-micro-batches`` item ``<micro>[r][@fp32|@bf16]`` → (micro-batch, retain freed memory, bf16); without
+    ``@``, the precision is ``--trl-precision``'s."""
+    size, _, precision = item.partition("@")
+    if not size.rstrip("r").isdigit() or precision not in ("", "fp32", "bf16"):
+        raise SystemExit(f"--trl-micro-batches: {item!r} is not a micro-batch size with optional 'r' and "
+                         "'@fp32'/'@bf16' (e.g. 1, 2r or 1r@fp32)")
+    return int(size.rstrip("r")), size.endswith("r"), precision == "bf16" if precision else trl_bf16(a)
+
+
+def run_trl(a: argparse.Namespace, micro: int, pairs: int, work: Path, retain: bool = False,
+            bf16: bool = False) -> dict[str, Any]:
+    """TRL at micro-batch ``micro`` (``bf16``: TRL's ``bf16=True``); ``retain``: with glibc told to keep freed memory
+    (``RETAIN_ENV``), the allocator setting rewardkit applies to itself, so TRL may have it too."""
+    name = f"trl-{micro}{'r' if retain else ''}-{'bf16' if bf16 else 'fp32'}"
     out, stats = work / name, work / f"{name}.json"
     data = first_valid_lines(a, pairs, work)
     wall, rss = timed([sys.executable, str(ROOT / "benchmarks/trl_train.py"), "--data", str(data), "--pairs", str(pairs),
                        "--model", a.model, "--micro-batch", str(micro), "--accumulation", str(a.batch_size // micro),
                        "--lr", str(a.lr), "--max-length", str(a.max_length), "--output", str(out),
-                       "--stats", str(stats), *(["--bf16"] if trl_bf16(a) else [])], a, RETAIN_ENV if retain else None)
+                       "--stats", str(stats), *(["--bf16"] if bf16 else [])], a, RETAIN_ENV if retain else None)
     s = json.loads(stats.read_text())
     if s["trained_pairs"] != pairs:
         raise SystemExit(f"TRL trained on {s['trained_pairs']} of {pairs} pairs (it drops pairs over --max-length); "
                          "raise --max-length so both sides train on the same pairs")
-    side = f"TRL micro-batch {micro} × accumulation {a.batch_size // micro}" + (
+    side = f"TRL {'bf16' if bf16 else 'fp32'}, micro-batch {micro} × accumulation {a.batch_size // micro}" + (
         f" + freed memory retained (`{' '.join(f'{k}={v}' for k, v in RETAIN_ENV.items())}`)" if retain else "")
-    r = {"side": side, "micro": micro, "retain": retain, "wall_s": wall,
+    r = {"side": side, "micro": micro, "retain": retain, "bf16": bf16, "wall_s": wall,
          "rss_mb": rss, "steps_s": sum(s["step_s"]), "steady_step_s": statistics.median(s["step_s"][1:] or s["step_s"]),
          "n_steps": len(s["step_s"]), "first_loss": s["first_loss"], "padded_shapes": s["padded_shapes"]}
     print(f"  {r['side']}: wall {wall:.1f} s, steps {r['steps_s']:.1f} s, RSS {rss:.0f} MB", file=sys.stderr)
@@ -165,14 +177,16 @@ def render(a: argparse.Namespace, sweep: list[dict], best: dict, trl: list[dict]
     from rewardkit.precision import Hardware
 
     kind = "with" if Hardware.of("cpu").bf16 else "without"
-    trl_prec = "bf16 (`bf16=True`)" if trl_bf16(a) else "fp32"
+    trl_prec = "bf16 (`bf16=True`)" if best["bf16"] else "fp32"
+    swept = len({r["bf16"] for r in sweep}) > 1
     lines = [
         f"## Training end to end vs. TRL at its best, on a CPU {kind} native bf16 — {time.strftime('%Y-%m-%d')}",
         "",
         f"Command: `{cmd}` (wall time {wall / 60:.1f} min). Machine: {cpu_line()}, {platform.machine()}, "
         f"{os.cpu_count()} visible cores, {a.threads} threads on both sides; torch {torch.__version__}, transformers "
         f"{transformers.__version__}, TRL {trl_pkg.__version__} (installed for this benchmark only). Precision: TRL "
-        f"{trl_prec}, its best on this CPU; rewardkit its default `--precision auto` "
+        f"{trl_prec}, " + ("the faster in the sweep below" if swept else "its best on this CPU by the rule "
+        "bf16 where the CPU computes it natively, else fp32 (not swept)") + "; rewardkit its default `--precision auto` "
         f"({rk[0].get('precision', '?')}). Model `{a.model}`, max length "
         f"{a.max_length}, lr {a.lr}, cosine with 5 % warmup, clip 1.0, fused AdamW, {a.batch_size} pairs per "
         f"optimizer step, the first {a.pairs} HH helpful-base pairs. Whole commands, start-up to saved model, "
@@ -246,7 +260,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-pairs", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trl-micro-batches", default="1,2,4,8,1r,2r",
-                   help="TRL micro-batches to sweep; a trailing r: with freed memory retained (RETAIN_ENV)")
+                   help="TRL micro-batches to sweep; a trailing r: with freed memory retained (RETAIN_ENV); "
+                        "@fp32 or @bf16: that precision instead of --trl-precision's (e.g. 1r,1r@fp32)")
     p.add_argument("--trl-precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="auto: bf16 where the CPU computes it natively (TRL's default), else fp32")
     p.add_argument("--rk-sweep", default="--micro-batch-tokens 1024,--micro-batch-tokens 2048,--micro-batch-tokens 0",
@@ -270,9 +285,8 @@ def main() -> None:
         print("sweep:", file=sys.stderr)
         sweep = []
         for item in (x.strip().lower() for x in a.trl_micro_batches.split(",") if x.strip()):
-            if not item.rstrip("r").isdigit():
-                raise SystemExit(f"--trl-micro-batches: {item!r} is not a micro-batch size (e.g. 1, 2 or 1r)")
-            r = run_trl(a, int(item.rstrip("r")), a.sweep_pairs, work, retain=item.endswith("r"))
+            micro, retain, bf16 = sweep_item(item, a)
+            r = run_trl(a, micro, a.sweep_pairs, work, retain=retain, bf16=bf16)
             r["bound"] = work_ratio(a, a.sweep_pairs, r["padded_shapes"])
             sweep.append(r)
         rk_sweep = [run_rewardkit(a, a.sweep_pairs, work, tuple(flags.split()))
@@ -283,11 +297,11 @@ def main() -> None:
         for i in range(a.repeats):
             print(f"repeat {i + 1}:", file=sys.stderr)
             if i % 2 == 0:
-                trl.append(run_trl(a, best["micro"], a.pairs, work, best["retain"]))
+                trl.append(run_trl(a, best["micro"], a.pairs, work, best["retain"], best["bf16"]))
                 rk.append(run_rewardkit(a, a.pairs, work))
             else:
                 rk.append(run_rewardkit(a, a.pairs, work))
-                trl.append(run_trl(a, best["micro"], a.pairs, work, best["retain"]))
+                trl.append(run_trl(a, best["micro"], a.pairs, work, best["retain"], best["bf16"]))
         bound = work_ratio(a, a.pairs, trl[0]["padded_shapes"])
     text = render(a, sweep, best, trl, rk, bound, time.time() - started, rk_sweep)
     print(text)
