@@ -8,7 +8,7 @@ A user on this machine would tune TRL's micro-batch, so this compares against TR
    pairs. The fastest by training-step time (all steps, the same pairs for every
    configuration) is TRL's best; the other rows stay for context.
 2. **End to end.** ``--repeats`` alternating runs (TRL's best, then rewardkit, then rewardkit first, …) of both
-   whole commands on the first ``--pairs`` HH helpful-base pairs: SmolLM2-135M, fp32, the same lr, schedule,
+   whole commands on the first ``--pairs`` HH helpful-base pairs: SmolLM2-135M, each side in its precision (TRL's best, rewardkit's auto), the same lr, schedule,
    clipping and pairs per step, the same threads. Reported: wall time of the command (median; ratio = median
    of per-repeat ratios), time in optimizer steps (per-step ratio), peak RSS, and where rewardkit's time
    outside the steps goes (``report.json`` ``timings_s``).
